@@ -1,0 +1,45 @@
+# The two commands: `make demo` (main job) and `make test` (test suite).
+# Each creates .venv, installs the CPU torch build first, then the project.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_PIN := torch==2.13.0
+ORACLE_VENV ?= .venv-oracle
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: demo test test-oracles install install-test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(PIP) install $(TORCH_PIN)
+	$(PIP) install -e ".[all]"
+
+install-test: $(BIN)/python
+	$(PIP) install $(TORCH_PIN)
+	$(PIP) install -e ".[test,all]"
+
+## Main job: train a small FVDM model on the built-in moving-digits data, sample every task, write a report.
+demo: install
+	$(BIN)/fvdm demo --out demo_out
+
+## Test suite (CPU, 1 thread per process).
+test: install-test
+	$(BIN)/python -m pytest -q -ra
+
+## Oracle tests against torchvision-based peers (pytorch-fid, cd-fvd) in a separate venv.
+test-oracles:
+	test -x $(ORACLE_VENV)/bin/python || $(PYTHON) -m venv $(ORACLE_VENV)
+	$(ORACLE_VENV)/bin/python -m pip -q install torch==2.14.1 torchvision==0.29.1 pytorch-fid
+	$(ORACLE_VENV)/bin/python -m pip -q install --no-deps cd-fvd
+	$(ORACLE_VENV)/bin/python -m pip -q install einops pluggy "pydantic>=2" pyyaml tqdm pytest scipy pillow numpy
+	$(ORACLE_VENV)/bin/python -m pip -q install --no-deps -e .
+	FVDM_ORACLES=1 $(ORACLE_VENV)/bin/python -m pytest -q -ra -m oracle tests
+
+bench: install
+	$(BIN)/fvdm bench run speed --out bench_out/speed
+
+clean:
+	rm -rf $(VENV) $(ORACLE_VENV) demo_out bench_out runs .pytest_cache

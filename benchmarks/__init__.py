@@ -1,0 +1,1 @@
+"""Benchmark suites (speed, digits_zero_shot, dataset protocols)."""

@@ -1,0 +1,62 @@
+"""`fvdm plugins`: list every registered item per kind with origin and availability."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from fvdm.core.plugins import FvdmPlugins, load_plugins
+from fvdm.core.registry import KINDS
+
+#: Version of the ``fvdm plugins --json`` format; bump on any incompatible change.
+PLUGINS_JSON_FORMAT = 1
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plugins",
+        help="list registered plugins, their origin and availability",
+        description="List every registered item per kind, where it comes from (built-in or "
+        "distribution + version), whether it can run here and why not, and plugins that failed to load.",
+    )
+    p.add_argument("--json", action="store_true", help=f"machine-readable output (format version {PLUGINS_JSON_FORMAT})")
+    p.add_argument("--kind", choices=KINDS, action="append", help="only this kind (repeatable)")
+    p.add_argument("pattern", nargs="?", default="*", help="wildcard on item names, e.g. 'latte_*'")
+    p.set_defaults(func=run)
+
+
+def plugins_report(plugins: FvdmPlugins, kinds: list[str] | None = None, pattern: str = "*") -> dict[str, Any]:
+    """The stable ``--json`` document (see docs/plugins.md)."""
+    kinds = kinds or list(KINDS)
+    return {
+        "format": PLUGINS_JSON_FORMAT,
+        "kinds": {k: [e.to_json() for e in plugins[k].list(pattern)] for k in kinds},
+        "plugins": [r.to_json() for r in plugins.records],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    plugins = load_plugins()
+    report = plugins_report(plugins, args.kind, args.pattern)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for kind, items in report["kinds"].items():
+        print(f"{kind} ({len(items)})")
+        for it in items:
+            mark = "ok " if it["available"] else "n/a"
+            line = f"  [{mark}] {it['name']:<28} {it['origin']:<22}"
+            if it["description"]:
+                line += f" {it['description'][:60]}"
+            print(line.rstrip())
+            if not it["available"]:
+                hint = f"; install: pip install 'fvdm[{it['extra']}]'" if it["extra"] else ""
+                print(f"        unavailable: {it['reason']}{hint}")
+    failed = [r for r in report["plugins"] if r["status"] != "loaded"]
+    if failed:
+        print("plugins not loaded:")
+        for r in failed:
+            print(f"  {r['name']} ({r['origin']}, {r['module']}): {r['status']}"
+                  + (f" at {r['stage']}: {r['error']}" if r["error"] else ""))
+    return 0

@@ -1,0 +1,272 @@
+"""Experiment configs (pydantic v2), resolved in two passes.
+
+Pass 1 validates the experiment's own fields; plugin references stay open
+(``{name: ..., **params}``). Pass 2 looks each name up in its registry and
+validates the params with that plugin's own ``Config``, so third-party plugins are
+configurable without touching core. Every error is reported with its path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fvdm.core.errors import ConfigError, UnknownPluginError
+from fvdm.core.interfaces import PluginConfig
+from fvdm.core.registry import is_validation_error, split_spec
+
+
+class PluginRef(BaseModel):
+    """A reference to a registered plugin: ``{name: ..., <that plugin's params>}``."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_str(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+
+class TrainSettings(PluginConfig):
+    steps: int = Field(2000, ge=1, description="optimizer steps")
+    batch_size: int = Field(8, ge=1, description="global batch size (split over ranks)")
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float | None = Field(1.0, description="max grad norm; null disables")
+    ema_decay: float = Field(0.9999, ge=0, le=1)
+    bf16: bool = False
+    compile: bool = False
+    num_workers: int = Field(0, ge=0)
+    log_every: int = Field(10, ge=1)
+    ckpt_every: int = Field(500, ge=1)
+    sample_every: int = Field(0, ge=0, description="0 disables sample GIFs during training")
+    tensorboard: bool = True
+    loss_buckets: int = Field(4, ge=1, description="timestep buckets for per-bucket loss scalars")
+
+
+class SampleSettings(PluginConfig):
+    sampler: PluginRef = PluginRef(name="ddim")
+    schedule: PluginRef = PluginRef(name="standard")
+    steps: int = Field(50, ge=1)
+    cfg_scale: float = Field(1.0, ge=0)
+    use_ema: bool = True
+
+
+class ExperimentConfig(PluginConfig):
+    """One training/sampling experiment; ``fvdm config schema`` prints its JSON schema."""
+
+    name: str = "fvdm"
+    seed: int = 0
+    run_root: str = "runs"
+    data: PluginRef = PluginRef(name="moving_digits")
+    backbone: PluginRef = PluginRef(name="latte_tiny")
+    noise_schedule: PluginRef = PluginRef(name="ddpm")
+    vtv: PluginRef = PluginRef(name="ptss")
+    autoencoder: PluginRef = PluginRef(name="identity")
+    attention: str = Field("auto", description="auto | math | sdpa | xformers | flex | any registered kernel")
+    train: TrainSettings = TrainSettings()
+    sample: SampleSettings = SampleSettings()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or "/" in v or v.startswith("."):
+            raise ValueError("name must be a plain directory name (no '/', not starting with '.')")
+        return v
+
+
+#: experiment field path -> registry kind, for pass 2
+PLUGIN_FIELDS: dict[tuple[str, ...], str] = {
+    ("data",): "datasets",
+    ("backbone",): "backbones",
+    ("noise_schedule",): "noise_schedules",
+    ("vtv",): "vtv_strategies",
+    ("autoencoder",): "autoencoders",
+    ("sample", "sampler"): "samplers",
+    ("sample", "schedule"): "sampling_schedules",
+}
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in parts) or "<root>"
+
+
+def _pydantic_errors(exc: BaseException, prefix: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():  # type: ignore[attr-defined]
+        loc = prefix + tuple(err.get("loc", ()))
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key (typo?); remove it or check `fvdm config schema`"
+        elif "input" in err and err.get("type") not in ("missing",):
+            msg = f"{msg} (got {err['input']!r})"
+        out.append((_loc(loc), msg))
+    return out
+
+
+def load_config_dict(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON file into a dict (top level must be a mapping)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError([("<file>", f"cannot parse {path.suffix or 'YAML'}: {exc}")], str(path)) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([("<root>", f"top level must be a mapping, got {type(data).__name__}")], str(path))
+    return data
+
+
+def parse_config(data: Mapping[str, Any], source: str | None = None) -> ExperimentConfig:
+    """Pass 1: validate the experiment fields; raise ConfigError with every path."""
+    try:
+        return ExperimentConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_errors(exc), source) from None
+
+
+def _get(cfg: BaseModel, path: tuple[str, ...]) -> PluginRef:
+    obj: Any = cfg
+    for p in path:
+        obj = getattr(obj, p)
+    return obj
+
+
+def resolve_config(cfg: ExperimentConfig, plugins: Any, source: str | None = None) -> dict[tuple[str, ...], tuple[Any, Any]]:
+    """Pass 2: validate each plugin reference with its plugin's Config.
+
+    Returns ``{field_path: (entry, validated_config_or_None)}``; raises ConfigError
+    listing every problem (unknown names with suggestions, bad params with paths).
+    """
+    errors: list[tuple[str, str]] = []
+    resolved: dict[tuple[str, ...], tuple[Any, Any]] = {}
+    for path, kind in PLUGIN_FIELDS.items():
+        ref = _get(cfg, path)
+        try:
+            resolved[path] = plugins[kind].validate(ref.spec())
+        except UnknownPluginError as exc:
+            errors.append((_loc(path + ("name",)), str(exc)))
+        except Exception as exc:
+            if is_validation_error(exc):
+                entry = plugins[kind].get(ref.name)
+                for loc, msg in _pydantic_errors(exc, path):
+                    errors.append((loc, f"{msg} [{kind} {ref.name!r} from {entry.origin}]"))
+            else:
+                raise
+    if cfg.attention != "auto":
+        try:
+            plugins["attention_kernels"].get(cfg.attention)
+        except UnknownPluginError as exc:
+            errors.append(("attention", str(exc)))
+    if errors:
+        raise ConfigError(errors, source)
+    return resolved
+
+
+def canonical_dict(cfg: ExperimentConfig, plugins: Any | None = None) -> dict[str, Any]:
+    """The config as plain JSON data, plugin params filled with their defaults when
+    ``plugins`` is given (so ``{name: ptss}`` and ``{name: ptss, p: 0.2}`` are equal)."""
+    data = cfg.model_dump(mode="json", serialize_as_any=True)
+    if plugins is None:
+        return data
+    for path, (entry, pcfg) in resolve_config(cfg, plugins).items():
+        node = data
+        for p in path[:-1]:
+            node = node[p]
+        node[path[-1]] = {"name": entry.name, **(pcfg.model_dump(mode="json") if pcfg is not None else {})}
+    return data
+
+
+def config_hash(cfg: ExperimentConfig, plugins: Any | None = None, length: int = 10) -> str:
+    """Short sha256 of the canonical config: names run directories."""
+    blob = json.dumps(canonical_dict(cfg, plugins), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def dump_config(cfg: ExperimentConfig, path: str | Path | None = None, fmt: str | None = None) -> str:
+    """YAML or JSON text that loads back to an equal config."""
+    data = cfg.model_dump(mode="json", serialize_as_any=True)
+    if fmt is None:
+        fmt = "json" if path is not None and str(path).endswith(".json") else "yaml"
+    text = json.dumps(data, indent=2) + "\n" if fmt == "json" else yaml.safe_dump(data, sort_keys=False)
+    if path is not None:
+        Path(path).write_text(text)
+    return text
+
+
+def load_config(path: str | Path, plugins: Any | None = None) -> ExperimentConfig:
+    """Load and validate (both passes when ``plugins`` is given)."""
+    cfg = parse_config(load_config_dict(path), str(path))
+    if plugins is not None:
+        resolve_config(cfg, plugins, str(path))
+    return cfg
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a config dict."""
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError([(ov, "override must look like key.path=value")])
+        key, raw = ov.split("=", 1)
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if isinstance(nxt, str):  # plugin given by name only
+                nxt = {"name": nxt}
+            node[p] = nxt if isinstance(nxt, dict) else {}
+            node = node[p]
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def experiment_schema(plugins: Any | None = None) -> dict[str, Any]:
+    """JSON schema of ExperimentConfig; with ``plugins``, each plugin field lists
+    the registered names and their params (anyOf over registered Configs)."""
+    schema = ExperimentConfig.model_json_schema()
+    if plugins is None:
+        return schema
+    defs = schema.setdefault("$defs", {})
+    for path, kind in PLUGIN_FIELDS.items():
+        options = []
+        for entry in plugins[kind].list():
+            sub = entry.config.model_json_schema() if entry.config is not None else {"type": "object", "properties": {}}
+            sub = dict(sub)
+            sub_defs = sub.pop("$defs", {})
+            defs.update(sub_defs)
+            props = dict(sub.get("properties", {}))
+            props["name"] = {"const": entry.name}
+            options.append({**sub, "properties": props, "required": ["name"], "title": f"{kind}:{entry.name}"})
+        node = schema
+        if len(path) == 2:
+            ref = schema["properties"][path[0]].get("$ref") or schema["properties"][path[0]].get("allOf", [{}])[0].get("$ref")
+            node = defs[ref.split("/")[-1]] if ref else schema
+        prop = node["properties"][path[-1]]
+        prop.pop("$ref", None)
+        prop.pop("allOf", None)
+        prop["anyOf"] = options or [{"$ref": "#/$defs/PluginRef"}]
+    return schema
+
+
+def split_plugin_spec(spec: Any) -> tuple[str, dict[str, Any]]:
+    return split_spec(spec)

@@ -1,0 +1,198 @@
+"""The interfaces every plugin kind implements.
+
+Layout conventions (DESIGN.md):
+  x   : (B, F, C, H, W)  video or latent, always this layout
+  t   : (B, F)           float per-frame level; 0 = clean, 1 = pure noise
+  S   : (K+1, F)         sampling matrix; row k = levels at step k, columns non-increasing
+  ctx : (B, F) bool      frames given as context
+
+Plugins are classes constructed as ``cls(cfg)`` from their nested pydantic
+``Config`` (``extra="forbid"``) and registered with ``registry.add(name, cls)``.
+These Protocols are structural: a plugin does not need to inherit from them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class PluginConfig(BaseModel):
+    """Base for plugin Configs: unknown keys are errors, assignment is validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+#: ``model_fn(x (B,F,C,H,W), t (B,F)) -> raw model output (B,F,C',H,W)``; conditioning is closed over.
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """Denoiser ``forward(x (B,F,C,H,W), t (B,F), y (B,) | None) -> (B,F,C_out,H,W)``.
+
+    ``C_out = 2*C`` when the model learns its variance (DiT/Latte hybrid loss).
+    """
+
+    in_channels: int
+    out_channels: int
+    num_frames: int  # frame capacity (temporal position embeddings)
+    input_size: int
+    num_classes: int  # 0 = unconditional
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class NoiseSchedule(Protocol):
+    """Forward process with per-frame levels ``t`` (B, F) in [0, 1].
+
+    Discrete schedules (DDPM) map ``t`` to integer steps ``n = round(t * (T - 1))``
+    inside, at the boundary only.
+    """
+
+    prediction: str  # "epsilon" | "v" | "x0" | "flow"
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+    def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame signal and noise scales, each (B, F): x_t = alpha x0 + sigma eps."""
+        ...
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+    def loss(
+        self, model_out: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-frame training loss (B, F), weighting included; the engine masks and averages."""
+        ...
+
+    def snap(self, t: torch.Tensor) -> torch.Tensor:
+        """Map training draws u ~ U[0, 1] onto the schedule's grid (identity if continuous)."""
+        ...
+
+    def predict_x0_eps(
+        self, model_out: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Convert the raw model output at (xt, t) into (x0_hat, eps_hat)."""
+        ...
+
+
+@runtime_checkable
+class VTVStrategy(Protocol):
+    """Training timestep strategy: ``strategy(B, F, *, generator, device) -> t (B, F)`` in [0, 1].
+
+    Stateless: the output depends only on the arguments and the generator state.
+    """
+
+    def __call__(
+        self, batch_size: int, num_frames: int, *, generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SamplingSchedule(Protocol):
+    """Builds the sampling matrix ``S`` (K+1, F) for K steps over F frames."""
+
+    def __call__(self, num_steps: int, num_frames: int, *, context: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """One step from per-frame levels ``t_from`` to ``t_to`` (each (B, F)).
+
+    Frames with ``t_to == t_from`` are returned bit-identical. Stateless.
+    """
+
+    def step(
+        self, model_fn: ModelFn, x: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor, *,
+        schedule: NoiseSchedule, generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A zero-shot task: turns user inputs into a sampled video (B, N, C, H, W)."""
+
+    def run(self, sampling: Any, inputs: Mapping[str, Any]) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class VideoDataset(Protocol):
+    """Yields ``{"video": (F, C, H, W) float in [-1, 1], "key": str, "label"?: int}``."""
+
+    num_frames: int
+    channels: int
+    resolution: int
+    num_classes: int
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]: ...
+
+
+@runtime_checkable
+class AttentionKernel(Protocol):
+    """``kernel(q, k, v, *, mask=None, causal=False, scale=None) -> out``, all (B, N, H, D)."""
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Tensor | None = None,
+        causal: bool = False, scale: float | None = None,
+    ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class FeatureExtractor(Protocol):
+    """Videos uint8 (B, F, C, H, W) -> features (B, dim); identified by id and weights hash."""
+
+    dim: int
+    extractor_id: str
+    weights_sha256: str
+
+    def __call__(self, videos: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Computes a metric; returns a dict with the value and its provenance."""
+
+    def evaluate(self, fake: Any, real: Any, **kwargs: Any) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class BenchmarkSuite(Protocol):
+    """A benchmark suite run by ``fvdm bench run NAME``; returns JSON-able results."""
+
+    def run(self, out_dir: Any, *, quick: bool = False, seed: int = 0) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Autoencoder(Protocol):
+    """Per-frame pixel <-> latent map: (B, F, C, H, W) <-> (B, F, c, H/d, W/d)."""
+
+    latent_channels: int
+    downsample: int
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
+INTERFACES: dict[str, type] = {
+    "backbones": Backbone,
+    "noise_schedules": NoiseSchedule,
+    "vtv_strategies": VTVStrategy,
+    "samplers": Sampler,
+    "sampling_schedules": SamplingSchedule,
+    "tasks": Task,
+    "datasets": VideoDataset,
+    "attention_kernels": AttentionKernel,
+    "evaluators": Evaluator,
+    "feature_extractors": FeatureExtractor,
+    "benchmarks": BenchmarkSuite,
+    "autoencoders": Autoencoder,
+}
+
+__all__ = [name for name in dir() if not name.startswith("_") and name[0].isupper()] + ["ModelFn"]
+

@@ -1,0 +1,1 @@
+"""Built-in attention plugins (filled by their issue)."""

@@ -1,0 +1,1 @@
+"""Built-in autoencoders plugins (filled by their issue)."""

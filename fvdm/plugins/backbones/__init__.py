@@ -1,0 +1,1 @@
+"""Built-in backbones plugins (filled by their issue)."""

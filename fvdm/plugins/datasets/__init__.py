@@ -1,0 +1,1 @@
+"""Built-in datasets plugins (filled by their issue)."""

@@ -1,0 +1,1 @@
+"""Built-in evaluators plugins (filled by their issue)."""

@@ -1,0 +1,1 @@
+"""Built-in noise_schedules plugins (filled by their issue)."""

@@ -1,0 +1,1 @@
+"""Built-in sampling_schedules plugins (filled by their issue)."""

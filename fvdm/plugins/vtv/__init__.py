@@ -1,0 +1,1 @@
+"""Built-in vtv plugins (filled by their issue)."""

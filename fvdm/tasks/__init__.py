@@ -1,0 +1,1 @@
+"""Zero-shot tasks: builders of (x_init, ctx, S, cond)."""
