@@ -186,7 +186,7 @@ def load_plugins(
     for kind in KINDS:
         registry = registries[kind]
         caller = getattr(pm.hook, f"fvdm_register_{kind}")
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order (pluggy calls LIFO)
             registry.current_plugin = impl.plugin_name
             registry.current_origin = origins.get(impl.plugin_name, "local")
             try:
