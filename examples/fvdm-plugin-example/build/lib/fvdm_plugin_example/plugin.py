@@ -1,0 +1,12 @@
+"""The hook implementations fvdm calls (entry point ``fvdm_plugin_example.plugin``)."""
+
+from __future__ import annotations
+
+from fvdm.core import hookimpl
+
+
+@hookimpl
+def fvdm_register_vtv_strategies(registry):
+    from fvdm_plugin_example.correlated_frames import CorrelatedFrames
+
+    registry.add("correlated_frames", CorrelatedFrames)

@@ -1,0 +1,71 @@
+"""Issue: a third-party package registers a VTV strategy through entry points.
+
+Builds and installs examples/fvdm-plugin-example into an isolated target directory
+(pip --target), puts it on the path of a subprocess, and uses it by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "fvdm-plugin-example"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    target = tmp_path_factory.mktemp("site")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+         "--target", str(target), str(EXAMPLE)],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"pip could not build/install the example plugin:\n{proc.stderr[-2000:]}")
+    assert (target / "fvdm_plugin_example").is_dir()
+    return target
+
+
+def _fvdm(*args, site: Path | None, cwd: Path | None = None):
+    path = [str(site)] if site else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path + [str(REPO)])}
+    return subprocess.run([sys.executable, "-m", "fvdm", *args], env=env, capture_output=True, text=True, cwd=cwd)
+
+
+def test_listed_with_distribution_and_version(installed):
+    out = _fvdm("plugins", "--json", "--kind", "vtv_strategies", site=installed)
+    assert out.returncode == 0, out.stderr
+    items = {e["name"]: e for e in json.loads(out.stdout)["kinds"]["vtv_strategies"]}
+    assert items["correlated_frames"]["origin"] == "fvdm-plugin-example 0.1.0"
+    assert items["correlated_frames"]["plugin"] == "example"
+    assert items["correlated_frames"]["available"] is True
+
+
+def test_config_validates_and_bad_param_uses_plugins_message(installed, tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"vtv": {"name": "correlated_frames", "step_std": 0.2}}))
+    out = _fvdm("config", "validate", str(good), site=installed)
+    assert out.returncode == 0, out.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"vtv": {"name": "correlated_frames", "step_std": 5.0, "stepstd": 1}}))
+    out = _fvdm("config", "validate", str(bad), site=installed)
+    assert out.returncode == 1
+    assert "vtv.step_std: Input should be less than or equal to 1" in out.stderr
+    assert "vtv.stepstd: unknown key" in out.stderr
+    assert "fvdm-plugin-example 0.1.0" in out.stderr
+
+
+def test_uninstalled_name_is_unknown_with_hint(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"vtv": {"name": "correlated_frames"}}))
+    out = _fvdm("config", "validate", str(cfg), site=None)
+    assert out.returncode == 1
+    assert "unknown vtv_strategies 'correlated_frames'" in out.stderr
+    assert "pip install ./examples/fvdm-plugin-example" in out.stderr
