@@ -1,1 +1,21 @@
-"""Built-in vtv plugins (filled by their issue)."""
+"""Built-in VTV (vectorized timestep) training strategies.
+
+Each is a stateless callable ``strategy(batch_size, num_frames, *, generator=None,
+device="cpu") -> u`` (B, F) float32 in [0, 1]; the engine then calls
+``schedule.snap(u)``.
+"""
+
+from fvdm.core.hookspecs import hookimpl
+
+
+@hookimpl
+def fvdm_register_vtv_strategies(registry):
+    from fvdm.plugins.vtv.diffusion_forcing import DiffusionForcing
+    from fvdm.plugins.vtv.independent import Independent
+    from fvdm.plugins.vtv.ptss import PTSS
+    from fvdm.plugins.vtv.synchronized import Synchronized
+
+    registry.add("synchronized", Synchronized)
+    registry.add("independent", Independent)
+    registry.add("ptss", PTSS)
+    registry.add("diffusion_forcing", DiffusionForcing)
