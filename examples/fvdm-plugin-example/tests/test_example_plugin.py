@@ -38,3 +38,25 @@ def test_neighbours_are_more_alike_than_distant_frames():
 def test_config_validation_message():
     with pytest.raises(ValidationError, match="step_std"):
         _plugins()["vtv_strategies"].build({"name": "correlated_frames", "step_std": 0})
+
+
+def test_keyframes_first_closed_form():
+    sched = _plugins()["sampling_schedules"].build({"name": "keyframes_first", "stride": 3, "lag": 0.5})
+    k, f = 4, 7
+    s = sched(k, f)
+    assert s.shape == (k + 2 + 1, f)
+    key = [0, 3, 6]
+    # keyframes: 1, .75, .5, .25, 0, 0, 0 ; others: 1, 1, 1, .75, .5, .25, 0
+    expect_key = torch.tensor([1, 0.75, 0.5, 0.25, 0, 0, 0])
+    expect_mid = torch.tensor([1, 1, 1, 0.75, 0.5, 0.25, 0])
+    for j in range(f):
+        torch.testing.assert_close(s[:, j], expect_key if j in key else expect_mid)
+    assert bool((s[1:] <= s[:-1]).all())  # columns non-increasing
+
+
+def test_keyframes_first_keeps_context_clean():
+    sched = _plugins()["sampling_schedules"].build({"name": "keyframes_first"})
+    ctx = torch.zeros(8, dtype=torch.bool)
+    ctx[0] = True
+    s = sched(10, 8, context=ctx)
+    assert bool((s[:, 0] == 0).all()) and float(s[0, 1:].min()) == 1.0 and float(s[-1].max()) == 0.0

@@ -1,0 +1,428 @@
+"""webdataset: video clips from tar shards (local paths, directories, globs, brace patterns, URLs).
+
+A sample is the group of tar members sharing a key (``dir/name`` up to the first
+dot of the file name, the webdataset convention). Its frames come from, in order
+of preference: a video (``.mp4/.avi/.mkv/.webm/.mov``, decoded with PyAV), an
+array (``.npy``, ``.npz``: uint8 (T, H, W[, C]) or float in [0, 1]) or numbered
+images (``key.0000.png``, ``key.0001.jpg``, ... in natural order). A label comes from
+``.cls``/``.label`` (an integer as text) or ``.json`` (``{"label": k}``).
+
+Splitting (non-resampled): shards are ordered (shuffled per epoch with ``seed``,
+identically on every rank), then dealt round-robin to the ``world_size x
+num_workers`` global workers, so every clip is seen exactly once per epoch. With
+fewer shards than global workers the reader (``split_by: auto``, ``on_error:
+skip``) warns, counts it and splits by sample instead: every worker reads every
+shard and keeps every ``total``-th sample; ``on_error: raise`` fails instead.
+
+Resampled mode (training): each worker draws shards with replacement forever, or
+for ``epoch_length`` clips per rank per epoch.
+
+Reproducibility: the clip offset and flip of a sample are drawn from a hash of
+``(seed, epoch, key)``, so they do not depend on the worker count or which worker
+reads it. Shard order depends on ``(seed, epoch)`` only. The order in which
+workers' samples interleave, the shuffle buffer and resampled draws do depend on
+the worker layout.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import json
+import os
+import re
+import tarfile
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from fvdm.core.interfaces import PluginConfig
+from fvdm.plugins.datasets import video_io as vio
+
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)  # http:, https:, pipe:, s3:, gs:, file:
+SHARD_EXTS = (".tar", ".tar.gz", ".tgz")
+
+
+def available() -> tuple[bool, str]:
+    try:
+        import webdataset  # noqa: F401
+    except Exception as exc:
+        return False, f"webdataset is not importable ({type(exc).__name__}: {exc})"
+    return True, ""
+
+
+# -- shard lists -----------------------------------------------------------------------
+def expand_urls(urls: "str | list[str]") -> list[str]:
+    """Paths, directories (their ``*.tar``), globs, ``manifest.json`` files, brace patterns
+    (``data-{000..009}.tar``) and URLs -> a flat list of shard names, order preserved."""
+    from braceexpand import braceexpand
+
+    items = [urls] if isinstance(urls, str) else list(urls)
+    out: list[str] = []
+    for item in items:
+        for u in (p for part in str(item).split("::") for p in braceexpand(part)):
+            if _URL.match(u) and not u.startswith("file:"):
+                out.append(u)
+                continue
+            u = u[5:] if u.startswith("file:") else u
+            p = Path(u).expanduser()
+            if p.is_dir():
+                manifest = p / "manifest.json"
+                if manifest.is_file():
+                    out += _manifest_shards(manifest)
+                else:
+                    out += sorted(str(q) for q in p.iterdir() if q.name.endswith(SHARD_EXTS))
+            elif p.name.endswith(".json") and p.is_file():
+                out += _manifest_shards(p)
+            elif any(c in u for c in "*?["):
+                out += sorted(globlib.glob(str(p)))
+            else:
+                out.append(str(p))
+    return out
+
+
+def _manifest_shards(path: Path) -> list[str]:
+    data = json.loads(Path(path).read_text())
+    return [str(Path(path).parent / s["name"]) for s in data.get("shards", [])]
+
+
+def open_shard(url: str):
+    """A readable binary stream for a local path or any URL webdataset's ``gopen`` knows."""
+    if _URL.match(url) and not url.startswith("file:"):
+        import webdataset as wds
+
+        return wds.gopen(url, "rb")
+    path = url[5:] if url.startswith("file:") else url
+    if not os.path.exists(path):
+        raise vio.BadSampleError(url, "shard file not found", "corrupt")
+    return open(path, "rb")
+
+
+def split_key(member_name: str) -> tuple[str, str]:
+    """'a/b/clip_01.0003.png' -> ('a/b/clip_01', '0003.png') (webdataset's key rule)."""
+    d, base = os.path.split(member_name)
+    stem, dot, ext = base.partition(".")
+    return (f"{d}/{stem}" if d else stem), ext.lower()
+
+
+def iter_tar_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Stream ``(key, {ext: bytes})`` groups from one shard.
+
+    A corrupt or truncated shard raises :class:`BadSampleError` after the complete
+    samples before the damage were yielded; the damaged sample is dropped.
+    """
+    stream = None
+    try:
+        stream = open_shard(url)
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            key, files = None, {}
+            for member in tar:
+                if not member.isfile():
+                    continue
+                k, ext = split_key(member.name)
+                if k.startswith(".") or not ext or os.path.basename(k).startswith("_"):
+                    continue  # hidden files and webdataset metadata (__key__...)
+                f = tar.extractfile(member)
+                data = f.read() if f is not None else b""
+                if len(data) != member.size:
+                    raise EOFError(f"member {member.name} truncated ({len(data)} of {member.size} bytes)")
+                if key is not None and k != key:
+                    yield key, files
+                    files = {}
+                key = k
+                files[ext] = data
+            if key is not None:
+                yield key, files
+    except vio.BadSampleError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, ValueError, Exception) as exc:  # noqa: B014 - any read error
+        raise vio.BadSampleError(url, f"corrupt or truncated shard ({type(exc).__name__}: {exc})", "corrupt") from None
+    finally:
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:
+                pass
+
+
+# -- one sample -> frames ----------------------------------------------------------------
+_FRAME_EXT = re.compile(r"^(?:.*\.)?(\d+)\.(jpg|jpeg|png|bmp|webp)$")
+
+
+def sample_frames(key: str, files: dict[str, bytes], *, num_frames: int, stride: int, offset: str,
+                  rng: np.random.Generator, where: str) -> np.ndarray:
+    """Pick one clip's frames from a sample -> uint8 (num_frames, H, W, C)."""
+    name = f"{where}:{key}"
+    video_ext = next((e for e in files if "." + e in vio.VIDEO_EXTS), None)
+    if video_ext is not None:
+        vname = f"{name}.{video_ext}"
+        return vio.decode_clip(files[video_ext], lambda n: vio.clip_indices(n, num_frames, stride, offset, rng, vname),
+                               name=vname)
+    array_ext = next((e for e in ("npy", "npz") if e in files), None)
+    if array_ext is not None:
+        frames = vio.load_array(files[array_ext], f"{name}.{array_ext}")
+        idx = vio.clip_indices(len(frames), num_frames, stride, offset, rng, f"{name}.{array_ext}")
+        return frames[idx]
+    images = sorted((e for e in files if _FRAME_EXT.match(e)), key=vio.natural_key)
+    if images:
+        idx = vio.clip_indices(len(images), num_frames, stride, offset, rng, name)
+        frames = [vio.decode_image(files[images[i]], name=f"{name}.{images[i]}") for i in idx]
+        if len({f.shape for f in frames}) > 1:
+            raise vio.BadSampleError(name, "frame images differ in size", "image")
+        return np.stack(frames)
+    raise vio.BadSampleError(name, f"no video, array or numbered frames among {sorted(files)}", "format")
+
+
+def sample_label(files: dict[str, bytes], name: str) -> int:
+    for ext in ("cls", "label", "cls.txt"):
+        if ext in files:
+            try:
+                return int(files[ext].decode().strip())
+            except ValueError:
+                raise vio.BadSampleError(name, f".{ext} is not an integer: {files[ext][:20]!r}", "format") from None
+    if "json" in files:
+        try:
+            meta = json.loads(files["json"])
+            if "label" in meta:
+                return int(meta["label"])
+        except (ValueError, TypeError):
+            pass
+    raise vio.BadSampleError(name, "num_classes > 0 but the sample has no .cls/.label/.json label", "format")
+
+
+def _rank_world(cfg: "WebDatasetVideos.Config") -> tuple[int, int]:
+    if cfg.rank is not None and cfg.world_size is not None:
+        return cfg.rank, cfg.world_size
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class WebDatasetVideos(torch.utils.data.IterableDataset):
+    """Clips from webdataset tar shards (mp4 / npy / npz / numbered images), split over ranks and workers.
+
+    Items: ``{"video": (F, C, H, W) float32 in [-1, 1], "key": str, "label"?: int}``.
+    Call ``set_epoch(e)`` at each epoch for a new shard order and new clip offsets.
+    """
+
+    class Config(PluginConfig):
+        urls: str | list[str] = Field(..., description="shards: paths, dirs, globs, brace patterns, URLs, manifest.json")
+        num_frames: int = Field(16, ge=1)
+        stride: int = Field(1, ge=1, description="take every stride-th frame")
+        offset: Literal["random", "start", "center"] = "random"
+        resolution: int | None = Field(None, ge=4, description="shorter side resize + center crop; None: from data")
+        channels: Literal[1, 3] = 3
+        flip: bool = Field(False, description="random horizontal flip (p=0.5, seeded per sample key)")
+        num_classes: int = Field(0, ge=0, description="> 0: items carry 'label' from .cls/.json")
+        shuffle_shards: bool = True
+        shuffle_buffer: int = Field(0, ge=0, description="sample shuffle buffer per worker (0: off)")
+        resampled: bool = Field(False, description="draw shards with replacement (training)")
+        epoch_length: int | None = Field(None, ge=1, description="clips per rank per epoch in resampled mode; None: endless")
+        split_by: Literal["auto", "shard", "sample"] = "auto"
+        rank: int | None = Field(None, ge=0, description="None: torch.distributed, then $RANK")
+        world_size: int | None = Field(None, ge=1, description="None: torch.distributed, then $WORLD_SIZE")
+        on_error: Literal["skip", "raise"] = Field("skip", description="skip bad input with a counted warning, or fail")
+        seed: int = 0
+
+        @model_validator(mode="after")
+        def _check(self) -> "WebDatasetVideos.Config":
+            if (self.rank is None) != (self.world_size is None):
+                raise ValueError("set both rank and world_size, or neither (then torch.distributed/env decides)")
+            if self.rank is not None and self.rank >= self.world_size:
+                raise ValueError(f"rank {self.rank} must be < world_size {self.world_size}")
+            if self.epoch_length is not None and not self.resampled:
+                raise ValueError("epoch_length only applies with resampled: true")
+            return self
+
+    def __init__(self, cfg: "WebDatasetVideos.Config | None" = None, **kw: Any):
+        super().__init__()
+        self.cfg = cfg = cfg if cfg is not None else self.Config(**kw)
+        self.shards = expand_urls(cfg.urls)
+        if not self.shards:
+            raise FileNotFoundError(
+                f"webdataset: no shards match {cfg.urls!r}; give .tar paths, a directory of shards, "
+                "a glob, a brace pattern (data-{000..009}.tar) or URLs")
+        self.num_frames = cfg.num_frames
+        self.channels = cfg.channels
+        self.num_classes = cfg.num_classes
+        self.epoch = 0
+        self._passes = 0  # passes started in this process since set_epoch (see __iter__)
+        self.skips = vio.SkipCounter("webdataset")
+        self.resolution = cfg.resolution if cfg.resolution is not None else self._peek_resolution()
+
+    # -- public helpers ----------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch`` for the next pass (shard order, clip offsets, flips)."""
+        self.epoch = int(epoch)
+        self._passes = 0
+
+    def skip_counts(self) -> dict[str, int]:
+        """Skipped inputs by kind, summed over DataLoader workers (for the log and TensorBoard)."""
+        return self.skips.counts()
+
+    def __len__(self) -> int:
+        if self.cfg.resampled and self.cfg.epoch_length is not None:
+            return self.cfg.epoch_length
+        n = self._manifest_count()
+        if n is None:
+            raise TypeError("webdataset: length unknown (no manifest.json next to the shards); "
+                            "use resampled: true with epoch_length, or shards written by `fvdm data pack`")
+        return -(-n // _rank_world(self.cfg)[1])
+
+    def _manifest_count(self) -> int | None:
+        counts: dict[str, int] = {}
+        for d in {str(Path(s).parent) for s in self.shards if not _URL.match(s)}:
+            m = Path(d) / "manifest.json"
+            if m.is_file():
+                for s in json.loads(m.read_text()).get("shards", []):
+                    counts[str(Path(d) / s["name"])] = int(s["samples"])
+        if not all(s in counts for s in self.shards):
+            return None
+        return sum(counts[s] for s in self.shards)
+
+    def _peek_resolution(self) -> int:
+        tried = 0
+        for shard in self.shards[:4]:
+            try:
+                for key, files in iter_tar_samples(shard):
+                    tried += 1
+                    if tried > 32:
+                        break
+                    try:
+                        frames = sample_frames(key, files, num_frames=1, stride=1, offset="start",
+                                               rng=np.random.default_rng(0), where=shard)
+                    except vio.BadSampleError:
+                        continue  # a bad sample is reported when iterating, by on_error
+                    h, w = frames.shape[1:3]
+                    if h != w:
+                        raise ValueError(f"webdataset: frames in {shard} are {h}x{w}; set resolution: R to "
+                                         "resize the shorter side to R and center crop")
+                    return int(h)
+            except vio.BadSampleError:
+                continue
+        raise ValueError(f"webdataset: could not read a sample from {self.shards[:4]} to infer the resolution; "
+                         "set resolution explicitly")
+
+    # -- iteration ----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        rank, world = _rank_world(self.cfg)
+        # Each pass in the same process (num_workers=0, or persistent DataLoader workers, whose copy
+        # of the dataset lives on) advances the epoch, so a loop over the loader sees new orders and
+        # offsets without set_epoch; every worker advances in step, so the split stays exact.
+        epoch, self._passes = self.epoch + self._passes, self._passes + 1
+        return self.iter_partition(rank, world, worker, num_workers, epoch=epoch)
+
+    def iter_partition(self, rank: int, world_size: int, worker: int, num_workers: int,
+                       epoch: int | None = None) -> Iterator[dict[str, Any]]:
+        """The clips global worker ``rank * num_workers + worker`` yields in ``epoch`` (default: set_epoch's)."""
+        e = self.epoch if epoch is None else int(epoch)
+        it = self._resampled(rank, world_size, worker, num_workers, e) if self.cfg.resampled else \
+            self._one_pass(rank, world_size, worker, num_workers, e)
+        if self.cfg.shuffle_buffer > 0:
+            it = self._shuffle(it, vio.key_seed(self.cfg.seed, e, "buffer", rank, worker), self.cfg.shuffle_buffer)
+        return it
+
+    def _ordered_shards(self, epoch: int) -> list[str]:
+        shards = list(self.shards)
+        if self.cfg.shuffle_shards:
+            perm = vio.key_seed(self.cfg.seed, epoch, "shards").permutation(len(shards))
+            shards = [shards[i] for i in perm]
+        return shards
+
+    def _one_pass(self, rank: int, world: int, worker: int, num_workers: int, epoch: int
+                  ) -> Iterator[dict[str, Any]]:
+        total, gid = world * num_workers, rank * num_workers + worker
+        shards = self._ordered_shards(epoch)
+        mode = self.cfg.split_by
+        if mode in ("auto", "shard") and len(shards) < total:
+            err = vio.BadSampleError(
+                f"{len(shards)} shard(s)",
+                f"fewer shards than world_size x workers = {world} x {num_workers} = {total}; "
+                "some workers would get no data. Re-pack with more shards (smaller --shard-size), use fewer "
+                "workers, or set on_error: skip (or split_by: sample) to split by sample", "shards")
+            if gid == 0:
+                self.skips.handle(err, self.cfg.on_error)  # counted once per epoch
+            elif self.cfg.on_error == "raise":
+                raise err
+            mode = "sample"
+        elif mode == "auto":
+            mode = "shard"
+        if mode == "shard":
+            mine = [(i, s) for i, s in enumerate(shards) if i % total == gid]
+            for i, shard in mine:
+                yield from self._shard_items(shard, epoch, owner=True)
+        else:  # every worker reads every shard and keeps every total-th sample
+            counter = [0]
+            for i, shard in enumerate(shards):
+                yield from self._shard_items(shard, epoch, owner=(i % total == gid), pick=(counter, total, gid))
+
+    def _resampled(self, rank: int, world: int, worker: int, num_workers: int, epoch: int
+                   ) -> Iterator[dict[str, Any]]:
+        rng = vio.key_seed(self.cfg.seed, epoch, "resample", rank, world, worker, num_workers)
+        n = self.cfg.epoch_length
+        quota = None if n is None else n // num_workers + (worker < n % num_workers)
+        yielded, empty_draws = 0, 0
+        while quota is None or yielded < quota:
+            shard = self.shards[int(rng.integers(len(self.shards)))]
+            got = 0
+            for item in self._shard_items(shard, epoch, owner=True):
+                yield item
+                got += 1
+                yielded += 1
+                if quota is not None and yielded >= quota:
+                    return
+            empty_draws = 0 if got else empty_draws + 1
+            if empty_draws > 2 * len(self.shards) + 8:  # never spin forever on unusable shards
+                raise RuntimeError(
+                    f"webdataset: {empty_draws} shard draws in a row gave no usable clip "
+                    f"(skipped so far: {self.skip_counts()}); check the shards with `fvdm data inspect`")
+
+    def _shard_items(self, shard: str, epoch: int, *, owner: bool, pick: tuple[list[int], int, int] | None = None
+                     ) -> Iterator[dict[str, Any]]:
+        try:
+            for key, files in iter_tar_samples(shard):
+                if pick is not None:
+                    counter, total, gid = pick
+                    mine = counter[0] % total == gid
+                    counter[0] += 1
+                    if not mine:
+                        continue
+                try:
+                    yield self._make_item(key, files, shard, epoch)
+                except vio.BadSampleError as err:
+                    self.skips.handle(err, self.cfg.on_error)
+        except vio.BadSampleError as err:  # the shard itself is damaged: skip its remainder
+            if self.cfg.on_error == "raise":
+                raise
+            if owner:
+                self.skips.handle(err, "skip")
+
+    def _make_item(self, key: str, files: dict[str, bytes], shard: str, epoch: int) -> dict[str, Any]:
+        rng = vio.key_seed(self.cfg.seed, epoch, key)
+        frames = sample_frames(key, files, num_frames=self.num_frames, stride=self.cfg.stride,
+                               offset=self.cfg.offset, rng=rng, where=os.path.basename(shard))
+        flip = bool(self.cfg.flip and rng.random() < 0.5)
+        video = vio.to_model_clip(frames, channels=self.channels, resolution=self.cfg.resolution, flip=flip)
+        if video.shape[-2:] != (self.resolution, self.resolution):
+            raise vio.BadSampleError(f"{shard}:{key}", f"frames are {tuple(video.shape[-2:])}, expected "
+                                     f"{self.resolution}x{self.resolution}; set resolution to resize", "format")
+        item: dict[str, Any] = {"video": video, "key": key}
+        if self.num_classes > 0:
+            item["label"] = sample_label(files, f"{shard}:{key}")
+        return item
+
+    @staticmethod
+    def _shuffle(it: Iterator[dict[str, Any]], rng: np.random.Generator, size: int = 0) -> Iterator[dict[str, Any]]:
+        buf: list[dict[str, Any]] = []
+        for item in it:
+            buf.append(item)
+            if len(buf) >= max(size, 2):
+                yield buf.pop(int(rng.integers(len(buf))))
+        while buf:
+            yield buf.pop(int(rng.integers(len(buf))))
