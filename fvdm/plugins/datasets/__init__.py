@@ -14,7 +14,7 @@ from fvdm.core.hookspecs import hookimpl
 def fvdm_register_datasets(registry):
     from fvdm.plugins.datasets import moving_digits, video_folder, video_io, webdataset_reader
 
-    registry.add("moving_digits", moving_digits.MovingDigits, extra="digits", available=moving_digits.available)
+    registry.add("moving_digits", moving_digits.MovingDigits, available=moving_digits.available)
     # mp4/avi decoding needs PyAV (extra "video"); npy/npz/image shards do not, so the reader stays
     # available without it and names the extra when it meets a video.
     registry.add("webdataset", webdataset_reader.WebDatasetVideos, extra="data",

@@ -46,7 +46,7 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
     except ImportError as exc:
         raise ImportError(
-            "moving_digits needs scikit-learn's bundled digits: pip install 'fvdm[digits]'"
+            "moving_digits needs scikit-learn's bundled digits (a core dependency): pip install 'scikit-learn>=1.3'"
         ) from exc
     d = load_digits()
     return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
