@@ -51,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
                 line += f" {it['description'][:60]}"
             print(line.rstrip())
             if not it["available"]:
-                hint = f"; install: pip install 'fvdm[{it['extra']}]'" if it["extra"] else ""
+                hint = f"; install: pip install 'fvdm[{it['extra']}]'" if it["extra"] and "pip install" not in it["reason"] else ""
                 print(f"        unavailable: {it['reason']}{hint}")
+            elif it["reason"]:  # available with a caveat, e.g. flex on CPU: forward only
+                print(f"        note: {it['reason']}")
     failed = [r for r in report["plugins"] if r["status"] != "loaded"]
     if failed:
         print("plugins not loaded:")
