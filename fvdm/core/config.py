@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -41,21 +41,34 @@ class PluginRef(BaseModel):
 
 
 class TrainSettings(PluginConfig):
+    """Optimisation and bookkeeping of ``fvdm train`` (engine: fvdm/core/engine.py)."""
+
     steps: int = Field(2000, ge=1, description="optimizer steps")
-    batch_size: int = Field(8, ge=1, description="global batch size (split over ranks)")
-    grad_accum: int = Field(1, ge=1)
+    batch_size: int = Field(
+        8, ge=1, description="global batch per optimizer step (split over ranks and grad_accum)")
+    grad_accum: int = Field(
+        1, ge=1, description="micro-batches per optimizer step; batch_size must divide by ranks*grad_accum")
     lr: float = Field(1e-4, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="after warmup: constant (DiT/Latte) or cosine to min_lr_ratio*lr")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr / lr for lr_schedule=cosine")
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = Field(0, ge=0)
-    grad_clip: float | None = Field(1.0, description="max grad norm; null disables")
+    warmup_steps: int = Field(0, ge=0, description="linear lr warmup from lr/warmup_steps to lr")
+    grad_clip: float | None = Field(1.0, gt=0, description="max grad norm; null disables (the norm is still logged)")
     ema_decay: float = Field(0.9999, ge=0, le=1)
-    bf16: bool = False
-    compile: bool = False
+    ema_warmup: bool = Field(
+        True, description="use min(ema_decay, (1+step)/(10+step)) so short runs get a useful EMA")
+    dtype: Literal["float32", "float64"] = Field(
+        "float32", description="parameter/data dtype; float64 only for exact equivalence checks (DDP vs 1 process)")
+    bf16: bool = Field(False, description="bf16 autocast for the backbone forward (loss in fp32)")
+    compile: bool = Field(False, description="torch.compile the backbone")
+    parallel: Literal["ddp", "fsdp2"] = Field("ddp", description="multi-process wrapper under torchrun")
     num_workers: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
-    ckpt_every: int = Field(500, ge=1)
+    ckpt_every: int = Field(500, ge=1, description="also written at the end of every call")
     sample_every: int = Field(0, ge=0, description="0 disables sample GIFs during training")
+    sample_batch: int = Field(4, ge=1, description="videos per sample GIF")
     tensorboard: bool = True
     loss_buckets: int = Field(4, ge=1, description="timestep buckets for per-bucket loss scalars")
 

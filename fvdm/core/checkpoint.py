@@ -1,0 +1,257 @@
+"""Checkpoint io: atomic writes, ``weights_only=True`` loads, config checks, loading for sampling.
+
+A checkpoint is one ``torch.save`` dict of tensors and plain Python data only (no
+pickled classes), so ``torch.load(..., weights_only=True)`` reads it::
+
+    format, version        "fvdm-checkpoint", 1
+    step, data_position    optimizer steps done, samples consumed from the data stream
+    model, ema, optimizer  state dicts (EMA in fp32)
+    rng                    torch / cuda / numpy / python states of every rank + the noise generator
+    config, config_hash    canonical config JSON (plugin defaults filled in) and its hash
+    data_info              num_frames, channels, resolution, num_classes of the training data
+    model_info             the backbone spec actually built (fields filled in from data/schedule)
+    losses                 float64 loss per step since step 0
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fvdm.core.errors import FvdmError
+
+FORMAT = "fvdm-checkpoint"
+VERSION = 1
+REQUIRED_KEYS = ("format", "version", "step", "model", "ema", "config", "config_hash", "data_info", "model_info")
+
+#: config keys that may differ when resuming: they change how long/how loud a run is, not what it learns
+RESUME_MUTABLE = (
+    "name", "run_root", "sample",
+    "train.steps", "train.log_every", "train.ckpt_every", "train.sample_every", "train.tensorboard",
+    "train.num_workers", "train.compile", "train.parallel", "train.sample_batch",
+)
+
+
+class CheckpointError(FvdmError, ValueError):
+    """A checkpoint file is missing, corrupt, or does not match the config it is used with."""
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` atomically: temp file in the same directory, fsync, rename, fsync the dir.
+
+    A crash at any point leaves either the previous file or the new one, never a torn one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # some filesystems cannot fsync a directory; the rename is still atomic
+        pass
+    return path
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` and check it is a complete fvdm checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        cand = path / "checkpoints" / "last.pt"
+        if not cand.is_file():
+            raise CheckpointError(f"{path} is a directory without checkpoints/last.pt; pass a .pt file or a run dir")
+        path = cand
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        msg = next((ln for ln in lines if "Unsupported" in ln), lines[0] if lines else type(exc).__name__)
+        if "Unsupported global" in str(exc):  # a well-formed pickle with classes: refused, not corrupt
+            raise CheckpointError(
+                f"{path} holds pickled Python objects that weights_only=True refuses to load ({msg}); "
+                "fvdm checkpoints hold tensors and plain data only. Re-save it with fvdm, or load it "
+                "yourself only if you trust its source."
+            ) from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({os.path.getsize(path)} bytes): it is truncated or corrupt "
+            f"({type(exc).__name__}: {msg}). Use an earlier checkpoint or retrain; nothing was changed."
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an fvdm checkpoint (expected a dict with format={FORMAT!r}); "
+            "fvdm writes them with `fvdm train`"
+        )
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')}, this fvdm reads version {VERSION}")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}: incomplete checkpoint")
+    return ckpt
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_diff(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """Keys (dotted paths) whose values differ between two canonical config dicts."""
+    fa, fb = _flatten(a), _flatten(b)
+    out = []
+    for key in sorted(set(fa) | set(fb)):
+        if any(key == p or key.startswith(p + ".") for p in ignore):
+            continue
+        if fa.get(key, "<absent>") != fb.get(key, "<absent>"):
+            out.append((key, fa.get(key, "<absent>"), fb.get(key, "<absent>")))
+    return out
+
+
+def check_resume_config(ckpt: dict[str, Any], canonical: dict[str, Any], path: str | Path) -> None:
+    """Raise unless the checkpoint was trained with the same config (up to :data:`RESUME_MUTABLE`)."""
+    saved = json.loads(ckpt["config"])
+    diff = config_diff(saved, canonical, RESUME_MUTABLE)
+    if diff:
+        lines = "\n".join(f"  {k}: checkpoint has {va!r}, config has {vb!r}" for k, va, vb in diff[:20])
+        more = f"\n  ... and {len(diff) - 20} more" if len(diff) > 20 else ""
+        raise CheckpointError(
+            f"checkpoint {path} (config hash {ckpt['config_hash']}) was trained with a different config:\n"
+            f"{lines}{more}\nResume with the checkpoint's own config ({Path(path).parent.parent / 'config.yaml'}), "
+            "or start a new run without --resume. Nothing was overwritten."
+        )
+
+
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path: str | Path) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the mismatching keys/shapes."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append("shape mismatch: " + "; ".join(shapes[:5]))
+        if missing:
+            parts.append(f"missing {len(missing)} keys (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys (e.g. {unexpected[:3]})")
+        raise CheckpointError(
+            f"{what} weights in {path} do not fit the model built from the config ({'; '.join(parts)}). "
+            "The checkpoint comes from a different backbone/data config; use the config stored in it."
+        )
+    module.load_state_dict(state, strict=True)
+
+
+# -- RNG states -----------------------------------------------------------------------------------
+
+def capture_rng() -> dict[str, Any]:
+    """This process's global RNG states as weights_only-safe data."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": str(np_state[0]), "state": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "cuda": None,
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    npd = state["numpy"]
+    np.random.set_state((npd["key"], npd["state"].numpy().astype(np.uint32), npd["pos"], npd["has_gauss"],
+                         npd["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+
+
+# -- loading for sampling ---------------------------------------------------------------------------
+
+@dataclass
+class LoadedModel:
+    """A trained model ready to sample, with what a sampler needs to know about it.
+
+    ``channels``/``resolution`` describe the data (pixel) space; ``latent_channels``/
+    ``latent_resolution`` the space the backbone works in (equal for the identity
+    autoencoder). Sample noise of shape (B, F, latent_channels, latent_resolution,
+    latent_resolution), then ``autoencoder.decode``.
+    """
+
+    model: torch.nn.Module
+    schedule: Any
+    autoencoder: Any
+    config: Any  # ExperimentConfig
+    num_frames: int
+    channels: int
+    resolution: int
+    num_classes: int
+    latent_channels: int
+    latent_resolution: int
+    step: int = 0
+    path: str = ""
+    used_ema: bool = True
+    max_frames: int = 0  # the backbone's frame capacity (>= num_frames, the trained clip length)
+
+
+def load_for_sampling(path: str | Path, plugins: Any, *, use_ema: bool = True,
+                      device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model from the config stored in a checkpoint and load (EMA) weights, eval mode."""
+    from fvdm.core.config import parse_config
+    from fvdm.core.engine import build_model, build_plugin
+
+    ckpt = load_checkpoint(path)
+    cfg = parse_config(json.loads(ckpt["config"]), source=f"{path} (stored config)")
+    schedule = build_plugin(plugins, "noise_schedules", cfg.noise_schedule.spec(), "noise_schedule")
+    autoencoder = build_plugin(plugins, "autoencoders", cfg.autoencoder.spec(), "autoencoder")
+    info = dict(ckpt["data_info"])
+    model, _ = build_model(plugins, dict(ckpt["model_info"]), check_against=None)
+    weights = ckpt["ema"] if use_ema else ckpt["model"]
+    load_state_strict(model, weights, "EMA" if use_ema else "model", path)
+    model.to(device).eval().requires_grad_(False)
+    if hasattr(autoencoder, "to"):
+        autoencoder.to(device)
+    spec = ckpt["model_info"]
+    return LoadedModel(
+        model=model, schedule=schedule, autoencoder=autoencoder, config=cfg,
+        num_frames=int(info["num_frames"]), channels=int(info["channels"]), resolution=int(info["resolution"]),
+        num_classes=int(spec.get("num_classes", info.get("num_classes", 0)) or 0),
+        latent_channels=int(info["latent_channels"]), latent_resolution=int(info["latent_resolution"]),
+        step=int(ckpt["step"]), path=str(path), used_ema=use_ema,
+        max_frames=int(getattr(model, "num_frames", info["num_frames"])),
+    )

@@ -1,0 +1,662 @@
+"""The training engine: one loop, top to bottom (nanoGPT / DiT style).
+
+    data -> autoencoder.encode -> VTV strategy draws u (B, F) -> t = schedule.snap(u)
+         -> x_t = schedule.add_noise(x0, noise, t) -> backbone(x_t, timestep_input(t), y)
+         -> per-frame loss (B, F) -> mean -> AdamW (warmup, grad clip) -> EMA
+         -> logs (progress, TensorBoard, metrics.jsonl) -> atomic checkpoints
+
+Determinism: the data order is a seeded stream of permutations indexed by a global
+sample position, and t / noise come from one ``torch.Generator`` that every rank
+advances identically (each rank draws the whole global batch and keeps its rows).
+So 2 ranks x b reproduce 1 rank x 2b, and a resumed run (position + every RNG state
+restored) continues bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import json
+import math
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset
+
+from fvdm.core import distributed as D
+from fvdm.core.checkpoint import (
+    FORMAT, VERSION, CheckpointError, capture_rng, check_resume_config, load_checkpoint, load_state_strict,
+    restore_rng, save_checkpoint,
+)
+from fvdm.core.config import ExperimentConfig, canonical_dict, config_hash, dump_config, parse_config, resolve_config
+from fvdm.core.ema import ema_decay_at, ema_update, make_ema
+from fvdm.core.errors import ConfigError, FvdmError
+from fvdm.core.tensor import check_timesteps
+
+
+class NonFiniteLossError(FvdmError, RuntimeError):
+    """The loss or gradient norm became NaN/inf; training stopped without saving that step."""
+
+
+# ==================================================================================================
+# Components
+# ==================================================================================================
+
+def build_plugin(plugins: Any, kind: str, spec: dict[str, Any], field: str) -> Any:
+    """``plugins[kind].build(spec)`` with the config field named in errors."""
+    try:
+        return plugins[kind].build(spec)
+    except FvdmError:
+        raise
+    except Exception as exc:
+        msg = f"building {kind} {spec.get('name')!r} failed: {type(exc).__name__}: {exc}"
+        raise ConfigError([(field, msg)]) from exc
+
+
+def data_info(dataset: Any, autoencoder: Any) -> dict[str, int]:
+    """Shapes of the training data (pixel space) and of the space the backbone sees (latent)."""
+    try:
+        f, c, r = int(dataset.num_frames), int(dataset.channels), int(dataset.resolution)
+    except AttributeError as exc:
+        raise ConfigError([("data", f"dataset {type(dataset).__name__} lacks {exc.name!r}: datasets must expose "
+                                    "num_frames, channels, resolution, num_classes")]) from None
+    nc = int(getattr(dataset, "num_classes", 0) or 0)
+    if hasattr(autoencoder, "latent_shape"):
+        lc, lr = (int(v) for v in autoencoder.latent_shape(c, r))
+    else:
+        down = int(getattr(autoencoder, "downsample", 1) or 1)
+        if r % down:
+            raise ConfigError([("data", f"resolution {r} is not divisible by the autoencoder's downsample {down}")])
+        lc = getattr(autoencoder, "latent_channels", None)
+        lc, lr = (c if lc in (None, 0) else int(lc)), r // down
+    return {"num_frames": f, "channels": c, "resolution": r, "num_classes": nc,
+            "latent_channels": lc, "latent_resolution": lr}
+
+
+def backbone_spec(cfg: ExperimentConfig, plugins: Any, info: dict[str, int], schedule: Any) -> dict[str, Any]:
+    """The backbone spec with in_channels/input_size/num_frames/num_classes/learn_sigma filled in.
+
+    A value given in the config is kept when it is compatible (num_frames >= the data's
+    frames, num_classes 0 to train unconditionally) and is an error otherwise.
+    """
+    spec = cfg.backbone.spec()
+    entry = plugins["backbones"].get(spec["name"])
+    fields = set(entry.config.model_fields) if entry.config is not None else set()
+    want = {
+        "in_channels": info["latent_channels"],
+        "input_size": info["latent_resolution"],
+        "num_frames": info["num_frames"],
+        "num_classes": info["num_classes"],
+        "learn_sigma": bool(getattr(schedule, "learn_sigma", False)),
+    }
+    errors = []
+    for key, value in want.items():
+        if key not in fields:
+            continue
+        given = spec.get(key)
+        if given is None:
+            spec[key] = value
+        elif key == "num_frames" and given < value:
+            errors.append(("backbone.num_frames", f"{given} frames of capacity but the data has {value} frames per "
+                                                  f"clip; raise backbone.num_frames or lower the data's num_frames"))
+        elif key == "num_classes" and given not in (0, value):
+            errors.append(("backbone.num_classes", f"{given}, but the data has {value} classes; use {value}, "
+                                                   "0 (unconditional) or remove the key"))
+        elif key not in ("num_frames", "num_classes") and given != value:
+            errors.append((f"backbone.{key}", f"{given!r}, but data/autoencoder/noise schedule imply {value!r}; "
+                                              "remove the key (the engine fills it in)"))
+    if errors:
+        raise ConfigError(errors)
+    return spec
+
+
+def build_model(plugins: Any, spec: dict[str, Any], check_against: Any = None) -> tuple[torch.nn.Module, dict]:
+    """Build the backbone from a complete spec; check its output channels against the schedule."""
+    model = build_plugin(plugins, "backbones", spec, "backbone")
+    if check_against is not None and hasattr(model, "out_channels") and hasattr(check_against, "out_channels"):
+        want = check_against.out_channels(int(spec.get("in_channels", model.in_channels)))
+        if int(model.out_channels) != int(want):
+            raise ConfigError([("backbone", f"outputs {model.out_channels} channels but the noise schedule needs "
+                                            f"{want} (learn_sigma={getattr(check_against, 'learn_sigma', None)})")])
+    return model, spec
+
+
+def build_components(cfg: ExperimentConfig, plugins: Any) -> tuple[Any, torch.nn.Module, Any, Any, Any]:
+    """(dataset, model, schedule, vtv, autoencoder) for a config; the model fits the data."""
+    resolve_config(cfg, plugins)
+    dataset = build_plugin(plugins, "datasets", cfg.data.spec(), "data")
+    schedule = build_plugin(plugins, "noise_schedules", cfg.noise_schedule.spec(), "noise_schedule")
+    vtv = build_plugin(plugins, "vtv_strategies", cfg.vtv.spec(), "vtv")
+    autoencoder = build_plugin(plugins, "autoencoders", cfg.autoencoder.spec(), "autoencoder")
+    info = data_info(dataset, autoencoder)
+    model, _ = build_model(plugins, backbone_spec(cfg, plugins, info, schedule), check_against=schedule)
+    return dataset, model, schedule, vtv, autoencoder
+
+
+def set_attention(model: torch.nn.Module, cfg: ExperimentConfig, plugins: Any, device: torch.device,
+                  dtype: torch.dtype) -> str | None:
+    """Install the configured attention kernel when the selector and the model support it."""
+    if not hasattr(model, "set_attention_kernel") or importlib.util.find_spec("fvdm.core.attention") is None:
+        return None
+    from fvdm.core.attention import select_attention_kernel
+
+    fn = select_attention_kernel(plugins, cfg.attention, device=device, dtype=dtype)
+    model.set_attention_kernel(fn)
+    return str(getattr(fn, "name", None) or getattr(fn, "__name__", fn))
+
+
+# ==================================================================================================
+# Data: a resumable, rank-sharded stream of sample indices
+# ==================================================================================================
+
+class StreamBatchSampler:
+    """Infinite batches over a map-style dataset of ``n`` items.
+
+    Global sample position ``i`` maps to item ``perm_e[i mod n]`` with ``e = i // n`` and
+    ``perm_e = randperm(n)`` seeded by (seed, e). A global micro-batch is positions
+    ``[p, p + global_micro)``; rank r takes rows ``[r*micro, (r+1)*micro)``. Start at any
+    ``p`` to resume exactly.
+    """
+
+    def __init__(self, n: int, seed: int, start: int, global_micro: int, rank: int, micro: int):
+        if n <= 0:
+            raise ValueError("the dataset is empty")
+        self.n, self.seed, self.start = n, seed, start
+        self.global_micro, self.rank, self.micro = global_micro, rank, micro
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def _item(self, i: int) -> int:
+        epoch, k = divmod(i, self.n)
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = (epoch, torch.randperm(self.n, generator=g))
+        return int(self._perm[1][k])
+
+    def __iter__(self) -> Iterator[list[int]]:
+        pos = self.start
+        while True:
+            first = pos + self.rank * self.micro
+            yield [self._item(first + j) for j in range(self.micro)]
+            pos += self.global_micro
+
+
+def make_loader(dataset: Any, cfg: ExperimentConfig, start: int, global_micro: int, rank: int, world: int,
+                micro: int) -> Iterator[dict[str, Any]]:
+    # A private generator keeps DataLoader from drawing from the global torch RNG (that would break resume).
+    common = dict(num_workers=cfg.train.num_workers, pin_memory=torch.cuda.is_available(),
+                  generator=torch.Generator().manual_seed(cfg.seed), persistent_workers=cfg.train.num_workers > 0)
+    if isinstance(dataset, IterableDataset):  # streams shard themselves by node/worker; position is approximate
+        if start > 0:
+            _warn_once("stream_resume", "resuming on an IterableDataset (e.g. webdataset) restarts its stream: "
+                                        "the run continues correctly but not bit-identically")
+        loader = DataLoader(dataset, batch_size=micro, drop_last=True, **common)
+
+        def forever() -> Iterator[dict[str, Any]]:
+            while True:
+                yield from loader
+        return forever()
+    sampler = StreamBatchSampler(len(dataset), cfg.seed, start, global_micro, rank, micro)
+    return iter(DataLoader(dataset, batch_sampler=sampler, **common))
+
+
+def check_batch(video: Any, info: dict[str, int], micro: int, name: str, first: bool) -> None:
+    """Fail loudly (naming the expectation) when a dataset yields the wrong thing."""
+    want = (micro, info["num_frames"], info["channels"], info["resolution"], info["resolution"])
+    if not isinstance(video, torch.Tensor):
+        raise TypeError(f"dataset {name!r} yielded 'video' of type {type(video).__name__}; expected a float tensor "
+                        f"(F, C, H, W) = {want[1:]} per item")
+    if not video.is_floating_point():
+        raise TypeError(f"dataset {name!r} yielded 'video' with dtype {video.dtype}; expected float32 in [-1, 1] "
+                        "(convert uint8 with x.float() / 127.5 - 1)")
+    if tuple(video.shape) != want:
+        raise ValueError(f"dataset {name!r} yielded a batch of shape {tuple(video.shape)}; expected (B, F, C, H, W) = "
+                         f"{want} from its num_frames/channels/resolution attributes")
+    if first:
+        lo, hi = float(video.min()), float(video.max())
+        if lo < -1.0001 or hi > 1.0001 or not math.isfinite(lo + hi):
+            raise ValueError(f"dataset {name!r} yielded values in [{lo:.3g}, {hi:.3g}]; expected [-1, 1]")
+
+
+# ==================================================================================================
+# Small helpers
+# ==================================================================================================
+
+def lr_at(step: int, tc: Any) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then constant or cosine."""
+    if tc.warmup_steps and step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    if tc.lr_schedule == "cosine":
+        span = max(1, tc.steps - tc.warmup_steps)
+        frac = min(1.0, (step - tc.warmup_steps) / span)
+        return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+    return tc.lr
+
+
+def default_run_dir(cfg: ExperimentConfig, plugins: Any) -> Path:
+    return Path(cfg.run_root) / f"{cfg.name}-{config_hash(cfg, plugins)}"
+
+
+def _fmt_time(sec: float) -> str:
+    sec = int(max(0, sec))
+    return f"{sec // 3600:d}:{sec % 3600 // 60:02d}:{sec % 60:02d}"
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, msg: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def _tb_writer(run_dir: Path, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed
+        _warn_once("tb", "tensorboard is not installed: no TensorBoard logs (pip install 'fvdm[tensorboard]'); "
+                         "metrics.jsonl is still written")
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tb"))
+
+
+# -- model state under DDP / FSDP2 -------------------------------------------------------------------
+
+def _full_state(raw: torch.nn.Module, opt: torch.optim.Optimizer | None, fsdp: bool) -> tuple[dict, dict | None]:
+    """Full (unsharded, CPU-loadable) model and optimizer state dicts; collective under FSDP2."""
+    if not fsdp:
+        return raw.state_dict(), (opt.state_dict() if opt is not None else None)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    o = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_sd = get_model_state_dict(raw, options=o)
+    opt_sd = get_optimizer_state_dict(raw, opt, options=o) if opt is not None else None
+    return model_sd, opt_sd
+
+
+def _load_full_state(raw: torch.nn.Module, opt: torch.optim.Optimizer | None, model_sd: dict, opt_sd: dict | None,
+                     fsdp: bool, what: str, path: Path) -> None:
+    if not fsdp:
+        load_state_strict(raw, model_sd, what, path)
+        if opt is not None and opt_sd is not None:
+            opt.load_state_dict(opt_sd)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    o = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(raw, model_sd, options=o)
+    if opt is not None and opt_sd is not None:
+        set_optimizer_state_dict(raw, opt, opt_sd, options=o)
+
+
+def _shard_fsdp2(model: torch.nn.Module, device: torch.device) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    # Shard the sub-modules of each transformer block (not the block itself: backbones may call a
+    # block's adaLN layer outside the block's forward, which would skip FSDP's unshard hook), then the rest.
+    for mlist in (m for m in model.children() if isinstance(m, torch.nn.ModuleList)):
+        for block in mlist:
+            for child in block.children():
+                if any(True for _ in child.parameters()):
+                    fully_shard(child)
+    fully_shard(model)
+
+
+# ==================================================================================================
+# Training
+# ==================================================================================================
+
+def train(cfg: ExperimentConfig, plugins: Any, *, run_dir: str | Path | None = None, resume: bool = False,
+          max_steps: int | None = None, device: str | torch.device | None = None, overwrite: bool = False,
+          progress: bool | None = None) -> dict[str, Any]:
+    """Train (or resume) ``cfg``; returns ``{final_loss, losses, loss_history, run_dir, step, checkpoint, ...}``.
+
+    run_dir: default ``{run_root}/{name}-{config_hash}``. resume: continue from
+    ``run_dir/checkpoints/last.pt``. max_steps: stop after this many steps in this call
+    (the lr schedule still follows ``train.steps``). device: ``auto`` -> cuda:LOCAL_RANK
+    or cpu. overwrite: start fresh even if run_dir holds a checkpoint. progress: tqdm bar
+    (default: when stderr is a terminal); log lines are printed otherwise.
+    Under ``torchrun`` every rank calls this; rank 0 alone logs and writes files.
+    """
+    info = D.init_distributed(device)
+    try:
+        return _train(cfg, plugins, info, run_dir, resume, max_steps, overwrite, progress)
+    finally:
+        D.cleanup(info)
+
+
+def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str | Path | None, resume: bool,
+           max_steps: int | None, overwrite: bool, progress: bool | None) -> dict[str, Any]:
+    tc = cfg.train
+    rank, world, device, main = dinfo.rank, dinfo.world_size, dinfo.device, dinfo.is_main
+    fsdp = tc.parallel == "fsdp2" and dinfo.distributed
+
+    # -- config, run dir, checkpoint to resume ---------------------------------------------------------
+    resolve_config(cfg, plugins)
+    canonical = canonical_dict(cfg, plugins)
+    chash = config_hash(cfg, plugins)
+    if tc.batch_size % (world * tc.grad_accum):
+        raise ConfigError([("train.batch_size", f"{tc.batch_size} is not divisible by ranks x grad_accum = {world} x "
+                                                f"{tc.grad_accum}; pick a multiple of {world * tc.grad_accum}")])
+    global_micro = tc.batch_size // tc.grad_accum  # samples per micro-step over all ranks
+    micro = global_micro // world  # samples per micro-step on this rank
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, plugins)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    ckpt = None
+    if resume:
+        if not ckpt_path.is_file():
+            others = sorted(str(p.parent.parent) for p in run_dir.parent.glob(f"{cfg.name}-*/checkpoints/last.pt"))
+            hint = (f" Runs of {cfg.name!r} with a checkpoint: {', '.join(others)} (the run dir is named by the "
+                    "config hash, so a changed config, e.g. train.steps, gets a new one): pass --run-dir DIR."
+                    if others else "")
+            raise CheckpointError(f"nothing to resume: {ckpt_path} does not exist; run without --resume, "
+                                  f"or pass the run's --run-dir.{hint}")
+        ckpt = load_checkpoint(ckpt_path)
+        check_resume_config(ckpt, canonical, ckpt_path)
+    elif ckpt_path.exists() and not overwrite:
+        raise CheckpointError(f"{ckpt_path} already exists; pass --resume to continue that run, --overwrite to "
+                              "start it again, or --run-dir for a new directory. Nothing was overwritten.")
+    D.barrier(dinfo)  # every rank has checked before rank 0 writes anything
+
+    # -- components (same seed on every rank: identical init; DDP also broadcasts rank 0's) ------------
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    dataset = build_plugin(plugins, "datasets", cfg.data.spec(), "data")
+    schedule = build_plugin(plugins, "noise_schedules", cfg.noise_schedule.spec(), "noise_schedule")
+    vtv = build_plugin(plugins, "vtv_strategies", cfg.vtv.spec(), "vtv")
+    autoencoder = build_plugin(plugins, "autoencoders", cfg.autoencoder.spec(), "autoencoder")
+    info = data_info(dataset, autoencoder)
+    spec = backbone_spec(cfg, plugins, info, schedule)
+    raw, _ = build_model(plugins, spec, check_against=schedule)
+    param_dtype = torch.float64 if tc.dtype == "float64" else torch.float32
+    raw.to(device=device, dtype=param_dtype).train()
+    if hasattr(autoencoder, "to"):
+        autoencoder.to(device)
+    kernel = set_attention(raw, cfg, plugins, device, torch.bfloat16 if tc.bf16 else torch.float32)
+    ema = make_ema(raw)
+    if fsdp:
+        _shard_fsdp2(raw, device)
+        _shard_fsdp2(ema, device)
+    opt = torch.optim.AdamW(raw.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+    n_params = sum(p.numel() for p in raw.parameters())
+
+    step, position, history = 0, 0, []
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # t and noise: same stream on every rank
+    if ckpt is not None:
+        _load_full_state(raw, opt, ckpt["model"], ckpt.get("optimizer"), fsdp, "model", ckpt_path)
+        _load_full_state(ema, None, ckpt["ema"], None, fsdp, "EMA", ckpt_path)
+        step, position = int(ckpt["step"]), int(ckpt["data_position"])
+        history = [float(v) for v in ckpt["losses"].tolist()]
+        gen.set_state(ckpt["rng"]["generator"].to("cpu"))
+        per_rank = ckpt["rng"]["ranks"]
+        if len(per_rank) == world:
+            restore_rng(per_rank[rank])
+        else:
+            _warn_once("rng", f"checkpoint was written by {len(per_rank)} rank(s), resuming on {world}: "
+                              "global RNG states are reseeded, so the run is not bit-identical to an uninterrupted one")
+            torch.manual_seed(cfg.seed + 7919 * (rank + 1) + step)
+    else:
+        torch.manual_seed(cfg.seed + 7919 * (rank + 1))  # per-rank stream (e.g. label dropout inside the model)
+
+    model: torch.nn.Module = raw
+    if tc.compile:
+        model = torch.compile(model)
+    if dinfo.distributed and not fsdp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    end = tc.steps if max_steps is None else min(tc.steps, step + max_steps)
+    data_iter = make_loader(dataset, cfg, position, global_micro, rank, world, micro)
+    data_name = cfg.data.name
+    cond = int(spec.get("num_classes", 0) or 0) > 0
+    # Label dropout (CFG) in the engine when the backbone takes force_drop: its own torch.rand would
+    # make the drop pattern depend on how the batch is split over ranks.
+    label_dropout = 0.0
+    if cond and "force_drop" in inspect.signature(raw.forward).parameters:
+        _, bcfg = plugins["backbones"].validate(spec)
+        label_dropout = float(getattr(bcfg, "class_dropout", 0.0) or 0.0)
+    K = tc.loss_buckets
+
+    # -- logging (rank 0 only) -------------------------------------------------------------------------
+    writer = None
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(parse_config(canonical), run_dir / "config.yaml")
+        writer = _tb_writer(run_dir, tc.tensorboard)
+        print(f"fvdm train: {run_dir} | {type(raw).__name__} {n_params / 1e6:.2f}M params | data {data_name} "
+              f"{info['num_frames']}x{info['channels']}x{info['resolution']}^2 | batch {tc.batch_size} "
+              f"({world} rank(s) x {micro} x {tc.grad_accum} accum) | device {device}"
+              f"{' | attention ' + kernel if kernel else ''} | steps {step} -> {end}", flush=True)
+    show_bar = main and (sys.stderr.isatty() if progress is None else progress)
+    bar = None
+    if show_bar:
+        from tqdm import tqdm
+
+        bar = tqdm(total=end, initial=step, desc="train", dynamic_ncols=True)
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if tc.bf16
+                else contextlib.nullcontext())
+    clip = tc.grad_clip if tc.grad_clip is not None else float("inf")
+    params = list(raw.parameters())
+
+    losses: list[float] = []
+    bucket_sum = torch.zeros(K, dtype=torch.float64, device=device)
+    bucket_cnt = torch.zeros(K, dtype=torch.float64, device=device)
+    last_ckpt_step = int(ckpt["step"]) if ckpt is not None else None
+    t_start = t_window = time.perf_counter()
+    start_step, window_start = step, step
+    first = True
+
+    def save() -> None:
+        nonlocal last_ckpt_step
+        model_sd, opt_sd = _full_state(raw, opt, fsdp)
+        ema_sd, _ = _full_state(ema, None, fsdp)
+        ranks_rng = [capture_rng()]
+        if dinfo.distributed:
+            ranks_rng = [None] * world  # type: ignore[list-item]
+            dist.all_gather_object(ranks_rng, capture_rng())
+        if main:
+            save_checkpoint({
+                "format": FORMAT, "version": VERSION, "step": step, "data_position": position,
+                "model": model_sd, "ema": ema_sd, "optimizer": opt_sd,
+                "rng": {"generator": gen.get_state().cpu(), "ranks": ranks_rng},
+                "config": json.dumps(canonical, sort_keys=True), "config_hash": chash,
+                "data_info": info, "model_info": spec, "world_size": world,
+                "losses": torch.tensor(history, dtype=torch.float64),
+                "torch_version": str(torch.__version__),
+            }, ckpt_path)
+        last_ckpt_step = step
+        D.barrier(dinfo)
+
+    # -- the loop -------------------------------------------------------------------------------------
+    while step < end:
+        lr = lr_at(step, tc)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss_acc = torch.zeros((), dtype=torch.float64, device=device)
+        for micro_step in range(tc.grad_accum):
+            batch = next(data_iter)
+            video = batch["video"]
+            check_batch(video, info, micro, data_name, first)
+            x = video.to(device, dtype=param_dtype, non_blocking=True)
+            with torch.no_grad():
+                x0 = autoencoder.encode(x)  # (B, F, C, H, W) latent
+            # Draw t and noise for the whole global micro-batch, keep this rank's rows.
+            u = vtv(global_micro, info["num_frames"], generator=gen, device=device)
+            t_all = schedule.snap(u)  # (B_global, F)
+            noise_all = torch.randn((global_micro, *x0.shape[1:]), generator=gen, device=device, dtype=x0.dtype)
+            if first:
+                check_timesteps(t_all, name=f"t from vtv {cfg.vtv.name!r} + {cfg.noise_schedule.name!r}.snap")
+                first = False
+            rows = slice(rank * micro, (rank + 1) * micro)
+            t, noise = t_all[rows], noise_all[rows]
+            y, kwargs = None, {}
+            if cond:
+                if "label" not in batch:
+                    raise ValueError(f"the backbone is class-conditional but dataset {data_name!r} yields no 'label'")
+                y = batch["label"].to(device)
+                if label_dropout > 0:  # drawn from the shared generator, like t: rank-count invariant
+                    drop = torch.rand(global_micro, generator=gen, device=device) < label_dropout
+                    kwargs["force_drop"] = drop[rows]
+            xt = schedule.add_noise(x0, noise, t)
+            last_micro = micro_step == tc.grad_accum - 1  # reduce gradients over ranks only once per step
+            sync = (model.no_sync() if isinstance(model, torch.nn.parallel.DistributedDataParallel)
+                    and not last_micro else contextlib.nullcontext())
+            if fsdp:
+                raw.set_requires_gradient_sync(last_micro)
+            with sync:
+                with autocast:
+                    out = model(xt, schedule.timestep_input(t), y, **kwargs)
+                per_frame = schedule.loss(out.to(param_dtype), x0, xt, noise, t)  # (B, F)
+                loss = per_frame.mean()
+                (loss / tc.grad_accum).backward()
+            loss_acc += loss.detach().double() / tc.grad_accum
+            with torch.no_grad():
+                idx = (t.detach() * K).long().clamp_(0, K - 1).flatten()
+                bucket_sum += torch.bincount(idx, weights=per_frame.detach().double().flatten(), minlength=K)
+                bucket_cnt += torch.bincount(idx, minlength=K).double()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        step_loss = float(D.all_reduce_mean(loss_acc, dinfo))
+        gnorm = float(grad_norm)
+        if not (math.isfinite(step_loss) and math.isfinite(gnorm)):
+            opt.zero_grad(set_to_none=True)
+            where = (f"last good checkpoint: {ckpt_path} (step {last_ckpt_step})" if last_ckpt_step is not None
+                     else "no checkpoint was written yet")
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step + 1} (loss={step_loss}, grad norm={gnorm}); training stopped and "
+                f"this step was not applied or saved. {where}. Fix: lower train.lr, keep train.grad_clip set, "
+                "add train.warmup_steps, disable train.bf16, or check the data; then resume with --resume."
+            )
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema_update(ema, raw, ema_decay_at(step, tc.ema_decay, tc.ema_warmup))
+        step += 1
+        position += tc.batch_size
+        history.append(step_loss)
+        losses.append(step_loss)
+
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.1e}")
+        if step % tc.log_every == 0 or step == end:
+            now = time.perf_counter()
+            sps = (step - window_start) / max(now - t_window, 1e-9)
+            t_window, window_start = now, step
+            bsum, bcnt = D.all_reduce_sum(bucket_sum, dinfo), D.all_reduce_sum(bucket_cnt, dinfo)
+            bucket_loss = (bsum / bcnt.clamp(min=1)).tolist()
+            bucket_sum.zero_()
+            bucket_cnt.zero_()
+            if main:
+                rec = {"step": step, "loss": step_loss, "grad_norm": gnorm, "lr": lr, "steps_per_sec": sps,
+                       "samples_per_sec": sps * tc.batch_size,
+                       **{f"loss_t{i}": v for i, v in enumerate(bucket_loss) if bcnt[i] > 0}}
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                if writer is not None:
+                    writer.add_scalar("train/loss", step_loss, step)
+                    writer.add_scalar("train/grad_norm", gnorm, step)
+                    writer.add_scalar("train/lr", lr, step)
+                    writer.add_scalar("train/steps_per_sec", sps, step)
+                    writer.add_scalar("train/samples_per_sec", sps * tc.batch_size, step)
+                    for i, v in enumerate(bucket_loss):
+                        if bcnt[i] > 0:
+                            writer.add_scalar(f"loss_by_t/{i / K:.2f}-{(i + 1) / K:.2f}", v, step)
+                if bar is None:
+                    eta = (end - step) / max(sps, 1e-9)
+                    print(f"step {step}/{end} | loss {step_loss:.4f} | grad {gnorm:.3f} | lr {lr:.2e} | "
+                          f"{sps:.2f} steps/s | ETA {_fmt_time(eta)}", flush=True)
+        if tc.sample_every and step % tc.sample_every == 0 and main and not fsdp:
+            t_sample = time.perf_counter()
+            _write_samples(ema, schedule, autoencoder, cfg, plugins, info, spec, device, step, run_dir, writer)
+            t_window += time.perf_counter() - t_sample  # steps/s measures training only
+        if step % tc.ckpt_every == 0 or step == end:
+            save()
+
+    elapsed = time.perf_counter() - t_start
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    if main and step == start_step:
+        print(f"fvdm train: nothing to do: the checkpoint is at step {step} and train.steps is {tc.steps} "
+              "(raise it with -o train.steps=N to train longer)", flush=True)
+    if main and step > start_step:
+        print(f"fvdm train: done at step {step}, loss {losses[-1]:.4f}, "
+              f"{(step - start_step) / elapsed:.2f} steps/s; checkpoint {ckpt_path}", flush=True)
+    return {
+        "final_loss": losses[-1] if losses else (history[-1] if history else float("nan")),
+        "losses": losses, "loss_history": history, "run_dir": str(run_dir), "step": step,
+        "checkpoint": str(ckpt_path), "steps_per_sec": (step - start_step) / elapsed if elapsed > 0 else 0.0,
+        "config_hash": chash, "num_params": n_params, "world_size": world, "rank": rank,
+    }
+
+
+# ==================================================================================================
+# Sample GIFs during training (only when fvdm.core.sampling exists)
+# ==================================================================================================
+
+def video_to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """(B, F, C, H, W) in [-1, 1] -> uint8 (B, F, C, H, W)."""
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def save_gif(video: torch.Tensor, path: str | Path, fps: int = 8) -> Path:
+    """Write a batch (B, F, C, H, W) in [-1, 1] as one GIF, clips side by side."""
+    from einops import rearrange
+    from PIL import Image
+
+    frames = rearrange(video_to_uint8(video.detach().cpu()), "b f c h w -> f h (b w) c").numpy()
+    mode = "L" if frames.shape[-1] == 1 else "RGB"
+    imgs = [Image.fromarray(fr[..., 0] if mode == "L" else fr[..., :3], mode=mode) for fr in frames]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
+    return path
+
+
+@torch.no_grad()
+def _write_samples(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: ExperimentConfig, plugins: Any,
+                   info: dict[str, int], spec: dict[str, Any], device: torch.device, step: int, run_dir: Path,
+                   writer: Any) -> None:
+    if importlib.util.find_spec("fvdm.core.sampling") is None:
+        _warn_once("sampling", "fvdm.core.sampling is not available: no sample GIFs during training")
+        return
+    try:
+        from einops import rearrange
+
+        from fvdm.core import sampling
+
+        n, nf = cfg.train.sample_batch, info["num_frames"]
+        sampler = plugins["samplers"].build(cfg.sample.sampler.spec())
+        S = plugins["sampling_schedules"].build(cfg.sample.schedule.spec())(
+            cfg.sample.steps, nf, num_timesteps=getattr(schedule, "num_timesteps", None)).to(device)
+        g = torch.Generator(device=device).manual_seed(cfg.seed + 12345)  # own RNG: training streams untouched
+        x = torch.randn((n, nf, info["latent_channels"], info["latent_resolution"], info["latent_resolution"]),
+                        generator=g, device=device)
+        nc = int(spec.get("num_classes", 0) or 0)
+        y = torch.arange(n, device=device) % nc if nc > 0 else None
+
+        model_fn = sampling.make_model_fn(ema, schedule, y=y, cfg_scale=cfg.sample.cfg_scale if nc > 0 else 1.0)
+        x0 = sampling.sample_loop(model_fn, x, S, sampler=sampler, schedule=schedule, generator=g)
+        video = autoencoder.decode(x0)
+        save_gif(video, run_dir / "samples" / f"step_{step:07d}.gif")
+        if writer is not None:  # rows = samples, columns = frames
+            grid = rearrange(video_to_uint8(video.cpu()), "b f c h w -> c (b h) (f w)")
+            writer.add_image("samples/frames", grid, step)
+    except Exception as exc:  # sampling is a side show: report and keep training
+        _warn_once("sample_fail", f"sample GIF at step {step} failed ({type(exc).__name__}: {exc}); training continues")

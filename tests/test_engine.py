@@ -1,0 +1,244 @@
+"""Training engine: loss falls, bit-identical resume, NaN stop, input checks, CLI (real built-ins, tiny)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from fvdm.cli import main as cli_main
+from fvdm.core.checkpoint import CheckpointError, load_checkpoint
+from fvdm.core.config import parse_config
+from fvdm.core.engine import (
+    NonFiniteLossError, StreamBatchSampler, build_components, lr_at, save_gif, train,
+)
+from fvdm.core.errors import ConfigError
+from fvdm.core.hookspecs import hookimpl
+from fvdm.core.interfaces import PluginConfig
+from fvdm.core.plugins import load_plugins
+
+
+def tiny(tmp_path, **train_kw):
+    """latte_tiny + ddpm + ptss on 4-frame 16x16 moving digits."""
+    data = {"name": "tiny", "run_root": str(tmp_path / "runs"),
+            "data": {"name": "moving_digits", "num_frames": 4, "resolution": 16, "num_clips": 32},
+            "train": {"steps": 10, "batch_size": 4, "lr": 1e-3, "log_every": 5, "ckpt_every": 100,
+                      "tensorboard": False, **train_kw}}
+    return data
+
+
+@pytest.fixture(scope="module")
+def plugins():
+    return load_plugins()
+
+
+def test_loss_falls_on_moving_digits(plugins, tmp_path):
+    cfg = parse_config(tiny(tmp_path, steps=40, warmup_steps=5, log_every=20))
+    res = train(cfg, plugins, progress=False)
+    losses = res["losses"]
+    assert len(losses) == 40 and all(math.isfinite(v) for v in losses)
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.7 * first, (first, last)
+    run = res["run_dir"]
+    recs = [json.loads(line) for line in open(f"{run}/metrics.jsonl")]
+    assert [r["step"] for r in recs] == [20, 40]
+    assert {"loss", "grad_norm", "lr", "steps_per_sec"} <= set(recs[-1])
+    assert any(k.startswith("loss_t") for k in recs[-1])  # per-timestep-bucket losses
+
+
+def test_resume_is_bit_identical(plugins, tmp_path):
+    # class-conditional (engine-side label dropout), grad accumulation, warmup: all must resume exactly
+    d = tiny(tmp_path, steps=20, grad_accum=2, warmup_steps=4, ckpt_every=7)
+    d["data"]["class_conditional"] = True
+    cfg = parse_config(d)
+    straight = train(cfg, plugins, run_dir=tmp_path / "a", progress=False)
+    first = train(cfg, plugins, run_dir=tmp_path / "b", max_steps=10, progress=False)
+    assert first["step"] == 10
+    second = train(cfg, plugins, run_dir=tmp_path / "b", resume=True, progress=False)
+    assert first["losses"] + second["losses"] == straight["losses"]  # every bit of the loss curve
+    assert second["loss_history"] == straight["losses"]
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    assert a["step"] == b["step"] == 20 and a["data_position"] == b["data_position"] == 80
+    for key in ("model", "ema"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    for i, st in a["optimizer"]["state"].items():
+        for k, v in st.items():
+            assert torch.equal(v, b["optimizer"]["state"][i][k])
+
+
+def test_nan_loss_stops_with_step_and_keeps_checkpoint(plugins, tmp_path, monkeypatch):
+    from fvdm.plugins.noise_schedules.ddpm import DDPMSchedule
+
+    calls = {"n": 0}
+    orig = DDPMSchedule.loss
+
+    def flaky(self, *args):
+        calls["n"] += 1
+        out = orig(self, *args)
+        return out * float("nan") if calls["n"] == 7 else out
+
+    monkeypatch.setattr(DDPMSchedule, "loss", flaky)
+    cfg = parse_config(tiny(tmp_path, steps=10, ckpt_every=5))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 7 .*last good checkpoint: .*step 5"):
+        train(cfg, plugins, run_dir=tmp_path / "r", progress=False)
+    ck = load_checkpoint(tmp_path / "r")
+    assert ck["step"] == 5 and len(ck["losses"]) == 5
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_build_components_fills_backbone_from_data(plugins, tmp_path):
+    d = tiny(tmp_path)
+    d["data"].update(channels=3, class_conditional=True)
+    dataset, model, schedule, vtv, ae = build_components(parse_config(d), plugins)
+    assert (model.in_channels, model.input_size, model.num_frames, model.num_classes) == (3, 16, 4, 10)
+    assert model.out_channels == schedule.out_channels(3) == 6  # learned sigma
+
+    bad = tiny(tmp_path)
+    bad["backbone"] = {"name": "latte_tiny", "in_channels": 4}
+    with pytest.raises(ConfigError, match=r"backbone.in_channels: 4, but data/autoencoder/noise schedule imply 1"):
+        build_components(parse_config(bad), plugins)
+    short = tiny(tmp_path)
+    short["backbone"] = {"name": "latte_tiny", "num_frames": 2}
+    with pytest.raises(ConfigError, match=r"backbone.num_frames: 2 frames of capacity but the data has 4"):
+        build_components(parse_config(short), plugins)
+    bigger = tiny(tmp_path)
+    bigger["backbone"] = {"name": "latte_tiny", "num_frames": 8}  # capacity above the data's F is fine
+    assert build_components(parse_config(bigger), plugins)[1].num_frames == 8
+
+
+class _BadDigits(torch.utils.data.Dataset):
+    """Stand-in dataset yielding a configurable wrong video."""
+
+    class Config(PluginConfig):
+        kind: str = "uint8"
+
+    def __init__(self, cfg):
+        self.kind, self.num_frames, self.channels, self.resolution, self.num_classes = cfg.kind, 4, 1, 16, 0
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        if self.kind == "uint8":
+            return {"video": torch.zeros(4, 1, 16, 16, dtype=torch.uint8), "key": str(i)}
+        return {"video": torch.zeros(4, 1, 8, 8), "key": str(i)}
+
+
+class _BadPlugins:
+    @staticmethod
+    @hookimpl
+    def fvdm_register_datasets(registry):
+        registry.add("bad_digits", _BadDigits)
+
+    @staticmethod
+    @hookimpl
+    def fvdm_register_vtv_strategies(registry):
+        registry.add("too_big", lambda batch_size, num_frames, *, generator=None, device="cpu":
+                     torch.full((batch_size, num_frames), 1.5), config=None)
+
+
+def test_bad_inputs_fail_loudly_and_write_nothing(tmp_path):
+    P = load_plugins(extra_plugins=[("bad", _BadPlugins)])
+    for name, pattern in [("uint8", r"dtype torch.uint8; expected float32 in \[-1, 1\]"),
+                          ("shape", r"shape \(4, 4, 1, 8, 8\); expected \(B, F, C, H, W\) = \(4, 4, 1, 16, 16\)")]:
+        d = tiny(tmp_path)
+        d["data"] = {"name": "bad_digits", "kind": name}
+        with pytest.raises((TypeError, ValueError), match=pattern):
+            train(parse_config(d), P, run_dir=tmp_path / name, progress=False)
+        assert not (tmp_path / name / "checkpoints").exists()
+    d = tiny(tmp_path)
+    d["vtv"] = "too_big"
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        train(parse_config(d), P, run_dir=tmp_path / "t", progress=False)
+
+
+def test_refuses_to_overwrite_and_checks_config_on_resume(plugins, tmp_path):
+    cfg = parse_config(tiny(tmp_path, steps=3))
+    run = tmp_path / "r"
+    train(cfg, plugins, run_dir=run, progress=False)
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="already exists; pass --resume"):
+        train(cfg, plugins, run_dir=run, progress=False)
+    other = parse_config(tiny(tmp_path, steps=6, lr=5e-4))  # more steps is allowed, another lr is not
+    with pytest.raises(CheckpointError, match=r"train.lr: checkpoint has 0.001, config has 0.0005"):
+        train(other, plugins, run_dir=run, resume=True, progress=False)
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(cfg, plugins, run_dir=tmp_path / "empty", resume=True, progress=False)
+    longer = train(parse_config(tiny(tmp_path, steps=5)), plugins, run_dir=run, resume=True, progress=False)
+    assert longer["step"] == 5 and len(longer["loss_history"]) == 5
+    ck = run / "checkpoints" / "last.pt"
+    ck.write_bytes(ck.read_bytes()[:1000])  # truncated by a crash outside fvdm
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        train(parse_config(tiny(tmp_path, steps=6)), plugins, run_dir=run, resume=True, progress=False)
+    assert len(ck.read_bytes()) == 1000  # nothing overwritten
+
+
+def test_batch_must_divide_over_accumulation(plugins, tmp_path):
+    with pytest.raises(ConfigError, match="train.batch_size: 4 is not divisible by ranks x grad_accum = 1 x 3"):
+        train(parse_config(tiny(tmp_path, grad_accum=3)), plugins, progress=False)
+
+
+def test_lr_schedule_closed_form():
+    tc = parse_config({"train": {"lr": 1e-3, "warmup_steps": 10, "steps": 110}}).train
+    assert lr_at(0, tc) == pytest.approx(1e-4) and lr_at(9, tc) == pytest.approx(1e-3) and lr_at(50, tc) == 1e-3
+    tc = parse_config({"train": {"lr": 1e-3, "warmup_steps": 10, "steps": 110, "lr_schedule": "cosine",
+                                 "min_lr_ratio": 0.1}}).train
+    assert lr_at(10, tc) == pytest.approx(1e-3)
+    assert lr_at(60, tc) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # halfway: cos(pi/2) = 0
+    assert lr_at(110, tc) == pytest.approx(1e-4)
+
+
+def test_stream_sampler_shards_match_one_rank_and_cover_each_epoch():
+    one = iter(StreamBatchSampler(10, seed=3, start=0, global_micro=4, rank=0, micro=4))
+    r0 = iter(StreamBatchSampler(10, seed=3, start=0, global_micro=4, rank=0, micro=2))
+    r1 = iter(StreamBatchSampler(10, seed=3, start=0, global_micro=4, rank=1, micro=2))
+    seen = []
+    for _ in range(5):
+        full = next(one)
+        assert next(r0) + next(r1) == full
+        seen += full
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+    resumed = iter(StreamBatchSampler(10, seed=3, start=8, global_micro=4, rank=0, micro=4))
+    assert next(resumed) == seen[8:12]
+
+
+def test_cli_train_writes_run_dir_and_tensorboard(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps(tiny(tmp_path, steps=4, log_every=2, tensorboard=True)))
+    run = tmp_path / "cli"
+    rc = cli_main(["train", str(cfg), "--run-dir", str(run), "--no-progress", "--json",
+                   "-o", "train.steps=3", "-o", "train.sample_every=3", "-o", "sample.steps=3"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["step"] == 3
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.pt").is_file()
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert (run / "samples" / "step_0000003.gif").is_file()
+    # bad input reaches the user as a one-line error, exit code 2
+    assert cli_main(["train", str(cfg), "--run-dir", str(run), "--no-progress"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_save_gif_roundtrip(tmp_path):
+    from PIL import Image
+
+    v = torch.linspace(-1, 1, 2 * 3 * 1 * 4 * 4).reshape(2, 3, 1, 4, 4)
+    p = save_gif(v, tmp_path / "x.gif")
+    im = Image.open(p)
+    assert im.size == (8, 4) and im.n_frames == 3
+
+
+def test_missing_tensorboard_warns_once_and_continues(tmp_path, monkeypatch):
+    import sys
+
+    from fvdm.core import engine
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
+    monkeypatch.setattr(engine, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="tensorboard is not installed"):
+        assert engine._tb_writer(tmp_path, True) is None
+    assert engine._tb_writer(tmp_path, True) is None  # second call: silent
