@@ -1,0 +1,350 @@
+"""Latte (spatial/temporal DiT) with FVDM's vectorized timestep: every frame has its own t.
+
+Tokens live as ``x: (B, F, N, D)`` (N = patches per frame). Spatial blocks attend over N within a
+frame, temporal blocks over F at one patch position. The conditioning ``c`` is (B, F, D) (one
+timestep+class embedding per frame) or (B, 1, D) for a scalar timestep; each block computes its
+adaLN modulation from ``c`` ONCE, (B, F, 6D), and broadcasts it over the N positions. This is
+exactly what FVDM's public code computes with a Linear on every (position, frame) row (kept as
+``temporal_modulation: per_token`` for the overhead ablation), at the scalar model's cost.
+
+Parameter names follow Latte; ``latte_import.py`` maps Latte / FVDM checkpoints onto them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+from einops import rearrange
+from pydantic import Field, model_validator
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from fvdm.core.interfaces import PluginConfig
+from fvdm.core.tensor import check_video
+from fvdm.plugins.backbones.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_1d, sincos_2d
+
+AttentionFn = Callable[..., torch.Tensor]
+
+
+def sdpa_attention(q, k, v, *, mask=None, causal=False, scale=None):
+    """Default kernel: torch SDPA on (B, N, H, D) inputs (transposed to SDPA's (B, H, N, D) and back)."""
+    q, k, v = (rearrange(a, "b n h d -> b h n d") for a in (q, k, v))
+    out = Fn.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+    return rearrange(out, "b h n d -> b n h d")
+
+
+class LatteConfig(PluginConfig):
+    """Latte/FVDM backbone. ``depth`` counts blocks as Latte does: depth/2 spatial+temporal pairs."""
+
+    in_channels: int = Field(4, ge=1, description="channels per frame (filled by the engine)")
+    input_size: int = Field(32, ge=1, description="latent height = width (filled by the engine)")
+    num_frames: int = Field(16, ge=1, description="frame capacity of the temporal position embedding")
+    num_classes: int = Field(0, ge=0, description="0 = unconditional")
+    learn_sigma: bool = Field(True, description="output 2C channels (DiT/Latte hybrid loss)")
+    class_dropout: float = Field(0.1, ge=0, lt=1, description="label dropout for CFG (adds a null class)")
+    patch_size: int = Field(2, ge=1)
+    hidden_size: int = Field(384, ge=4)
+    depth: int = Field(12, ge=2, description="number of blocks (spatial, temporal alternate), even")
+    num_heads: int = Field(6, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    temporal_attention: Literal["full", "causal"] = "full"
+    temporal_modulation: Literal["once", "per_token"] = Field(
+        "once", description="once: adaLN per frame, broadcast over positions; per_token: public-code ablation"
+    )
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "LatteConfig":
+        if self.depth % 2:
+            raise ValueError(f"depth={self.depth} must be even (spatial and temporal blocks alternate)")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
+        if self.hidden_size % 4:
+            raise ValueError(f"hidden_size={self.hidden_size} must be divisible by 4 (2-D sin-cos positions)")
+        if self.input_size % self.patch_size:
+            raise ValueError(f"input_size={self.input_size} must be divisible by patch_size={self.patch_size}")
+        return self
+
+
+class LatteTinyConfig(LatteConfig):
+    """Tiny model for tests and the CPU demo."""
+
+    hidden_size: int = Field(64, ge=4)
+    depth: int = Field(4, ge=2)
+    num_heads: int = Field(4, ge=1)
+
+
+class LatteS2Config(LatteConfig):
+    hidden_size: int = Field(384, ge=4)
+    depth: int = Field(12, ge=2)
+    num_heads: int = Field(6, ge=1)
+
+
+class LatteB2Config(LatteConfig):
+    hidden_size: int = Field(768, ge=4)
+    depth: int = Field(12, ge=2)
+    num_heads: int = Field(12, ge=1)
+
+
+class LatteL2Config(LatteConfig):
+    hidden_size: int = Field(1024, ge=4)
+    depth: int = Field(24, ge=2)
+    num_heads: int = Field(16, ge=1)
+
+
+class LatteXL2Config(LatteConfig):
+    hidden_size: int = Field(1152, ge=4)
+    depth: int = Field(28, ge=2)
+    num_heads: int = Field(16, ge=1)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the second-to-last axis of (B, S, L, D) tokens (batch B*S)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=True)
+        self.proj = nn.Linear(dim, dim, bias=True)
+        self.kernel: AttentionFn = sdpa_attention
+
+    def forward(self, x: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+        s = x.shape[1]
+        # Latte's qkv layout: output channels are (3, heads, head_dim).
+        q, k, v = rearrange(self.qkv(x), "b s l (three h e) -> three (b s) l h e", three=3, h=self.num_heads)
+        out = self.kernel(q, k, v, mask=None, causal=causal, scale=None)  # (B*S, L, H, E)
+        return self.proj(rearrange(out, "(b s) l h e -> b s l (h e)", s=s))
+
+
+class Mlp(nn.Module):
+    """timm-style MLP (fc1 -> tanh-GELU -> fc2), names match Latte checkpoints."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class LatteBlock(nn.Module):
+    """adaLN-Zero transformer block on (B, S, L, D): attention over L, modulation broadcast over S or L."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim, bias=True))
+
+    def forward(self, x: torch.Tensor, mod: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """x (B, S, L, D); mod = adaLN_modulation(c), broadcastable to (B, S, L, 6D)."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), causal=causal)
+        x = x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x
+
+
+class FinalLayer(nn.Module):
+    """Per-frame adaLN + linear to patch pixels."""
+
+    def __init__(self, dim: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, patch_size * patch_size * out_channels, bias=True)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim, bias=True))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).unsqueeze(2).chunk(2, dim=-1)  # (B, F|1, 1, D) each
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class Latte(nn.Module):
+    """FVDM Latte: ``model(x (B,F,C,H,W), t_in (B,F) | (B,), y (B,) | None) -> (B,F,C_out,H,W)``.
+
+    ``t_in`` is the schedule's ``timestep_input(t)`` (e.g. DDPM steps as floats). A (B,) ``t_in``
+    runs the classic Latte path: one embedding per sample, broadcast over frames.
+    """
+
+    Config = LatteConfig
+
+    def __init__(self, cfg: LatteConfig | None = None, **overrides):
+        super().__init__()
+        cfg = type(self).Config(**overrides) if cfg is None else type(cfg).model_validate({**cfg.model_dump(), **overrides})
+        self.config = cfg
+        D = cfg.hidden_size
+        self.in_channels = cfg.in_channels
+        self.out_channels = cfg.in_channels * 2 if cfg.learn_sigma else cfg.in_channels
+        self.num_frames = cfg.num_frames
+        self.input_size = cfg.input_size
+        self.num_classes = cfg.num_classes
+        self.learn_sigma = cfg.learn_sigma
+        self.patch_size = cfg.patch_size
+        self.causal_time = cfg.temporal_attention == "causal"
+        self.per_token = cfg.temporal_modulation == "per_token"
+        self.gradient_checkpointing = cfg.gradient_checkpointing
+        grid = cfg.input_size // cfg.patch_size
+
+        self.x_embedder = PatchEmbed(cfg.in_channels, D, cfg.patch_size)
+        self.t_embedder = TimestepEmbedder(D)
+        self.y_embedder = LabelEmbedder(cfg.num_classes, D, cfg.class_dropout) if cfg.num_classes > 0 else None
+        # Fixed sin-cos tables; persistent buffers so Latte checkpoints' pos_embed/temp_embed keys line up.
+        self.register_buffer("pos_embed", torch.from_numpy(sincos_2d(D, grid)).float()[None])  # (1, N, D)
+        temp = sincos_1d(D, np.arange(cfg.num_frames))
+        self.register_buffer("temp_embed", torch.from_numpy(temp).float()[None])  # (1, F_max, D)
+        n_pairs = cfg.depth // 2
+        self.spatial_blocks = nn.ModuleList(LatteBlock(D, cfg.num_heads, cfg.mlp_ratio) for _ in range(n_pairs))
+        self.temporal_blocks = nn.ModuleList(LatteBlock(D, cfg.num_heads, cfg.mlp_ratio) for _ in range(n_pairs))
+        self.final_layer = FinalLayer(D, cfg.patch_size, self.out_channels)
+        self.initialize_weights()
+
+    # -- init -------------------------------------------------------------------------------------
+    def initialize_weights(self) -> None:
+        """Latte/DiT init: xavier linears, zero adaLN and output layer, so the output is exactly 0."""
+
+        def _basic(m: nn.Module) -> None:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+        self.apply(_basic)
+        w = self.x_embedder.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.proj.bias)
+        if self.y_embedder is not None:
+            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for block in [*self.spatial_blocks, *self.temporal_blocks]:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        for lin in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    # -- attention --------------------------------------------------------------------------------
+    def set_attention_kernel(self, fn: AttentionFn) -> None:
+        """Use ``fn(q, k, v, *, mask=None, causal=False, scale=None)`` on (B, N, H, D) in every block."""
+        if not callable(fn):
+            raise TypeError(f"attention kernel must be callable, got {type(fn).__name__}")
+        for m in self.modules():
+            if isinstance(m, Attention):
+                m.kernel = fn
+
+    # -- forward ----------------------------------------------------------------------------------
+    def _check_inputs(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None) -> None:
+        check_video(x, "x", channels=self.in_channels)
+        B, F, _, H, W = x.shape
+        if F > self.num_frames:
+            raise ValueError(
+                f"x has {F} frames but this backbone holds at most num_frames={self.num_frames} "
+                "(temporal position embedding); sample longer videos in chunks or build with a larger num_frames"
+            )
+        if H != self.input_size or W != self.input_size:
+            raise ValueError(
+                f"x has spatial size {H}x{W} but the backbone was built for input_size={self.input_size} "
+                "(latent size: resolution / autoencoder downsample); set backbone input_size accordingly"
+            )
+        if not isinstance(t_in, torch.Tensor) or tuple(t_in.shape) not in ((B, F), (B,)):
+            shape = tuple(t_in.shape) if isinstance(t_in, torch.Tensor) else type(t_in).__name__
+            raise ValueError(f"t_in must be per-frame (B, F) = {(B, F)} (or (B,) for one level per clip), got {shape}")
+        if t_in.dtype == torch.bool or t_in.is_complex():
+            raise TypeError(f"t_in must be real timestep inputs (schedule.timestep_input(t)), got {t_in.dtype}")
+        if self.y_embedder is None and y is not None:
+            raise ValueError("y was given but the backbone is unconditional (num_classes=0); pass y=None")
+        if self.y_embedder is not None and y is None:
+            raise ValueError(f"the backbone is class-conditional (num_classes={self.num_classes}); pass y (B,)")
+        if y is not None and tuple(y.shape) != (B,):
+            raise ValueError(f"y must have shape (B,) = ({B},), got {tuple(y.shape)}")
+
+    def conditioning(self, t_in: torch.Tensor, y: torch.Tensor | None = None, force_drop: torch.Tensor | None = None):
+        """Per-frame conditioning c: (B, F, D) from t_in (B, F), or (B, 1, D) from a scalar t_in (B,)."""
+        c = self.t_embedder(t_in if t_in.ndim == 2 else t_in[:, None])  # (B, F|1, D)
+        if self.y_embedder is not None:
+            c = c + self.y_embedder(y, train=self.training, force_drop=force_drop)[:, None]
+        return c
+
+    def _temporal_mod(self, block: LatteBlock, c: torch.Tensor, n: int) -> torch.Tensor:
+        if self.per_token:
+            # Ablation (FVDM public code): the Linear runs on every (position, frame) row.
+            return block.adaLN_modulation(c[:, None].expand(-1, n, -1, -1))  # (B, N, F, 6D)
+        return block.adaLN_modulation(c).unsqueeze(1)  # (B, 1, F|1, 6D), broadcast over positions
+
+    def _run(self, block: LatteBlock, x: torch.Tensor, mod: torch.Tensor, causal: bool) -> torch.Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, x, mod, causal, use_reentrant=False)
+        return block(x, mod, causal)
+
+    def forward(
+        self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None = None, *,
+        force_drop: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x (B, F, C, H, W), t_in (B, F) or (B,), y (B,) int or None -> (B, F, C_out, H, W).
+
+        ``force_drop`` (B,) bool replaces y by the null class (unconditional branch of CFG).
+        """
+        self._check_inputs(x, t_in, y)
+        B, F = x.shape[:2]
+        p, g = self.patch_size, self.input_size // self.patch_size
+        tokens = self.x_embedder(rearrange(x, "b f c h w -> (b f) c h w")) + self.pos_embed  # (B*F, N, D)
+        h = rearrange(tokens, "(b f) n d -> b f n d", b=B)  # (B, F, N, D)
+        c = self.conditioning(t_in, y, force_drop)  # (B, F|1, D)
+        n = h.shape[2]
+        for i, (sblock, tblock) in enumerate(zip(self.spatial_blocks, self.temporal_blocks)):
+            smod = sblock.adaLN_modulation(c).unsqueeze(2)  # (B, F|1, 1, 6D): one modulation per frame
+            h = self._run(sblock, h, smod, False)  # attention over N inside each frame
+            h = rearrange(h, "b f n d -> b n f d")
+            if i == 0:  # Latte adds the temporal position embedding once, after the first spatial block
+                h = h + self.temp_embed[:, None, :F]
+            h = self._run(tblock, h, self._temporal_mod(tblock, c, n), self.causal_time)  # attention over F
+            h = rearrange(h, "b n f d -> b f n d")
+        out = self.final_layer(h, c)  # (B, F, N, p*p*C_out)
+        return rearrange(out, "b f (gh gw) (p q c) -> b f c (gh p) (gw q)", gh=g, p=p, q=p)
+
+    def forward_with_cfg(
+        self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor, cfg_scale: float,
+        guided_channels: int | None = None,
+    ) -> torch.Tensor:
+        """Classifier-free guidance in one batched pass; guidance on the first ``guided_channels``
+        output channels (default: the C predicted channels, not the learned variance)."""
+        if self.y_embedder is None or self.y_embedder.dropout_prob <= 0:
+            raise ValueError("forward_with_cfg needs a class-conditional model trained with class_dropout > 0")
+        B = x.shape[0]
+        t2 = torch.cat([t_in, t_in])
+        drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(x.device)
+        out = self.forward(torch.cat([x, x]), t2, torch.cat([y, y]), force_drop=drop)
+        cond, uncond = out[:B], out[B:]
+        k = self.in_channels if guided_channels is None else guided_channels
+        guided = uncond[:, :, :k] + cfg_scale * (cond[:, :, :k] - uncond[:, :, :k])
+        return torch.cat([guided, cond[:, :, k:]], dim=2)
+
+    def num_params(self, trainable_only: bool = True) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def build_latte(name_or_cfg: "str | LatteConfig" = "latte_tiny", **overrides) -> Latte:
+    """Convenience constructor outside the registry: ``build_latte("latte_s_2", in_channels=4)``."""
+    if isinstance(name_or_cfg, LatteConfig):
+        return Latte(name_or_cfg, **overrides)
+    if name_or_cfg not in CONFIGS:
+        raise KeyError(f"unknown Latte size {name_or_cfg!r}; choose one of {', '.join(CONFIGS)}")
+    return Latte(CONFIGS[name_or_cfg](**overrides))
+
+
+CONFIGS: dict[str, type[LatteConfig]] = {
+    "latte_tiny": LatteTinyConfig,
+    "latte_s_2": LatteS2Config,
+    "latte_b_2": LatteB2Config,
+    "latte_l_2": LatteL2Config,
+    "latte_xl_2": LatteXL2Config,
+}
