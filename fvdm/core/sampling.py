@@ -1,0 +1,205 @@
+"""The one sampling loop: walk x through the rows of a sampling matrix S.
+
+``sample_loop`` steps x (B, F, C, H, W) from row k to row k+1 of S (K+1, F) or
+(B, K+1, F) with any registered sampler. Context frames (``ctx``) are handled here,
+the same way for every task:
+
+- hard context (multiplier m = 0): the frame is re-imposed exactly after every step;
+  with ``stabilization`` > 0 the model sees it noised to that small level (Diffusion
+  Forcing), its stored value stays clean.
+- soft context (m > 0, Pusa): the frame starts at ``m·base_0`` and follows the level
+  ``m·base_k`` (base_k = the highest level of the generated frames in row k); it is
+  denoised by the model like the others and not re-imposed.
+- ``vanilla_replacement`` (baseline for synchronized-timestep models): every context
+  frame is re-noised to ``base_k`` before each step, so all frames share one level
+  (the classic replacement trick); the clean values are put back at the end.
+
+``make_model_fn`` turns a backbone into ``model_fn(x, t)`` (timestep conversion,
+class label, classifier-free guidance on the prediction channels).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from fvdm.core.interfaces import ModelFn
+from fvdm.core.tensor import append_dims, check_video
+
+
+def check_matrix(S: torch.Tensor, num_frames: int | None = None, batch_size: int | None = None) -> torch.Tensor:
+    """Validate a sampling matrix and return it as (B or 1, K+1, F) float."""
+    if not isinstance(S, torch.Tensor) or S.ndim not in (2, 3):
+        shape = tuple(S.shape) if isinstance(S, torch.Tensor) else type(S).__name__
+        raise ValueError(f"sampling matrix S must be (K+1, F) or (B, K+1, F), got {shape}")
+    S3 = S.unsqueeze(0) if S.ndim == 2 else S
+    if not S3.is_floating_point():
+        raise TypeError(f"S must be float levels in [0, 1], got {S.dtype}")
+    if S3.shape[1] < 2:
+        raise ValueError(f"S has {S3.shape[1]} row(s); it needs K+1 >= 2 rows (K >= 1 steps)")
+    if num_frames is not None and S3.shape[2] != num_frames:
+        raise ValueError(f"S has {S3.shape[2]} frame columns but x has F={num_frames} frames; "
+                         "build S with the same number of frames")
+    if batch_size is not None and S3.shape[0] not in (1, batch_size):
+        raise ValueError(f"S has batch {S3.shape[0]} but x has B={batch_size}")
+    if bool(S3.isnan().any()) or float(S3.min()) < 0 or float(S3.max()) > 1:
+        raise ValueError("S levels must lie in [0, 1] (0 = clean, 1 = pure noise)")
+    if bool((S3[:, 1:] > S3[:, :-1]).any()):
+        raise ValueError("every column of S must be non-increasing (a frame's level never goes up)")
+    return S3
+
+
+def alpha_sigma(
+    schedule: Any, t: torch.Tensor, ndim: int, dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha, sigma) at per-frame levels ``t`` (B, F), shaped for ``ndim`` via append_dims.
+
+    Computed in float64 and returned in ``dtype`` (default ``t.dtype``). A level of
+    exactly 0 is clean data, (1, 0), whatever the schedule's grid says at n = 0
+    (DDIM's ``set_alpha_to_one``): a frame's last step lands on x0_hat.
+    """
+    a, s = schedule.alpha_sigma(t.to(torch.float64))
+    a, s = a.to(torch.float64), s.to(torch.float64)
+    clean = t == 0
+    a = torch.where(clean, torch.ones_like(a), a)
+    s = torch.where(clean, torch.zeros_like(s), s)
+    dtype = dtype or t.dtype
+    return append_dims(a, ndim).to(dtype), append_dims(s, ndim).to(dtype)
+
+
+def _per_frame(v: Any, B: int, F: int, name: str, device: Any) -> torch.Tensor:
+    t = torch.as_tensor(v, dtype=torch.float32, device=device)
+    if t.ndim == 0:
+        t = t.expand(F)
+    if t.ndim == 1:
+        t = t.unsqueeze(0)
+    if t.ndim != 2 or t.shape[1] != F or t.shape[0] not in (1, B):
+        raise ValueError(f"{name} must be a scalar, (F,) or (B, F) with F={F}, B={B}; got {tuple(t.shape)}")
+    return t.expand(B, F)
+
+
+def effective_matrix(
+    S: torch.Tensor, ctx: torch.Tensor, multipliers: torch.Tensor, *, stabilization: float = 0.0,
+    vanilla_replacement: bool = False,
+) -> torch.Tensor:
+    """(B, K+1, F) levels actually fed to the sampler, context columns filled in."""
+    B, F = ctx.shape
+    S3 = S.expand(B, *S.shape[1:]).clone()
+    gen = ~ctx
+    if not bool(gen.any(dim=1).all()):
+        raise ValueError("context covers every frame of a sample: nothing to generate; leave a frame unknown")
+    base = torch.where(gen[:, None, :], S3, torch.zeros_like(S3)).amax(dim=2, keepdim=True)  # (B, K+1, 1)
+    soft = ctx & (multipliers > 0)
+    hard = ctx & ~soft
+    if vanilla_replacement:
+        S3 = torch.where(ctx[:, None, :], base.expand_as(S3), S3)
+        return S3
+    S3 = torch.where(soft[:, None, :], (multipliers[:, None, :] * base).clamp(0, 1), S3)
+    S3 = torch.where(hard[:, None, :], torch.full_like(S3, float(stabilization)), S3)
+    return S3
+
+
+def sample_loop(
+    model_fn: ModelFn,
+    x: torch.Tensor,
+    S: torch.Tensor,
+    *,
+    sampler: Any,
+    schedule: Any,
+    ctx: torch.Tensor | None = None,
+    ctx_x0: torch.Tensor | None = None,
+    stabilization: float = 0.0,
+    multipliers: Any = None,
+    vanilla_replacement: bool = False,
+    generator: torch.Generator | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> torch.Tensor:
+    """Sample by stepping x through the rows of S; returns x at the last row (B, F, C, H, W).
+
+    ``x`` is the start: noise at row 0 for generated frames; for context frames it is
+    the noise used to bring ``ctx_x0`` to its starting level. ``ctx`` (B, F) or (F,)
+    bool marks context frames, ``ctx_x0`` (B, F, C, H, W) holds their clean values
+    (other frames ignored). ``multipliers``: scalar, (F,) or (B, F) noise multipliers
+    of context frames (0 = hard, exact). ``callback`` gets a dict with ``step``
+    (1-based), ``num_steps``, ``x``, ``t`` after each row.
+    """
+    check_video(x)
+    B, F = x.shape[:2]
+    if not 0.0 <= float(stabilization) < 1.0:
+        raise ValueError(f"stabilization must be in [0, 1) (got {stabilization}); 0 shows context clean")
+    S3 = check_matrix(S, F, B).to(device=x.device, dtype=torch.float32)
+    if ctx is None:
+        ctx_b = torch.zeros(B, F, dtype=torch.bool, device=x.device)
+    else:
+        ctx_b = torch.as_tensor(ctx, dtype=torch.bool, device=x.device)
+        ctx_b = (ctx_b.unsqueeze(0) if ctx_b.ndim == 1 else ctx_b).expand(B, F)
+    has_ctx = bool(ctx_b.any())
+    if has_ctx:
+        if ctx_x0 is None:
+            raise ValueError("ctx marks context frames but ctx_x0 (their clean values) is missing")
+        if ctx_x0.shape != x.shape:
+            raise ValueError(f"ctx_x0 must have the shape of x {tuple(x.shape)}, got {tuple(ctx_x0.shape)}")
+        ctx_x0 = ctx_x0.to(device=x.device, dtype=x.dtype)
+    m = _per_frame(0.0 if multipliers is None else multipliers, B, F, "multipliers", x.device)
+    if bool((m < 0).any()):
+        raise ValueError("noise multipliers must be >= 0 (0 freezes a context frame exactly)")
+    Se = effective_matrix(S3, ctx_b, m, stabilization=stabilization, vanilla_replacement=vanilla_replacement)
+    hard = append_dims(ctx_b & ((m == 0) | vanilla_replacement), x.ndim)  # re-imposed frames
+    renoise = has_ctx and (vanilla_replacement or stabilization > 0)
+
+    if has_ctx:  # context frames start at their row-0 level, from ctx_x0 and the given noise
+        a0, s0 = alpha_sigma(schedule, Se[:, 0], x.ndim, x.dtype)
+        ctx5 = append_dims(ctx_b, x.ndim)
+        x = torch.where(ctx5, a0 * ctx_x0 + s0 * x, x)
+        x = torch.where(hard, ctx_x0, x) if not renoise else x
+    K = Se.shape[1] - 1
+    for k in range(K):
+        t_from, t_to = Se[:, k], Se[:, k + 1]
+        if not torch.equal(t_from, t_to):
+            if renoise:  # show hard context at its (stabilization or synchronized) level
+                a, s = alpha_sigma(schedule, t_from, x.ndim, x.dtype)
+                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                x = torch.where(hard, a * ctx_x0 + s * noise, x)
+            x = sampler.step(model_fn, x, t_from, t_to, schedule=schedule, generator=generator)
+            if has_ctx:
+                x = torch.where(hard, ctx_x0, x)
+        if callback is not None:
+            callback({"step": k + 1, "num_steps": K, "x": x, "t": t_to})
+    return torch.where(hard, ctx_x0, x) if has_ctx else x
+
+
+def make_model_fn(
+    model: Callable[..., torch.Tensor], schedule: Any, *, y: torch.Tensor | None = None, cfg_scale: float = 1.0,
+    null_label: int | None = None,
+) -> ModelFn:
+    """Backbone -> ``model_fn(x, t)`` on levels t (B, F) in [0, 1].
+
+    The backbone gets ``schedule.timestep_input(t)``. With ``cfg_scale != 1`` and a label
+    ``y`` (B,), classifier-free guidance runs cond and uncond (label ``null_label``, the
+    class-dropout embedding, default ``num_classes``) in one doubled batch and mixes
+    only the prediction channels: ``uncond + s·(cond - uncond)``; learned-variance
+    channels come from the conditional pass (DiT/Latte).
+    """
+    to_input = getattr(schedule, "timestep_input", lambda t: t)
+    if y is None or cfg_scale == 1.0:
+        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return model(x, to_input(t), y) if y is not None else model(x, to_input(t))
+        return model_fn
+    if null_label is None:
+        null_label = int(getattr(model, "num_classes", 0))
+        if null_label <= 0:
+            raise ValueError("classifier-free guidance needs a class-conditional model (num_classes > 0) "
+                             "or an explicit null_label")
+    y_null = torch.full_like(y, null_label)
+
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = model(torch.cat([x, x]), to_input(torch.cat([t, t])), torch.cat([y, y_null]))
+        cond, uncond = out.chunk(2, dim=0)
+        if getattr(schedule, "learn_sigma", False):
+            pc, var = schedule.split_output(cond)
+            pu, _ = schedule.split_output(uncond)
+            return torch.cat([pu + cfg_scale * (pc - pu), var], dim=2)
+        return uncond + cfg_scale * (cond - uncond)
+
+    return guided

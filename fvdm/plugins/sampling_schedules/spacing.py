@@ -1,0 +1,55 @@
+"""Timestep spacing: the K+1 levels ``s_0 > ... > s_K = 0`` one frame walks through.
+
+Levels are floats in [0, 1] (0 = clean). ``s_K = 0`` is always exactly clean: the
+last step of every frame lands on the data (DDIM's ``set_alpha_to_one``).
+
+- ``uniform``  : s_k = 1 - k/K (starts from pure noise).
+- ``leading``  : diffusers "leading" on a grid of T integer steps:
+                 n_k = (K-1-k)·(T // K) + steps_offset for k < K, s_k = n_k / (T-1).
+- ``trailing`` : diffusers "trailing": n_k = round(T - k·T/K) - 1 for k < K.
+- ``shift``    : the rectified-flow timestep shift (SD3 / Pusa), applied last:
+                 s -> shift·s / (1 + (shift-1)·s); shift = 1 is the identity.
+
+Continuous schedules (rectified flow) have no T; ``leading``/``trailing`` then use a
+1000-step grid.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SPACINGS = ("uniform", "leading", "trailing")
+DEFAULT_GRID = 1000
+
+
+def spacing_levels(
+    num_steps: int, *, spacing: str = "uniform", num_timesteps: int | None = None,
+    shift: float = 1.0, steps_offset: int = 1,
+) -> torch.Tensor:
+    """The K+1 levels (float64, decreasing, last exactly 0) for K = ``num_steps``."""
+    k_steps = int(num_steps)
+    if k_steps < 1:
+        raise ValueError(f"num_steps must be >= 1 (got {num_steps}); use e.g. --steps 50")
+    if shift <= 0:
+        raise ValueError(f"shift must be > 0 (got {shift}); 1.0 disables the flow timestep shift")
+    grid = int(num_timesteps or DEFAULT_GRID)
+    k = torch.arange(k_steps + 1, dtype=torch.float64)
+    if spacing == "uniform":
+        s = 1.0 - k / k_steps
+    elif spacing in ("leading", "trailing"):
+        if k_steps > grid:
+            raise ValueError(f"{spacing} spacing needs num_steps <= T={grid} (got {k_steps}); use 'uniform'")
+        if spacing == "leading":
+            n = (k_steps - 1 - k[:-1]) * (grid // k_steps) + steps_offset
+        else:
+            n = torch.round(grid - k[:-1] * grid / k_steps) - 1
+        n = n.clamp(0, grid - 1)
+        s = torch.cat([n / (grid - 1), torch.zeros(1, dtype=torch.float64)])
+    else:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+    if shift != 1.0:
+        s = shift * s / (1.0 + (shift - 1.0) * s)
+    s[-1] = 0.0
+    if not bool((s[:-1] >= s[1:]).all()):
+        raise ValueError(f"{spacing} spacing with K={k_steps}, T={grid} gives non-decreasing levels; use fewer steps")
+    return s

@@ -1,0 +1,67 @@
+"""End to end: `fvdm demo --quick` trains, samples every task, writes the report; `fvdm sample` on its checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fvdm.cli import main
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    args = ["demo", "--out", str(out), "--quick", "--threads", "1", "--no-progress", "--baseline-minutes", "1"]
+    assert main(args) == 0
+    return out
+
+
+def test_demo_writes_report_for_every_task(demo_dir):
+    res = json.loads((demo_dir / "results.json").read_text())
+    tasks = {r["task"] for r in res["rows"]}
+    assert {"unconditional", "image_to_video", "interpolation", "infill", "extension", "long_video",
+            "df_rollout"} <= tasks
+    for r in res["rows"]:
+        assert (demo_dir / f"{r['task']}.gif").stat().st_size > 0 and (demo_dir / f"{r['task']}.png").is_file()
+        if "given_exact" in r:
+            assert r["given_exact"] is True  # both FVDM and the baseline put the given frames back exactly
+    assert any(r["mode"] == "synchronized model + vanilla_replacement" for r in res["rows"])
+    assert res["baseline_train"]["step"] == 2
+    report = (demo_dir / "report.md").read_text()
+    assert "| long_video | fvdm |" in report and "vanilla_replacement" in report
+    assert not list(demo_dir.glob(".fvdm-tmp-*"))
+
+
+def test_sample_cli_and_batch_jobs(demo_dir, tmp_path):
+    ckpt = str(demo_dir / "run" / "checkpoints" / "last.pt")
+    out = tmp_path / "s"
+    pytest.importorskip("av", reason="mp4 output needs the video extra (PyAV)")
+    assert main(["sample", "--checkpoint", ckpt, "--task", "image_to_video", "--image", str(demo_dir / "infill.png"),
+                 "--steps", "2", "--seed", "1", "--out", str(out), "--no-progress"]) == 0  # resized with a warning
+    want = {"image_to_video.gif", "image_to_video.png", "image_to_video.mp4", "image_to_video.json"}
+    assert {p.name for p in out.iterdir()} == want
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(f"- {{task: long_video, frames: 10, overlap: 2}}\n"
+                    f"- {{task: extension, video: {demo_dir / 'long_video.gif'}, context_frames: 2, frames: 6}}\n")
+    assert main(["sample", "--checkpoint", ckpt, "--jobs", str(jobs), "--steps", "2", "--formats", "gif",
+                 "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    meta = json.loads((tmp_path / "b" / "00_long_video.json").read_text())
+    assert meta["frames"] == 10
+    assert json.loads((tmp_path / "b" / "01_extension.json").read_text())["frames"] == 6
+
+
+def test_sample_cli_errors_leave_no_files(demo_dir, tmp_path, capsys):
+    ckpt = str(demo_dir / "run" / "checkpoints" / "last.pt")
+    out = tmp_path / "e"
+    assert main(["sample", "--checkpoint", ckpt, "--task", "interpolate", "--out", str(out)]) == 2
+    assert "Did you mean 'interpolation'" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", ckpt, "--task", "long_video", "--window", "64", "--out", str(out)]) == 2
+    assert "exceeds the checkpoint's frame count" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", ckpt, "--task", "extension", "--video", str(demo_dir / "infill.gif"),
+                 "--context-frames", "40", "--out", str(out), "--no-progress"]) == 2
+    assert "needs at least 40" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", ckpt, "--task", "image_to_video", "--image", str(demo_dir / "infill.png"),
+                 "--on-mismatch", "error", "--out", str(out), "--no-progress"]) == 2
+    assert "--on-mismatch resize" in capsys.readouterr().err
+    assert not out.exists() or not any(p for p in out.rglob("*") if p.is_file())
