@@ -69,3 +69,37 @@ def test_uninstalled_name_is_unknown_with_hint(tmp_path):
     assert out.returncode == 1
     assert "unknown vtv_strategies 'correlated_frames'" in out.stderr
     assert "pip install ./examples/fvdm-plugin-example" in out.stderr
+
+
+def test_short_training_and_sampling_run_use_the_plugin(installed, tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "plugin_run",
+        "run_root": str(tmp_path / "runs"),
+        "data": {"name": "moving_digits", "num_frames": 4, "resolution": 16, "num_clips": 16},
+        "backbone": {"name": "latte_tiny"},
+        "vtv": {"name": "correlated_frames", "step_std": 0.2},
+        "train": {"steps": 2, "batch_size": 2, "log_every": 1, "ckpt_every": 2, "tensorboard": False},
+        "sample": {"steps": 3},
+    }))
+    run_dir = tmp_path / "run"
+    out = _fvdm("train", str(cfg), "--run-dir", str(run_dir), "--no-progress", "--json", site=installed)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    assert ckpt.is_file()
+    saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
+    if saved is not None:
+        assert saved["vtv"]["name"] == "correlated_frames"
+
+    out = _fvdm("sample", "--checkpoint", str(ckpt), "--task", "unconditional", "--schedule", "keyframes_first",
+                "--steps", "3", "--batch-size", "1", "--formats", "png", "--no-progress", "--out",
+                str(tmp_path / "samples"), site=installed)
+    assert out.returncode == 0, out.stderr[-3000:]
+    meta = json.loads((tmp_path / "samples" / "unconditional.json").read_text())
+    assert "keyframes_first" in json.dumps(meta)
+    assert (tmp_path / "samples" / "unconditional.png").is_file()
+
+    # the checkpoint names the plugin; without the package the name is unknown, with a hint
+    out = _fvdm("train", str(cfg), "--run-dir", str(tmp_path / "run2"), "--no-progress", site=None)
+    assert out.returncode != 0
+    assert "correlated_frames" in out.stderr and "pip install ./examples/fvdm-plugin-example" in out.stderr

@@ -262,8 +262,9 @@ def run_job(job: dict[str, Any], plugins: Any, cache: dict[str, Any], *, progres
     stem = job.get("name") or task
     out = Path(job["out"])
     summary = {"task": task, "task_spec": spec, "checkpoint": ckpt, "frames": int(video.shape[1]),
-               "batch": int(video.shape[0]), "steps": ctx.steps, "sampler": type(ctx.sampler).__name__,
-               "matrix": type(ctx.matrix).__name__, "seed": int(job.get("seed") or 0), "seconds": round(seconds, 3),
+               "batch": int(video.shape[0]), "steps": ctx.steps,
+               "sampler": sampler or loaded.config.sample.sampler.spec(),
+               "schedule": schedule or loaded.config.sample.schedule.spec(), "seed": int(job.get("seed") or 0), "seconds": round(seconds, 3),
                "files": [f"{stem}.{f}" for f in formats] + [f"{stem}.json"]}
     fps = int(job.get("fps") or 8)
     with AtomicOutputs(out) as o:

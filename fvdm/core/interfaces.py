@@ -95,9 +95,16 @@ class VTVStrategy(Protocol):
 
 @runtime_checkable
 class SamplingSchedule(Protocol):
-    """Builds the sampling matrix ``S`` (K+1, F) for K steps over F frames."""
+    """Builds the sampling matrix ``S`` (rows, F) for K steps per frame over F frames.
 
-    def __call__(self, num_steps: int, num_frames: int, *, context: torch.Tensor | None = None) -> torch.Tensor: ...
+    ``standard`` has K+1 rows; pyramid-style builders have more (later frames start
+    later). Context columns are 0; each column is non-increasing.
+    """
+
+    def __call__(
+        self, num_steps: int, num_frames: int, *, context: torch.Tensor | None = None,
+        num_timesteps: int | None = None,
+    ) -> torch.Tensor: ...
 
 
 @runtime_checkable
@@ -115,7 +122,12 @@ class Sampler(Protocol):
 
 @runtime_checkable
 class Task(Protocol):
-    """A zero-shot task: turns user inputs into a sampled video (B, N, C, H, W)."""
+    """A zero-shot task: turns user inputs into a sampled video (B, N, C, H, W).
+
+    ``sampling`` is a ``fvdm.tasks.base.SamplingContext`` (model, schedule, sampler,
+    matrix builder, shape, steps, generator, ...); see docs/sampling.md for the inputs
+    each task reads.
+    """
 
     def run(self, sampling: Any, inputs: Mapping[str, Any]) -> torch.Tensor: ...
 
@@ -134,10 +146,14 @@ class VideoDataset(Protocol):
 
 @runtime_checkable
 class AttentionKernel(Protocol):
-    """``kernel(q, k, v, *, mask=None, causal=False, scale=None) -> out``, all (B, N, H, D)."""
+    """``kernel(q, k, v, *, mask=None, causal=False, scale=None) -> out``, all (B, N, H, D).
+
+    ``mask``: bool (True = attend) or additive float tensor broadcastable to (B, H, N, N),
+    or a ``fvdm.core.attention.BlockCausalMask``.
+    """
 
     def __call__(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Tensor | None = None,
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: Any = None,
         causal: bool = False, scale: float | None = None,
     ) -> torch.Tensor: ...
 
