@@ -32,7 +32,7 @@ test: install-test
 ## Oracle tests against torchvision-based peers (pytorch-fid, cd-fvd) in a separate venv.
 test-oracles:
 	test -x $(ORACLE_VENV)/bin/python || $(PYTHON) -m venv $(ORACLE_VENV)
-	$(ORACLE_VENV)/bin/python -m pip -q install torch==2.14.1 torchvision==0.29.1 pytorch-fid
+	$(ORACLE_VENV)/bin/python -m pip -q install torch==2.14.1 torchvision==0.29.1 pytorch-fid scikit-image
 	$(ORACLE_VENV)/bin/python -m pip -q install --no-deps cd-fvd
 	$(ORACLE_VENV)/bin/python -m pip -q install einops pluggy "pydantic>=2" pyyaml tqdm pytest scipy pillow numpy
 	$(ORACLE_VENV)/bin/python -m pip -q install --no-deps -e .

@@ -1,1 +1,33 @@
-"""Built-in evaluators plugins (filled by their issue)."""
+"""Built-in evaluators (FVD, FID, PSNR/SSIM) and feature extractors (I3D, InceptionV3, digits).
+
+Heavy modules are imported inside the hooks; scipy (the ``sqrtm`` reference path) only
+when asked for.
+"""
+
+from __future__ import annotations
+
+from fvdm.core.hookspecs import hookimpl
+
+
+@hookimpl
+def fvdm_register_feature_extractors(registry):
+    from fvdm.plugins.evaluators.digits_net import DigitsExtractor
+    from fvdm.plugins.evaluators.i3d import I3DExtractor
+    from fvdm.plugins.evaluators.inception import InceptionV3FIDExtractor
+
+    registry.add("i3d", I3DExtractor)
+    registry.add("inception_v3_fid", InceptionV3FIDExtractor)
+    registry.add("digits", DigitsExtractor)
+
+
+@hookimpl
+def fvdm_register_evaluators(registry):
+    from fvdm.plugins.evaluators import fid, fvd
+    from fvdm.plugins.evaluators.recon import PSNRConfig, ReconMetric, SSIMConfig
+
+    for name, cfg in fvd.PRESETS.items():
+        registry.add(name, fvd.FVD, config=cfg, description=f"FVD preset {name} (see docs/evaluators.md)")
+    for name, cfg in fid.PRESETS.items():
+        registry.add(name, fid.FID, config=cfg, description=f"FID preset {name} (see docs/evaluators.md)")
+    registry.add("psnr", ReconMetric, config=PSNRConfig, description="per-frame PSNR against ground truth")
+    registry.add("ssim", ReconMetric, config=SSIMConfig, description="per-frame SSIM against ground truth")

@@ -1,0 +1,140 @@
+"""Train the digits feature extractor (fvdm/plugins/evaluators/digits_net.py) on CPU.
+
+The network learns, from moving_digits train clips, the class of a single moving
+digit (10-way, on 1-digit clips) and how many digits move (1..3, on 1-3-digit
+clips). Held-out accuracy is measured on the val split, whose digit images are
+disjoint from train's. Writes
+``weights/digits_extractor.pt`` (float32 state dict), its ``.sha256`` and a ``.json``
+with the accuracies and the exact recipe.
+
+    python benchmarks/train_digits_extractor.py --minutes 5 --threads 1   # as shipped: 494 steps
+    python benchmarks/train_digits_extractor.py --steps 494 --out-dir /tmp/w  # exact re-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fvdm.plugins.evaluators.digits_net import MAX_DIGITS, WEIGHTS_FILE, DigitsNet, to_net_input
+from fvdm.plugins.evaluators.weights import PACKAGE_WEIGHTS_DIR
+
+
+def make_split(split: str, n: int, num_frames: int, seed: int, num_digits: int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 videos (n, F, 1, 32, 32), first-digit class (n,), digit count - 1 (n,)."""
+    from fvdm.plugins.datasets.moving_digits import MovingDigits
+
+    ds = MovingDigits(split=split, num_clips=n, num_frames=num_frames, resolution=32, max_digits=MAX_DIGITS,
+                      num_digits=num_digits, seed=seed)
+    vids = torch.empty(n, num_frames, 1, 32, 32, dtype=torch.uint8)
+    cls = torch.empty(n, dtype=torch.long)
+    cnt = torch.empty(n, dtype=torch.long)
+    for i in range(n):
+        meta = ds.metadata(i)
+        vids[i] = ((ds.ground_truth(i, meta) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        cls[i] = int(meta["labels"][0])
+        cnt[i] = len(meta["labels"]) - 1
+    return vids, cls, cnt
+
+
+@torch.no_grad()
+def evaluate(model: DigitsNet, single, multi, bs: int = 256) -> dict[str, float]:
+    """Class accuracy on 1-digit clips, count accuracy on 1-3-digit clips."""
+    model.eval()
+
+    def preds(vids, head):
+        return torch.cat([model(to_net_input(vids[i:i + bs]))[head].argmax(1) for i in range(0, len(vids), bs)])
+
+    return {
+        "class_acc_1digit": float((preds(single[0], 1) == single[1]).float().mean()),
+        "count_acc": float((preds(multi[0], 2) == multi[2]).float().mean()),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=5.0, help="wall-clock training budget")
+    ap.add_argument("--steps", type=int, default=None, help="train exactly this many steps (overrides --minutes)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--train-clips", type=int, default=6000)
+    ap.add_argument("--val-clips", type=int, default=512)
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--crop", type=int, default=8, help="frames per training clip (random window)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-dir", default=str(PACKAGE_WEIGHTS_DIR))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    t0 = time.time()
+    half = args.train_clips // 2
+    train_single = make_split("train", half, args.frames, args.seed, num_digits=1)
+    train_multi = make_split("train", half, args.frames, args.seed + 1)
+    val_single = make_split("val", args.val_clips, args.frames, args.seed, num_digits=1)
+    val_multi = make_split("val", args.val_clips, args.frames, args.seed + 1)
+    print(f"rendered {args.train_clips}+{args.val_clips} clips in {time.time() - t0:.1f}s", flush=True)
+
+    model = DigitsNet()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(args.seed)
+    step, epoch, t_start = 0, 0, time.time()
+    budget = args.minutes * 60
+
+    def done() -> bool:
+        return step >= args.steps if args.steps is not None else time.time() - t_start > budget
+
+    while not done():
+        model.train()
+        perm = torch.randperm(half, generator=g)
+        hb = args.batch_size // 2
+        for i in range(0, half - hb + 1, hb):
+            idx = perm[i:i + hb]
+            start = int(torch.randint(0, args.frames - args.crop + 1, (), generator=g))
+            window = slice(start, start + args.crop)  # random temporal crop: faster steps
+            x = to_net_input(torch.cat([train_single[0][idx, window], train_multi[0][idx, window]]))
+            if torch.rand((), generator=g) < 0.5:  # time reversal keeps labels: cheap augmentation
+                x = x.flip(2)
+            _, logits_cls, logits_cnt = model(x)
+            loss = F.cross_entropy(logits_cls[:hb], train_single[1][idx]) + \
+                F.cross_entropy(logits_cnt, torch.cat([train_single[2][idx], train_multi[2][idx]]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % 50 == 0:
+                print(f"epoch {epoch} step {step} loss {loss.item():.4f} ({time.time() - t_start:.0f}s)", flush=True)
+            if done():
+                break
+        epoch += 1
+    metrics = evaluate(model, val_single, val_multi)
+    train_metrics = evaluate(model, tuple(t[:512] for t in train_single), tuple(t[:512] for t in train_multi))
+    print("held-out (val split):", metrics, "train subset:", train_metrics, flush=True)
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / WEIGHTS_FILE
+    torch.save({k: v.detach().clone().float() for k, v in model.state_dict().items()}, path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    (out / (WEIGHTS_FILE + ".sha256")).write_text(f"{sha}  {WEIGHTS_FILE}\n")
+    info = {
+        "sha256": sha, "bytes": path.stat().st_size, "heldout_val": metrics, "train_subset": train_metrics,
+        "steps": step, "epochs": epoch, "train_seconds": round(time.time() - t_start, 1), "threads": args.threads,
+        "recipe": vars(args), "torch": torch.__version__,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    (out / "digits_extractor.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(json.dumps(info, indent=2))
+    return info
+
+
+if __name__ == "__main__":
+    main()
