@@ -1,15 +1,109 @@
-"""`fvdm bench` (placeholder until its issue lands)."""
+"""`fvdm bench`: list and run registered benchmark suites.
+
+    fvdm bench list [--json]
+    fvdm bench run SUITE [--out DIR] [--quick] [--seed S] [--threads N]
+                         [--data PATH] [--weights PATH] [--set key=value ...] [--tensorboard]
+
+Each run writes results.json (numbers, config, seeds, versions, machine, threads,
+git revision), results.md and PNG plots into --out (default bench_out/SUITE).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
+
+import yaml
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="(not implemented yet)", description="Not implemented yet.")
-    p.set_defaults(func=_run)
+    p = sub.add_parser(
+        "bench",
+        help="list and run benchmark suites (speed, digits_zero_shot, dataset protocols)",
+        description="Run registered benchmark suites. Every run writes results.json with provenance, "
+        "a Markdown table and plots. Third-party packages add suites with the fvdm_register_benchmarks hook.",
+    )
+    bsub = p.add_subparsers(dest="bench_command", metavar="{list,run}")
+    pl = bsub.add_parser("list", help="list the registered suites")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(func=_list)
+
+    pr = bsub.add_parser("run", help="run one suite", description="Run one suite and write its results.")
+    pr.add_argument("suite", help="suite name (see `fvdm bench list`)")
+    pr.add_argument("--out", default=None, help="output directory (default: bench_out/SUITE)")
+    pr.add_argument("--quick", action="store_true", help="smaller budget (one seed, fewer clips/repeats)")
+    pr.add_argument("--seed", type=int, default=0, help="base seed; the same seed reproduces quality numbers")
+    pr.add_argument("--threads", type=int, default=None, help="torch threads for the run (default: torch's)")
+    pr.add_argument("--data", default=None, help="dataset path (protocol suites: the real videos)")
+    pr.add_argument("--weights", default=None, help="feature-extractor weights file (protocol suites)")
+    pr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="set a field of the suite's Config (value parsed as YAML); repeatable")
+    pr.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars under OUT/tb")
+    pr.set_defaults(func=_run)
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+
+def _list(args: argparse.Namespace) -> int:
+    from fvdm.core.plugins import load_plugins
+
+    plugins = load_plugins()
+    items = [e.to_json() for e in plugins["benchmarks"].list()]
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return 0
+    if not items:
+        print("no benchmark suites registered")
+        return 0
+    for it in items:
+        mark = "ok " if it["available"] else "n/a"
+        print(f"[{mark}] {it['name']:<20} {it['origin']:<16} {it['description'][:70]}".rstrip())
+        if not it["available"]:
+            print(f"      unavailable: {it['reason']}")
+    return 0
+
+
+def _params(args: argparse.Namespace, entry: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    fields = set(entry.config.model_fields) if entry.config is not None else set()
+    for key in ("data", "weights"):
+        val = getattr(args, key)
+        if val is None:
+            continue
+        if key not in fields:
+            raise ValueError(f"suite {entry.name!r} takes no --{key} (its Config fields: "
+                             f"{', '.join(sorted(fields)) or 'none'})")
+        params[key] = val
+    defaults = entry.config().model_dump(mode="json") if entry.config is not None else {}
+    for ov in args.overrides:
+        if "=" not in ov:
+            raise ValueError(f"--set expects KEY=VALUE (KEY may be dotted: full.seeds=1), got {ov!r}")
+        k, v = ov.split("=", 1)
+        parts = k.strip().split(".")
+        if parts[0] not in params and len(parts) > 1:  # dotted: start from the field's default
+            params[parts[0]] = _deepcopy(defaults.get(parts[0], {}))
+        node = params
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(v)
+    return params
+
+
+def _deepcopy(x: Any) -> Any:
+    return json.loads(json.dumps(x))
 
 
 def _run(args: argparse.Namespace) -> int:
-    print("fvdm bench: not implemented yet")
-    return 2
+    from benchmarks.runner import run_suite
+    from fvdm.core.plugins import load_plugins
+
+    plugins = load_plugins()
+    entry = plugins["benchmarks"].get(args.suite)  # unknown names raise with suggestions
+    doc = run_suite(args.suite, args.out, quick=args.quick, seed=args.seed, threads=args.threads,
+                    params=_params(args, entry), plugins=plugins, tensorboard=args.tensorboard)
+    out = args.out or f"bench_out/{args.suite}"
+    print(open(f"{out}/results.md").read())
+    print(f"wrote {out}/results.json ({doc['status']}, {doc['elapsed_s']:.1f} s)")
+    return 0

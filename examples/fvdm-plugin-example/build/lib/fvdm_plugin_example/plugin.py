@@ -10,3 +10,10 @@ def fvdm_register_vtv_strategies(registry):
     from fvdm_plugin_example.correlated_frames import CorrelatedFrames
 
     registry.add("correlated_frames", CorrelatedFrames)
+
+
+@hookimpl
+def fvdm_register_sampling_schedules(registry):
+    from fvdm_plugin_example.keyframes_first import KeyframesFirst
+
+    registry.add("keyframes_first", KeyframesFirst)
