@@ -1,0 +1,1 @@
+"""Built-in benchmark suites: speed, digits_zero_shot, dataset protocols."""
