@@ -8,7 +8,7 @@ ORACLE_VENV ?= .venv-oracle
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test test-oracles install install-test bench clean
+.PHONY: demo test test-oracles install install-test bench bench-digits clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,12 @@ test-oracles:
 	$(ORACLE_VENV)/bin/python -m pip -q install --no-deps -e .
 	FVDM_ORACLES=1 $(ORACLE_VENV)/bin/python -m pytest -q -ra -m oracle tests
 
+## Speed ratios (1 thread) and the paper's zero-shot table at CPU scale (~25 min, 2 cores).
 bench: install
-	$(BIN)/fvdm bench run speed --out bench_out/speed
+	$(BIN)/fvdm bench run speed --threads 1 --out bench_out/speed
+
+bench-digits: install
+	$(BIN)/fvdm bench run digits_zero_shot --threads 2 --out bench_out/digits
 
 clean:
 	rm -rf $(VENV) $(ORACLE_VENV) demo_out bench_out runs .pytest_cache
