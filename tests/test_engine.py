@@ -242,3 +242,14 @@ def test_missing_tensorboard_warns_once_and_continues(tmp_path, monkeypatch):
     with pytest.warns(RuntimeWarning, match="tensorboard is not installed"):
         assert engine._tb_writer(tmp_path, True) is None
     assert engine._tb_writer(tmp_path, True) is None  # second call: silent
+
+
+def test_skipped_inputs_are_logged(plugins, tmp_path, monkeypatch, capsys):
+    from fvdm.plugins.datasets.moving_digits import MovingDigits
+
+    monkeypatch.setattr(MovingDigits, "skip_counts", lambda self: {"corrupt_video": 3}, raising=False)
+    cfg = parse_config(tiny(tmp_path, steps=2, log_every=1))
+    res = train(cfg, plugins, progress=False)
+    recs = [json.loads(line) for line in open(f"{res['run_dir']}/metrics.jsonl")]
+    assert [r["data_skipped_corrupt_video"] for r in recs] == [3, 3]
+    assert "skipped corrupt_video: 3" in capsys.readouterr().out

@@ -565,6 +565,9 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
                 rec = {"step": step, "loss": step_loss, "grad_norm": gnorm, "lr": lr, "steps_per_sec": sps,
                        "samples_per_sec": sps * tc.batch_size,
                        **{f"loss_t{i}": v for i, v in enumerate(bucket_loss) if bcnt[i] > 0}}
+                # readers that skip bad inputs (on_error: skip) report how many, by kind
+                skips = dataset.skip_counts() if callable(getattr(dataset, "skip_counts", None)) else {}
+                rec.update({f"data_skipped_{k}": n for k, n in skips.items()})
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 if writer is not None:
@@ -576,10 +579,13 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
                     for i, v in enumerate(bucket_loss):
                         if bcnt[i] > 0:
                             writer.add_scalar(f"loss_by_t/{i / K:.2f}-{(i + 1) / K:.2f}", v, step)
+                    for k, n in skips.items():
+                        writer.add_scalar(f"data/skipped_{k}", n, step)
                 if bar is None:
                     eta = (end - step) / max(sps, 1e-9)
                     print(f"step {step}/{end} | loss {step_loss:.4f} | grad {gnorm:.3f} | lr {lr:.2e} | "
-                          f"{sps:.2f} steps/s | ETA {_fmt_time(eta)}", flush=True)
+                          f"{sps:.2f} steps/s | ETA {_fmt_time(eta)}"
+                          + "".join(f" | skipped {k}: {n}" for k, n in skips.items() if n), flush=True)
         if tc.sample_every and step % tc.sample_every == 0 and main and not fsdp:
             t_sample = time.perf_counter()
             _write_samples(ema, schedule, autoencoder, cfg, plugins, info, spec, device, step, run_dir, writer)
