@@ -103,3 +103,16 @@ def test_short_training_and_sampling_run_use_the_plugin(installed, tmp_path):
     out = _fvdm("train", str(cfg), "--run-dir", str(tmp_path / "run2"), "--no-progress", site=None)
     assert out.returncode != 0
     assert "correlated_frames" in out.stderr and "pip install ./examples/fvdm-plugin-example" in out.stderr
+
+
+def test_benchmark_suite_runs_by_name_and_own_tests_pass(installed, tmp_path):
+    out = _fvdm("bench", "run", "frame_correlation", "--quick", "--out", str(tmp_path / "b"), site=installed)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert res["status"] == "ok" and res["origin"].startswith("fvdm-plugin-example 0.1.0")
+    assert res["metrics"]["synchronized"]["neighbour_gap"] == 0.0
+    # the example package's own test suite, against the installed copy
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed), str(REPO)])}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+                          env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]

@@ -17,3 +17,10 @@ def fvdm_register_sampling_schedules(registry):
     from fvdm_plugin_example.keyframes_first import KeyframesFirst
 
     registry.add("keyframes_first", KeyframesFirst)
+
+
+@hookimpl
+def fvdm_register_benchmarks(registry):
+    from fvdm_plugin_example.frame_correlation_suite import FrameCorrelationSuite
+
+    registry.add("frame_correlation", FrameCorrelationSuite)

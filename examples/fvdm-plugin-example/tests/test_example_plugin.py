@@ -60,3 +60,17 @@ def test_keyframes_first_keeps_context_clean():
     ctx[0] = True
     s = sched(10, 8, context=ctx)
     assert bool((s[:, 0] == 0).all()) and float(s[0, 1:].min()) == 1.0 and float(s[-1].max()) == 0.0
+
+
+def test_frame_correlation_suite_brackets_correlated_frames(tmp_path):
+    from fvdm.core import load_plugins
+    from fvdm_plugin_example import plugin
+
+    plugins = load_plugins(entry_points=False, extra_plugins=[("example", plugin)])  # built-ins for the brackets
+    suite = plugins["benchmarks"].build({"name": "frame_correlation", "step_stds": [0.05, 0.5]})
+    res = suite.run(tmp_path, quick=True, seed=0, plugins=plugins)
+    m = res["metrics"]
+    assert m["synchronized"]["neighbour_gap"] == 0.0
+    assert abs(m["independent"]["neighbour_gap"] - 1 / 3) < 0.01  # E|U - V| for i.i.d. uniforms
+    assert abs(m["independent"]["neighbour_corr"]) < 0.03
+    assert m["correlated_frames(step_std=0.05)"]["neighbour_corr"] > m["correlated_frames(step_std=0.5)"]["neighbour_corr"] > 0.1
