@@ -166,3 +166,15 @@ def test_all_reduce_across_ranks():
         assert n == 100
         np.testing.assert_allclose(mean, x.numpy().mean(0), rtol=1e-13)
         np.testing.assert_allclose(cov, ref, rtol=1e-12)
+
+
+def test_small_sample_warns_and_records_it():
+    rng = np.random.default_rng(0)
+    meta = {"extractor_id": "e", "weights_sha256": "w" * 64}
+    real = FeatureStats.from_features(rng.standard_normal((500, 16)), **meta)
+    few = FeatureStats.from_features(rng.standard_normal((8, 16)), **meta)
+    with pytest.warns(UserWarning, match="N <= dim"):
+        res = frechet_from_stats(real, few, metric="fvd_test")
+    assert "rank-deficient" in res.provenance["warnings"][0]
+    many = FeatureStats.from_features(rng.standard_normal((400, 16)), **meta)
+    assert frechet_from_stats(real, many).provenance["warnings"] == []

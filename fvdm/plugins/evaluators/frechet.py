@@ -13,6 +13,7 @@ float32 statistics are refused: at d=2048 they lose several digits of FD.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,6 +202,13 @@ def frechet_from_stats(real: FeatureStats, fake: FeatureStats, *, method: str = 
     if problems:
         raise ValueError("refusing to compare statistics: " + "; ".join(problems))
     value = frechet_distance(real.mu, real.sigma, fake.mu, fake.sigma, method=method, clamp=clamp)
+    notes = []
+    small = min(real.n, fake.n)
+    if small <= real.dim:
+        # a covariance from N <= dim samples is singular: the value mostly measures N, not the models
+        notes.append(f"only {small} sample(s) on one side for {real.dim}-d features (N <= dim): the covariance is "
+                     "rank-deficient and FD is dominated by sample size; use N >> dim (2048 for FVD/FID)")
+        warnings.warn(f"{metric or 'Frechet distance'}: {notes[-1]}", stacklevel=2)
     prov = {
         "metric": metric,
         "n_real": real.n,
@@ -213,5 +221,6 @@ def frechet_from_stats(real: FeatureStats, fake: FeatureStats, *, method: str = 
         "protocol": {"real": real.protocol, "fake": fake.protocol},
         "seed": seed,
         "real_dataset_hash": real.dataset_hash,
+        "warnings": notes,
     }
     return FrechetResult(value, prov)
