@@ -44,3 +44,19 @@ def test_every_command_has_help(cmd, capsys):
         main([cmd, "--help"])
     assert exc.value.code == 0
     assert "usage: fvdm " + cmd in capsys.readouterr().out
+
+
+def test_write_npz_keeps_every_sample_for_eval(tmp_path):
+    import numpy as np
+
+    from fvdm.core.media import write_npz
+    from fvdm.plugins.evaluators.metric import _npz_kind
+
+    video = torch.rand(3, 4, 1, 8, 8) * 2 - 1  # (B, F, C, H, W) in [-1, 1]
+    path = write_npz(video, tmp_path / "s.npz", fps=8)
+    assert _npz_kind(path) == "videos"
+    with np.load(path) as z:
+        v = z["videos"]
+    assert v.shape == (3, 4, 1, 8, 8) and v.dtype == np.uint8
+    np.testing.assert_array_equal(v, ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
+    assert [p.name for p in tmp_path.iterdir()] == ["s.npz"]  # atomic: no temp file left

@@ -72,7 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["fvdm", "vanilla_replacement"], help="vanilla_replacement = baseline")
     p.add_argument("--on-mismatch", choices=["resize", "error"], default="resize",
                    help="input image/video of another size or channel count: resize with a warning, or fail")
-    p.add_argument("--formats", default="gif,png,mp4", help="comma list of gif,png,mp4")
+    p.add_argument("--formats", default="gif,png,mp4",
+                   help="comma list of gif,png,mp4,npz (npz: every sample as its own clip, for fvdm eval --fake)")
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--name", help="output file stem (default: the task name)")
     p.add_argument("--device", default="cpu")

@@ -103,6 +103,19 @@ def write_mp4(video: torch.Tensor, path: str | Path, fps: int = 8) -> Path:
     return _atomic_write(Path(path), write)
 
 
+def write_npz(video: torch.Tensor, path: str | Path, **_: Any) -> Path:
+    """Every sample as its own clip: ``videos`` uint8 (B, F, C, H, W), what ``fvdm eval --fake`` reads."""
+    import numpy as np
+
+    v = to_uint8(_as_batch(video)).numpy()  # (B, F, C, H, W)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a temp name
+            np.savez_compressed(f, videos=v)
+
+    return _atomic_write(Path(path), write)
+
+
 def _as_batch(video: torch.Tensor) -> torch.Tensor:
     if video.ndim == 4:
         return video.unsqueeze(0)
@@ -111,7 +124,9 @@ def _as_batch(video: torch.Tensor) -> torch.Tensor:
     return video
 
 
-WRITERS: dict[str, Callable[..., Path]] = {"gif": write_gif, "png": write_png_grid, "mp4": write_mp4}
+WRITERS: dict[str, Callable[..., Path]] = {
+    "gif": write_gif, "png": write_png_grid, "mp4": write_mp4, "npz": write_npz,
+}
 
 
 class AtomicOutputs:
