@@ -253,3 +253,14 @@ def test_skipped_inputs_are_logged(plugins, tmp_path, monkeypatch, capsys):
     recs = [json.loads(line) for line in open(f"{res['run_dir']}/metrics.jsonl")]
     assert [r["data_skipped_corrupt_video"] for r in recs] == [3, 3]
     assert "skipped corrupt_video: 3" in capsys.readouterr().out
+
+
+def test_eval_during_training_logs_metric(plugins, tmp_path):
+    data = tiny(tmp_path, steps=2, log_every=1, eval_every=2, eval_samples=8, tensorboard=True)
+    data["data"] = {"name": "moving_digits", "num_frames": 4, "resolution": 32, "num_clips": 16}
+    data["sample"] = {"steps": 2}
+    res = train(parse_config(data), plugins, progress=False)
+    recs = [json.loads(line) for line in open(f"{res['run_dir']}/metrics.jsonl")]
+    evals = [r for r in recs if "eval_fvd_digits" in r]
+    assert [(r["step"], r["eval_n"]) for r in evals] == [(2, 8)]
+    assert math.isfinite(evals[0]["eval_fvd_digits"]) and evals[0]["eval_fvd_digits"] > 0

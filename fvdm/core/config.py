@@ -69,6 +69,9 @@ class TrainSettings(PluginConfig):
     ckpt_every: int = Field(500, ge=1, description="also written at the end of every call")
     sample_every: int = Field(0, ge=0, description="0 disables sample GIFs during training")
     sample_batch: int = Field(4, ge=1, description="videos per sample GIF")
+    eval_every: int = Field(0, ge=0, description="0 disables; else FVD-style eval of EMA samples every N steps")
+    eval_metric: str = Field("fvd_digits", description="registered evaluator used by eval_every")
+    eval_samples: int = Field(256, ge=2, description="generated and real (test split) clips per eval")
     tensorboard: bool = True
     loss_buckets: int = Field(4, ge=1, description="timestep buckets for per-bucket loss scalars")
 

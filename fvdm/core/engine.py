@@ -590,6 +590,10 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
             t_sample = time.perf_counter()
             _write_samples(ema, schedule, autoencoder, cfg, plugins, info, spec, device, step, run_dir, writer)
             t_window += time.perf_counter() - t_sample  # steps/s measures training only
+        if tc.eval_every and step % tc.eval_every == 0 and main and not fsdp:
+            t_eval = time.perf_counter()
+            _evaluate(ema, schedule, autoencoder, cfg, plugins, info, spec, device, step, run_dir, writer)
+            t_window += time.perf_counter() - t_eval
         if step % tc.ckpt_every == 0 or step == end:
             save()
 
@@ -636,6 +640,55 @@ def save_gif(video: torch.Tensor, path: str | Path, fps: int = 8) -> Path:
 
 
 @torch.no_grad()
+def _sample_videos(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: ExperimentConfig, plugins: Any,
+                   info: dict[str, int], spec: dict[str, Any], device: torch.device, n: int, seed: int) -> torch.Tensor:
+    """n unconditional (or class-cycled) EMA samples in pixel space (n, F, C, H, W), from their own RNG."""
+    from fvdm.core import sampling
+
+    nf = info["num_frames"]
+    sampler = plugins["samplers"].build(cfg.sample.sampler.spec())
+    S = plugins["sampling_schedules"].build(cfg.sample.schedule.spec())(
+        cfg.sample.steps, nf, num_timesteps=getattr(schedule, "num_timesteps", None)).to(device)
+    g = torch.Generator(device=device).manual_seed(seed)  # own RNG: training streams untouched
+    x = torch.randn((n, nf, info["latent_channels"], info["latent_resolution"], info["latent_resolution"]),
+                    generator=g, device=device)
+    nc = int(spec.get("num_classes", 0) or 0)
+    y = torch.arange(n, device=device) % nc if nc > 0 else None
+    model_fn = sampling.make_model_fn(ema, schedule, y=y, cfg_scale=cfg.sample.cfg_scale if nc > 0 else 1.0)
+    with torch.no_grad():
+        x0 = sampling.sample_loop(model_fn, x, S, sampler=sampler, schedule=schedule, generator=g)
+        return autoencoder.decode(x0)
+
+
+def _evaluate(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: ExperimentConfig, plugins: Any,
+              info: dict[str, int], spec: dict[str, Any], device: torch.device, step: int, run_dir: Path,
+              writer: Any) -> None:
+    """``train.eval_metric`` of EMA samples against the data's test split -> metrics.jsonl, TensorBoard, log."""
+    tc = cfg.train
+    try:
+        real_ds = plugins["datasets"].build({**cfg.data.spec(), "split": "test"})
+        n = min(tc.eval_samples, len(real_ds))
+        real = torch.stack([real_ds[i]["video"] for i in range(n)])  # (N, F, C, H, W) in [-1, 1]
+        fake = torch.cat([_sample_videos(ema, schedule, autoencoder, cfg, plugins, info, spec, device,
+                                         min(64, n - i), cfg.seed + 54321 + i) for i in range(0, n, 64)])
+        ev = plugins["evaluators"].build({"name": tc.eval_metric, "num_frames": info["num_frames"]})
+        if hasattr(ev, "_plugins"):
+            ev._plugins = plugins
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # small-N notes go into the result, not the training log
+            res = ev.evaluate(video_to_uint8(fake.cpu()), video_to_uint8(real))
+    except Exception as exc:  # evaluation is a side show: report and keep training
+        _warn_once("eval_fail", f"eval ({tc.eval_metric}) at step {step} failed ({type(exc).__name__}: {exc}); "
+                                "training continues")
+        return
+    value = float(res["value"])
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, f"eval_{tc.eval_metric}": value, "eval_n": n}) + "\n")
+    if writer is not None:
+        writer.add_scalar(f"eval/{tc.eval_metric}", value, step)
+    print(f"step {step} | eval {tc.eval_metric} {value:.2f} (N={n})", flush=True)
+
+
 def _write_samples(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: ExperimentConfig, plugins: Any,
                    info: dict[str, int], spec: dict[str, Any], device: torch.device, step: int, run_dir: Path,
                    writer: Any) -> None:
@@ -645,21 +698,8 @@ def _write_samples(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: E
     try:
         from einops import rearrange
 
-        from fvdm.core import sampling
-
-        n, nf = cfg.train.sample_batch, info["num_frames"]
-        sampler = plugins["samplers"].build(cfg.sample.sampler.spec())
-        S = plugins["sampling_schedules"].build(cfg.sample.schedule.spec())(
-            cfg.sample.steps, nf, num_timesteps=getattr(schedule, "num_timesteps", None)).to(device)
-        g = torch.Generator(device=device).manual_seed(cfg.seed + 12345)  # own RNG: training streams untouched
-        x = torch.randn((n, nf, info["latent_channels"], info["latent_resolution"], info["latent_resolution"]),
-                        generator=g, device=device)
-        nc = int(spec.get("num_classes", 0) or 0)
-        y = torch.arange(n, device=device) % nc if nc > 0 else None
-
-        model_fn = sampling.make_model_fn(ema, schedule, y=y, cfg_scale=cfg.sample.cfg_scale if nc > 0 else 1.0)
-        x0 = sampling.sample_loop(model_fn, x, S, sampler=sampler, schedule=schedule, generator=g)
-        video = autoencoder.decode(x0)
+        video = _sample_videos(ema, schedule, autoencoder, cfg, plugins, info, spec, device,
+                               cfg.train.sample_batch, cfg.seed + 12345)
         save_gif(video, run_dir / "samples" / f"step_{step:07d}.gif")
         if writer is not None:  # rows = samples, columns = frames
             grid = rearrange(video_to_uint8(video.cpu()), "b f c h w -> c (b h) (f w)")
