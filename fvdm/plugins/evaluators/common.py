@@ -98,6 +98,21 @@ def load_state_dict_checked(module: torch.nn.Module, sd: Mapping[str, torch.Tens
     module.load_state_dict(full, strict=True)
 
 
+def load_extractor_net(factory: Any, key_or_filename: str, path: Any, *, sha256: str | None, what: str,
+                       model: torch.nn.Module | None = None,
+                       weights_sha256: str | None = None) -> tuple[torch.nn.Module, str]:
+    """(eval-mode network, weights sha256): a given module as is, else ``factory()`` loaded strictly from the
+    verified weights file (explicit path or ``$FVDM_WEIGHTS_DIR``; never downloaded)."""
+    if model is not None:
+        return model.eval(), weights_sha256 or "unverified-module"
+    from fvdm.plugins.evaluators.weights import resolve_weights
+
+    file, digest = resolve_weights(key_or_filename, path, sha256=sha256)
+    net = factory()
+    load_state_dict_checked(net, torch.load(Path(file), map_location="cpu", weights_only=True), f"{what} {file}")
+    return net.eval(), digest
+
+
 def read_reference_keys(path: str | Path) -> list[tuple[str, tuple[int, ...]]]:
     """Parse a ``key<TAB>(shape)`` listing as in ../shared/reference/*.tsv."""
     out = []

@@ -9,7 +9,6 @@ sha256 in ``digits_extractor.pt.sha256`` (held-out accuracy in docs/evaluators.m
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +16,8 @@ from einops import rearrange
 from torch import nn
 
 from fvdm.core.interfaces import PluginConfig
-from fvdm.plugins.evaluators.common import load_state_dict_checked, to_uint8_video
-from fvdm.plugins.evaluators.weights import PACKAGE_WEIGHTS_DIR, resolve_weights
+from fvdm.plugins.evaluators.common import load_extractor_net, to_uint8_video
+from fvdm.plugins.evaluators.weights import PACKAGE_WEIGHTS_DIR
 
 WEIGHTS_FILE = "digits_extractor.pt"
 RESOLUTION = 32
@@ -87,15 +86,11 @@ class DigitsExtractor:
                  weights_sha256: str | None = None):
         self.cfg = cfg = cfg or self.Config()
         self.device = torch.device(cfg.device)
-        if model is not None:
-            self.model, self.weights_sha256 = model, weights_sha256 or "unverified-module"
-        else:
-            expected = cfg.sha256 or (pinned_sha256() if cfg.weights is None else None)
-            path, self.weights_sha256 = resolve_weights(WEIGHTS_FILE, cfg.weights, sha256=expected)
-            self.model = DigitsNet()
-            load_state_dict_checked(self.model, torch.load(Path(path), map_location="cpu", weights_only=True),
-                                    f"digits extractor {path}")
-        self.model = self.model.eval().to(self.device)
+        expected = cfg.sha256 or (pinned_sha256() if cfg.weights is None and model is None else None)
+        net, self.weights_sha256 = load_extractor_net(DigitsNet, WEIGHTS_FILE, cfg.weights, sha256=expected,
+                                                      what="digits extractor", model=model,
+                                                      weights_sha256=weights_sha256)
+        self.model = net.to(self.device)
         self.extractor_id = "digits3d:v1:grey32"
 
     @torch.inference_mode()

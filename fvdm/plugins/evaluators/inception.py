@@ -22,8 +22,7 @@ from einops import rearrange
 from torch import nn
 
 from fvdm.core.interfaces import PluginConfig
-from fvdm.plugins.evaluators.common import load_state_dict_checked, to_rgb, to_uint8_video
-from fvdm.plugins.evaluators.weights import resolve_weights
+from fvdm.plugins.evaluators.common import load_extractor_net, to_rgb, to_uint8_video
 
 SIZE = 299
 
@@ -216,14 +215,10 @@ class InceptionV3FIDExtractor:
                  weights_sha256: str | None = None):
         self.cfg = cfg = cfg or self.Config()
         self.device = torch.device(cfg.device)
-        if model is not None:
-            self.model, self.weights_sha256 = model, weights_sha256 or "unverified-module"
-        else:
-            path, self.weights_sha256 = resolve_weights("pt_inception", cfg.weights, sha256=cfg.sha256)
-            self.model = FIDInceptionV3()
-            load_state_dict_checked(self.model, torch.load(path, map_location="cpu", weights_only=True),
-                                    f"FID InceptionV3 state dict {path}")
-        self.model = self.model.eval().to(self.device)
+        net, self.weights_sha256 = load_extractor_net(FIDInceptionV3, "pt_inception", cfg.weights, sha256=cfg.sha256,
+                                                      what="FID InceptionV3 state dict", model=model,
+                                                      weights_sha256=weights_sha256)
+        self.model = net.to(self.device)
         self.extractor_id = f"inception_v3_fid:pool3:{'tf1-bilinear,(x-128)/128' if cfg.resize == 'tf1' else 'torch-bilinear,2x-1'}"
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
