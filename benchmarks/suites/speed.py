@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import Field
 
+from benchmarks.runner import flatten
 from fvdm.core.interfaces import PluginConfig
 
 #: figure names that make the headline table (the rest stay in results.json and the detail table)
@@ -102,7 +103,7 @@ class SpeedSuite:
             plots += _auto_plots(name, res)
             res.pop("plots", None)
             metrics[name] = res
-            for key, val in _flat(res).items():
+            for key, val in flatten(res).items():
                 if key in ("status",) or isinstance(val, (dict,)):
                     continue
                 rows.append([name, key, val])
@@ -120,17 +121,6 @@ class SpeedSuite:
                 "tables": [{"title": "headline figures (ratios measured side by side in this run)",
                             "columns": ["benchmark", "figure", "value"], "rows": head},
                            {"title": "all figures", "columns": ["benchmark", "figure", "value"], "rows": rows}]}
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_flat(v, key))
-        else:
-            out[key] = v
-    return out
 
 
 def _short(key: str, n: int = 60) -> str:
