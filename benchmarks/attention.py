@@ -20,7 +20,6 @@ is reported for every kernel). Peak memory per kernel is measured in a separate 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from benchmarks.runner import write_json
 
 CONFIGS = ("latte_s_2", "latte_b_2")
 KERNELS = ("math", "sdpa", "xformers", "flex")
@@ -205,8 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run(args.quick, args.threads, device=args.device, dtype=args.dtype, reps=args.reps)
     print(format_table(res))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(res, indent=2) + "\n")
+        write_json(res, args.out)
         print(f"wrote {args.out}")
     return 0
 

@@ -24,7 +24,6 @@ runs, and this machine may be shared: compare numbers measured together only.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from benchmarks.runner import write_json
 
 WORKERS = (0, 1, 2)
 
@@ -185,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if res["demo_loader_not_bottleneck"] is not None:
         print(f"demo loader (moving_digits, 0 workers) faster than the train step: {res['demo_loader_not_bottleneck']}")
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=2)
+        write_json(res, args.out)
         print(f"wrote {args.out}")
     return 0
 

@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
+
+from benchmarks.runner import write_json
 
 
 def _best(fn, reps: int) -> tuple[float, object]:
@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     res = run(quick=args.quick, threads=args.threads)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+        write_json(res, args.out)
     return res
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.runner import write_json
+
 FULL = dict(frames=[16, 32, 64, 128], window=16, overlap=8, size=32, patch=4, steps=10, reps=3)
 QUICK = dict(frames=[16, 32, 64, 128], window=16, overlap=8, size=16, patch=4, steps=2, reps=2)
 
@@ -107,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(res, indent=2)
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        write_json(res, args.out)
     return 0
 
 

@@ -145,6 +145,14 @@ def to_jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON, creating parent directories."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+    return path
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}; lists of scalars stay as they are."""
     out: dict[str, Any] = {}
@@ -385,7 +393,7 @@ def run_suite(
         "provenance": prov,
         "origin": plugins["benchmarks"].get(name).origin,
     })
-    (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(doc, out / "results.json")
     (out / "results.md").write_text(render_markdown(doc))
     if exc_keep is not None and raise_errors:
         raise exc_keep

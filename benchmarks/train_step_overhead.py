@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import statistics
@@ -29,6 +28,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from benchmarks.runner import write_json
 
 VARIANTS = ("scalar", "per_frame", "per_token")
 
@@ -178,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
               f"FLOPs {res['flops_ratio'][k]:.4f}) {note}")
     print(f"  matmul peak {res['matmul_peak_flops'] / 1e9:.1f} GFLOP/s; load avg {res['machine']['loadavg_at_end']}")
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=2)
+        write_json(res, args.out)
         print(f"  wrote {args.out}")
     return 0
 
