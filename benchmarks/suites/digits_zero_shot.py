@@ -198,7 +198,7 @@ class DigitsZeroShotSuite:
         return entry.obj(cfg, extractor=extractor, plugins=plugins)
 
     def _real_sets(self, plugins: Any, metric: Any, budget: Budget) -> dict[str, Any]:
-        from fvdm.core.engine import video_to_uint8
+        from fvdm.core.media import to_uint8
 
         F = self.cfg.num_frames
         n_real = max(budget.num_uncond, budget.num_task)
@@ -209,8 +209,8 @@ class DigitsZeroShotSuite:
         n_long = max(budget.num_long, n_real // (self.cfg.long_frames // F))
         long = self._clips(plugins, self._data_spec("test", self.cfg.long_frames, n_long), n_long)
         _log(f"real sets: test clips {tuple(test.shape)}, long test clips {tuple(long.shape)}")
-        return {"clips": test, "stats": metric.real_stats(video_to_uint8(test)),
-                "long_stats": metric.real_stats(video_to_uint8(self._windows(long)))}
+        return {"clips": test, "stats": metric.real_stats(to_uint8(test)),
+                "long_stats": metric.real_stats(to_uint8(self._windows(long)))}
 
     def _windows(self, videos: torch.Tensor) -> torch.Tensor:
         """Non-overlapping ``num_frames`` windows of long videos -> (N * n_win, F, C, H, W)."""
@@ -220,9 +220,9 @@ class DigitsZeroShotSuite:
 
     @staticmethod
     def _fvd(metric: Any, real_stats: Any, fake: torch.Tensor) -> float:
-        from fvdm.core.engine import video_to_uint8
+        from fvdm.core.media import to_uint8
 
-        return float(metric.evaluate(video_to_uint8(fake), real_stats)["value"])
+        return float(metric.evaluate(to_uint8(fake), real_stats)["value"])
 
     # -- training --------------------------------------------------------------------------
     def experiment(self, model_name: str, vtv: dict[str, Any], seed: int, budget: Budget) -> Any:

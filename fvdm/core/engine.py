@@ -39,6 +39,7 @@ from fvdm.core.checkpoint import (
 from fvdm.core.config import ExperimentConfig, canonical_dict, config_hash, dump_config, parse_config, resolve_config
 from fvdm.core.ema import ema_decay_at, ema_update, make_ema
 from fvdm.core.errors import ConfigError, FvdmError
+from fvdm.core.media import to_uint8, write_gif
 from fvdm.core.tensor import check_timesteps
 
 
@@ -620,23 +621,9 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
 # Sample GIFs during training (only when fvdm.core.sampling exists)
 # ==================================================================================================
 
-def video_to_uint8(video: torch.Tensor) -> torch.Tensor:
-    """(B, F, C, H, W) in [-1, 1] -> uint8 (B, F, C, H, W)."""
-    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def save_gif(video: torch.Tensor, path: str | Path, fps: int = 8) -> Path:
-    """Write a batch (B, F, C, H, W) in [-1, 1] as one GIF, clips side by side."""
-    from einops import rearrange
-    from PIL import Image
-
-    frames = rearrange(video_to_uint8(video.detach().cpu()), "b f c h w -> f h (b w) c").numpy()
-    mode = "L" if frames.shape[-1] == 1 else "RGB"
-    imgs = [Image.fromarray(fr[..., 0] if mode == "L" else fr[..., :3], mode=mode) for fr in frames]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
-    return path
+    """Write a batch (B, F, C, H, W) in [-1, 1] as one GIF, clips side by side (atomically)."""
+    return write_gif(video, path, fps=fps, pad=0)
 
 
 @torch.no_grad()
@@ -676,7 +663,7 @@ def _evaluate(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: Experi
             ev._plugins = plugins
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # small-N notes go into the result, not the training log
-            res = ev.evaluate(video_to_uint8(fake.cpu()), video_to_uint8(real))
+            res = ev.evaluate(to_uint8(fake.cpu()), to_uint8(real))
     except Exception as exc:  # evaluation is a side show: report and keep training
         _warn_once("eval_fail", f"eval ({tc.eval_metric}) at step {step} failed ({type(exc).__name__}: {exc}); "
                                 "training continues")
@@ -702,7 +689,7 @@ def _write_samples(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: E
                                cfg.train.sample_batch, cfg.seed + 12345)
         save_gif(video, run_dir / "samples" / f"step_{step:07d}.gif")
         if writer is not None:  # rows = samples, columns = frames
-            grid = rearrange(video_to_uint8(video.cpu()), "b f c h w -> c (b h) (f w)")
+            grid = rearrange(to_uint8(video.cpu()), "b f c h w -> c (b h) (f w)")
             writer.add_image("samples/frames", grid, step)
     except Exception as exc:  # sampling is a side show: report and keep training
         _warn_once("sample_fail", f"sample GIF at step {step} failed ({type(exc).__name__}: {exc}); training continues")

@@ -54,9 +54,9 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_gif(video: torch.Tensor, path: str | Path, fps: int = 8) -> Path:
-    """Animated GIF of a batch (clips side by side), looping."""
-    frames = [_pil(f) for f in _frames_hwc(_as_batch(video))]
+def write_gif(video: torch.Tensor, path: str | Path, fps: int = 8, pad: int = 1) -> Path:
+    """Animated GIF of a batch (clips side by side, ``pad`` white columns between), looping."""
+    frames = [_pil(f) for f in _frames_hwc(_as_batch(video), pad=pad)]
 
     def write(tmp: Path) -> None:
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
