@@ -269,34 +269,193 @@ class RandomDigitsExtractorPlugin:
         registry.add("digits_random", RandomDigits)
 
 
-MICRO = {"seeds": 1, "train_steps": 2, "sample_steps": 2, "num_uncond": 8, "num_task": 4, "num_long": 2}
+MICRO = {"seeds": 2, "train_steps": 2, "sample_steps": 2, "num_uncond": 8, "num_task": 4, "num_long": 2,
+         "num_reference": 8}
+MICRO_ARMS = [
+    {"name": "vanilla", "vtv": {"name": "synchronized"}, "sampling": "replacement"},
+    {"name": "vanilla_native", "vtv": {"name": "synchronized"}, "sampling": "native"},
+    {"name": "ptss", "vtv": {"name": "ptss", "p": 0.5}, "sampling": "native"},
+    {"name": "ptss_stab", "vtv": {"name": "ptss", "p": 0.5}, "sampling": "stabilized", "stabilization": 0.1},
+]
+MICRO_PARAMS = {
+    "quick": MICRO, "arms": MICRO_ARMS, "train_clips": 32, "batch_size": 4, "extractor": {"name": "digits_random"},
+    "workers": 1, "min_fvd_clips": 4, "min_reference": 8, "eval_batch": 4, "long_frames": 32,
+    "criteria": [{"arm": "ptss", "task": "image_to_video", "metric": "fvd", "why": "the claim"},
+                 {"arm": "ptss", "against": "vanilla_native", "task": "interpolation", "metric": "psnr"}],
+    "backbone": {"name": "latte_tiny", "patch_size": 4, "hidden_size": 32, "depth": 2, "num_heads": 2}}
+
+
+def _digits_plugins(*extra):
+    return load_plugins(entry_points=False, extra_plugins=[("randdigits", RandomDigitsExtractorPlugin), *extra])
 
 
 def test_digits_zero_shot_micro_run_is_reproducible(tmp_path):
-    """The whole pipeline (train both models, every task, FVD/PSNR/SSIM, table) at micro scale."""
-    plugins = load_plugins(entry_points=False, extra_plugins=[("randdigits", RandomDigitsExtractorPlugin)])
-    params = {"quick": MICRO, "train_clips": 32, "batch_size": 4, "extractor": {"name": "digits_random"}, "workers": 1,
-              "min_fvd_clips": 4, "eval_batch": 4, "long_frames": 32,
-              "backbone": {"name": "latte_tiny", "patch_size": 4, "hidden_size": 32, "depth": 2, "num_heads": 2}}
-    a = run_suite("digits_zero_shot", tmp_path / "a", quick=True, seed=5, plugins=plugins, params=params)
-    s = a["metrics"]["summary"]
+    """The whole pipeline (arms sharing models, every task, baselines, paired CIs, criteria) at micro scale."""
+    plugins = _digits_plugins()
+    a = run_suite("digits_zero_shot", tmp_path / "a", quick=True, seed=5, plugins=plugins, params=MICRO_PARAMS)
+    m = a["metrics"]
+    assert a["seeds"] == [5, 6]
+    assert sorted(m["models"]) == ["ptss_p0.5", "synchronized"]  # 4 arms, 2 trainings per seed
+    assert sorted(m["train"]) == ["ptss_p0.5_s5", "ptss_p0.5_s6", "synchronized_s5", "synchronized_s6"]
+    s = m["summary"]
     assert set(s) == {"unconditional", "image_to_video", "interpolation", "extension", "long_video"}
     for task in ("image_to_video", "interpolation", "extension"):
-        assert set(s[task]) == {"fvd", "psnr", "ssim"}
-        for model in ("vanilla", "fvdm"):
-            assert a["metrics"]["per_seed"]["5"][model][task]["context_max_abs_err"] == 0.0
-    assert a["metrics"]["per_seed"]["5"]["fvdm"]["long_video"]["frames"] == 32
-    assert a["seeds"] == [5]
-    b = run_suite("digits_zero_shot", tmp_path / "b", quick=True, seed=5, plugins=plugins, params=params)
-    assert a["metrics"]["summary"] == b["metrics"]["summary"]
+        assert set(s[task]) == {"fvd", "psnr", "ssim"} and set(s[task]["fvd"]) == {a["name"] for a in MICRO_ARMS}
+        for arm in MICRO_ARMS:
+            assert m["per_seed"]["5"][arm["name"]][task]["context_max_abs_err"] == 0.0
+        assert set(m["baselines"][task]) == {"all black", "mean frame", "copy nearest given frame", "real + noise 0.3"}
+        assert set(m["baselines"][task]["all black"]) == {"fvd", "psnr", "ssim"}
+    assert set(m["baselines"]["unconditional"]) == {"real", "real + noise 0.3"}
+    assert m["per_seed"]["5"]["ptss"]["long_video"]["frames"] == 32
+    # arms sharing a model share its unconditional samples: the paired difference is exactly 0
+    d = m["paired"]["unconditional"]["fvd"]["vanilla_native"]
+    assert d["values"] == [0.0, 0.0] and d["verdict"] == "inconclusive"
+    d = m["paired"]["image_to_video"]["fvd"]["ptss"]
+    assert d["n"] == 2 and d["ci_low"] <= d["mean"] <= d["ci_high"]
+    assert [c["verdict"] in ("supported", "contradicted", "inconclusive") for c in m["criteria"]] == [True, True]
+    assert m["criteria"][1]["against"] == "vanilla_native"
+    assert m["costs"]["s_per_train_step"] > 0 and m["plan"]["trained_models"] == 4
+    b = run_suite("digits_zero_shot", tmp_path / "b", quick=True, seed=5, plugins=plugins, params=MICRO_PARAMS)
+    assert a["metrics"]["summary"] == b["metrics"]["summary"] and a["metrics"]["paired"] == b["metrics"]["paired"]
     md = (tmp_path / "a" / "results.md").read_text()
-    assert "| interpolation | PSNR (higher is better) |" in md
+    assert "## success criteria" in md and "beats vanilla on image_to_video FVD" in md
+    assert "| image_to_video | copy nearest given frame |" in md
 
 
-def test_digits_zero_shot_refuses_small_fvd_sets(tmp_path):
-    with pytest.raises(ValueError, match="min_fvd_clips"):
-        run_suite("digits_zero_shot", tmp_path, quick=True, plugins=load_plugins(entry_points=False),
-                  params={"quick": {**MICRO}})
+def test_digits_sampling_noise_is_paired_per_clip_batch(tmp_path):
+    from benchmarks.suites.digits_zero_shot import DigitsZeroShotSuite
+
+    suite = DigitsZeroShotSuite(DigitsZeroShotSuite.Config(eval_batch=3))
+    ctx = type("Ctx", (), {"batch_size": 0, "generator": None})()
+    lm = type("LM", (), {"latent_channels": 1, "channels": 1})()
+    draw = lambda sl: torch.randn(sl.stop - sl.start, 2, generator=ctx.generator)  # noqa: E731
+    torch.manual_seed(0)
+    a = suite._batched(ctx, lm, 7, 3, "image_to_video", draw)
+    torch.rand(5)  # whatever ran in between (another arm, another task) does not matter
+    b = suite._batched(ctx, lm, 7, 3, "image_to_video", draw)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, suite._batched(ctx, lm, 7, 4, "image_to_video", draw))  # seeds differ
+    assert not torch.equal(a, suite._batched(ctx, lm, 7, 3, "interpolation", draw))  # tasks differ
+
+
+def test_digits_paired_statistics():
+    from benchmarks.suites import digits_zero_shot as dz
+
+    r = dz.mean_ci([1.0, 2.0, 3.0])
+    assert r["mean"] == 2.0 and r["std"] == 1.0
+    assert r["ci_high"] - 2.0 == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)
+    assert dz.t_quantile(40) == pytest.approx(2.021, abs=1e-3)
+    assert dz._T975[3] == pytest.approx(dz.t_quantile(4), abs=1e-3)  # the fallback table agrees with scipy
+    assert dz.verdict(-3.0, -1.0, higher_is_better=False) == "supported"  # FVD fell
+    assert dz.verdict(1.0, 3.0, higher_is_better=False) == "contradicted"
+    assert dz.verdict(-1.0, 3.0, higher_is_better=True) == "inconclusive"
+    assert dz.mean_ci([1.0])["ci_low"] != dz.mean_ci([1.0])["ci_low"]  # NaN: no interval from one seed
+
+
+class TrajMetricPlugin:
+    """A time-aware evaluator that needs ground-truth trajectories, and a dataset without them."""
+
+    @staticmethod
+    @hookimpl
+    def fvdm_register_evaluators(registry):
+        class TrajError:
+            needs_trajectories = True
+            higher_is_better = False
+
+            def evaluate(self, fake, real, *, mask=None, trajectories=None, given=None, task=None):
+                return {"value": 0.0}
+
+        registry.add("traj_test", TrajError, config=None)
+
+    @staticmethod
+    @hookimpl
+    def fvdm_register_datasets(registry):
+        from fvdm.plugins.datasets.moving_digits import MovingDigits
+
+        class NoTrajectories:
+            """moving_digits' clips without the generator's truth."""
+
+            Config = MovingDigits.Config
+
+            def __init__(self, cfg):
+                self._ds = MovingDigits(cfg)
+                self.num_frames, self.channels = self._ds.num_frames, self._ds.channels
+                self.resolution, self.num_classes = self._ds.resolution, 0
+
+            def __len__(self):
+                return len(self._ds)
+
+            def __getitem__(self, i):
+                return {"video": self._ds[i]["video"]}
+
+        registry.add("digits_no_traj", NoTrajectories)
+
+    @staticmethod
+    @hookimpl
+    def fvdm_register_vtv_strategies(registry):
+        from fvdm.plugins.vtv.ptss import PTSS
+
+        registry.add("third_party_vtv", PTSS)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"arms": [*MICRO_ARMS, {"name": "x", "vtv": {"name": "nope"}}]}, "arm 'x': unknown vtv_strategies 'nope'"),
+    ({"arms": [*MICRO_ARMS, {"name": "x", "vtv": {"name": "ptss", "p": 2}}]}, "arm 'x': vtv .* is invalid"),
+    ({"arms": [*MICRO_ARMS, {"name": "x", "sampling": "magic"}]}, "unknown sampling mode 'magic'; choose one of "
+                                                                   "native, replacement, stabilized"),
+    ({"arms": [*MICRO_ARMS, {"name": "vanilla"}]}, "appear twice"),
+    ({"baseline": "nobody"}, "baseline 'nobody' is not an arm"),
+    ({"quick": {**MICRO, "num_reference": 4}}, "num_reference=4 is below the floor 8"),
+    ({"quick": {**MICRO, "num_uncond": 2}}, "below min_fvd_clips=4"),
+    ({"reference_seed": 0}, "pick a different reference_seed"),
+    ({"metrics": ["fvd", "nope"]}, "metric 'nope': unknown evaluators"),
+    ({"metrics": ["fvd", "traj_test"], "dataset": {"name": "digits_no_traj"}},
+     "metric 'traj_test' needs ground-truth trajectories"),
+    ({"criteria": [{"arm": "ghost", "task": "extension"}]}, "'ghost' is not an arm"),
+])
+def test_digits_zero_shot_refuses_bad_input_before_training(tmp_path, change, match):
+    plugins = _digits_plugins(("trajmetric", TrajMetricPlugin))
+    with pytest.raises(BenchmarkError, match=match) as err:
+        run_suite("digits_zero_shot", tmp_path, quick=True, plugins=plugins, params={**MICRO_PARAMS, **change})
+    assert "\n" not in str(err.value)  # one line
+    assert not (tmp_path / "runs").exists()  # nothing trained
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
+
+
+def test_digits_zero_shot_standard_budget_needs_five_seeds(tmp_path):
+    params = {**MICRO_PARAMS, "standard": {**MICRO, "seeds": 3}}
+    with pytest.raises(BenchmarkError, match="standard budget has seeds=3, below the floor 5"):
+        run_suite("digits_zero_shot", tmp_path, quick=False, plugins=_digits_plugins(), params=params)
+
+
+def test_digits_zero_shot_accepts_third_party_strategy_and_time_aware_metric():
+    from benchmarks.suites.digits_zero_shot import Budget, DigitsZeroShotSuite
+
+    plugins = _digits_plugins(("trajmetric", TrajMetricPlugin))
+    cfg = DigitsZeroShotSuite.Config.model_validate({
+        **MICRO_PARAMS, "metrics": ["fvd", "psnr", "traj_test"],
+        "arms": [*MICRO_ARMS, {"name": "theirs", "vtv": {"name": "third_party_vtv", "p": 0.3}, "steps_multiplier": 1.5}]})
+    suite = DigitsZeroShotSuite(cfg)
+    info = suite.validate(plugins, Budget(**MICRO), quick=True)
+    assert info["traj_test"] == {"higher_is_better": False, "needs_trajectories": True}
+    models = suite.models()
+    assert models["third_party_vtv_p0.3_x1.5"]["arms"] == ["theirs"]
+    assert models["synchronized"]["arms"] == ["vanilla", "vanilla_native"]
+    assert suite.plan(Budget(**MICRO))["train_steps"] == 2 * (2 + 2 + 3)
+
+
+def test_digits_zero_shot_default_design():
+    from benchmarks.suites.digits_zero_shot import DigitsZeroShotSuite
+
+    cfg = DigitsZeroShotSuite.Config()
+    arms = {a.name: a for a in cfg.arms}
+    assert cfg.standard.seeds >= 5 and cfg.standard.num_reference >= 1024 and cfg.quick.num_reference >= 1024
+    assert (arms["vanilla"].vtv, arms["vanilla"].sampling) == ({"name": "synchronized"}, "replacement")
+    assert {a.vtv.get("p") for a in cfg.arms if a.vtv["name"] == "ptss"} == {0.1, 0.2, 0.5}
+    assert arms["ptss_0.2_x1.25"].steps_multiplier == 1.25 and arms["independent"].vtv == {"name": "independent"}
+    assert {a.sampling for a in cfg.arms} == {"native", "replacement", "stabilized"}
+    assert len(DigitsZeroShotSuite(cfg).models()) == 6  # 9 arms, 6 trainings per seed
+    assert [m["name"] for m in cfg.metrics] == ["fvd", "psnr", "ssim"]
 
 
 def test_cli_dotted_set_keeps_other_nested_defaults():
@@ -305,8 +464,8 @@ def test_cli_dotted_set_keeps_other_nested_defaults():
     from fvdm.commands.bench import _params
 
     entry = load_plugins(entry_points=False)["benchmarks"].get("digits_zero_shot")
-    args = argparse.Namespace(data=None, weights=None, overrides=["quick.seeds=2", "workers=1"])
+    args = argparse.Namespace(data=None, weights=None, overrides=["quick.seeds=3", "workers=1"])
     params = _params(args, entry)
     cfg = entry.config.model_validate(params)
-    assert cfg.quick.seeds == 2 and cfg.quick.train_steps == entry.config().quick.train_steps
-    assert cfg.workers == 1 and cfg.full == entry.config().full
+    assert cfg.quick.seeds == 3 and cfg.quick.train_steps == entry.config().quick.train_steps
+    assert cfg.workers == 1 and cfg.standard == entry.config().standard

@@ -264,3 +264,33 @@ def test_eval_during_training_logs_metric(plugins, tmp_path):
     evals = [r for r in recs if "eval_fvd_digits" in r]
     assert [(r["step"], r["eval_n"]) for r in evals] == [(2, 8)]
     assert math.isfinite(evals[0]["eval_fvd_digits"]) and evals[0]["eval_fvd_digits"] > 0
+
+
+def test_strategies_with_the_same_seed_share_data_order_and_noise(plugins, tmp_path, monkeypatch):
+    # Paired seeds: ptss draws coins + shared + per-frame t, synchronized only shared, independent only
+    # per-frame; with one generator per stream the noise and the data order must not depend on that.
+    from fvdm.plugins.noise_schedules.ddpm import DDPMSchedule
+
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    add_noise = DDPMSchedule.add_noise
+
+    def spy(self, x0, noise, t):
+        seen.append((x0.clone(), noise.clone(), t.clone()))
+        return add_noise(self, x0, noise, t)
+
+    monkeypatch.setattr(DDPMSchedule, "add_noise", spy)
+    runs = {}
+    for vtv in ({"name": "synchronized"}, {"name": "ptss", "p": 0.5}, {"name": "independent"}):
+        seen.clear()
+        d = tiny(tmp_path, steps=3)
+        d["vtv"] = vtv
+        train(parse_config(d), plugins, run_dir=tmp_path / vtv["name"], progress=False)
+        runs[vtv["name"]] = list(seen)
+    ref = runs["synchronized"]
+    assert len(ref) == 3
+    for name, got in runs.items():
+        for (x0, noise, _), (x0_ref, noise_ref, _) in zip(got, ref):
+            assert torch.equal(x0, x0_ref), name  # same data order
+            assert torch.equal(noise, noise_ref), name  # same noise tensors
+    sync_t, ind_t = ref[0][2], runs["independent"][0][2]
+    assert bool((sync_t == sync_t[:, :1]).all()) and not torch.equal(sync_t, ind_t)  # the strategies do differ

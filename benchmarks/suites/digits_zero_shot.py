@@ -1,26 +1,68 @@
-"""The ``digits_zero_shot`` suite: the FVDM paper's zero-shot table at CPU scale.
+"""The ``digits_zero_shot`` suite: the FVDM paper's zero-shot claim as a fair, paired experiment.
 
-Per seed, two models are trained with identical budgets, data order and seeds on
-``moving_digits`` (train split): a vanilla model (``vtv: synchronized``, one
-timestep per clip) and an FVDM model (``vtv: ptss, p=0.2``). Then, against the
-held-out test split (real set and ground truth):
+Design (every part is a config field; the defaults below are the pre-registered design)
 
-- unconditional: FVD of N >= 512 sampled clips vs the test clips
-- image_to_video, interpolation, extension: FVD of the completed clips, and PSNR/SSIM
-  of the generated frames against the held-out ground truth; FVDM samples natively
-  (context frames at level 0), vanilla with the replacement trick
-- long_video (64+ frames, sliding windows): FVD over 16-frame windows of the
-  generated videos vs the same windows of real 64-frame test clips
+- **Arms.** An arm is a name, a training VTV strategy spec (any registered
+  ``vtv_strategies`` entry with its params, a third-party plugin's too), a
+  training-steps multiplier and a sampling mode:
 
-FVD uses the registered ``digits`` feature extractor (or ``extractor``); statistics
-are float64 with a biased covariance (StyleGAN-V). Numbers are mean and spread
-(sample std) over ``seeds`` seeds; ``--quick`` runs one seed with a smaller budget.
-Everything is seeded, so re-running with the same seed reproduces the numbers on the
-same machine and thread count.
+  ``native``       context frames held at level 0 by the per-frame schedule (FVDM)
+  ``replacement``  the vanilla replacement trick: context re-noised to the generated
+                   frames' level every step, clean values put back at the end
+  ``stabilized``   context shown to the model at a small nonzero level
+                   (``stabilization``, Diffusion Forcing), its values kept clean
+
+  Arms with the same training spec (strategy + params + multiplier) share one
+  trained model per seed: it is trained once and sampled each way.
+- **Defaults.** vanilla = synchronized + replacement (the classic baseline, the row
+  every difference is taken against); PTSS p in {0.1, 0.2, 0.5}; independent (p=1);
+  PTSS p=0.2 at 1.25x the steps: PTSS synchronizes a clip with probability 1-p = 0.8,
+  so 1.25x the steps shows it as many synchronized clips as vanilla sees (0.8 x 1.25
+  = 1), which separates "PTSS adds per-frame training" from "PTSS takes synchronized
+  training away"; the 2x2 of training (synchronized / PTSS 0.2) x sampling (native /
+  replacement), which separates the training effect from the sampling effect; and
+  PTSS 0.2 with stabilized sampling.
+- **Paired seeds.** Per seed every model sees the same data order and the same
+  training noise tensors (the engine's separate t / noise / label generators), and
+  every test clip gets the same sampling noise in every arm (one generator per
+  (seed, task, batch), on the sampling device).
+- **Data.** Conditioning clips (and their ground truth) come from the test split
+  with ``conditioning_seed``; the FVD reference statistics from ``num_reference``
+  (>= 1024) clips of the same split drawn with ``reference_seed`` (a different seed:
+  the same distribution, no clip in common; checked), so no generated clip contains
+  a copy of a reference frame.
+- **Statistics.** Per seed, per task and metric: the paired difference arm - vanilla;
+  mean and 95% confidence interval with the t distribution (``scipy.stats.t``; without
+  scipy, a table of two-sided 97.5% t quantiles for df <= 30 and 1.96 beyond).
+- **Success criteria** (``criteria``) are fixed in the config before the run and
+  printed with a verdict: *supported* when the 95% CI of the paired difference
+  excludes 0 in the arm's favour, *contradicted* when it excludes 0 against it,
+  *inconclusive* otherwise (and always with fewer than 2 seeds).
+- **Trivial baselines** per conditional task (all-black, mean frame of the reference
+  set, copy of the nearest given frame, ground truth + N(0, sigma^2) noise, sigma on
+  the [-1, 1] scale) and, for unconditional FVD, the real clips with and without noise.
+- **Metrics** (``metrics``): ``fvd`` (the ``extractor``; float64 statistics, biased
+  covariance) and any registered evaluator by name, called as
+  ``evaluate(fake, real, mask=..., [trajectories=..., given=..., task=...])`` on
+  [0, 1] clips; an evaluator that needs ground-truth trajectories (class attribute
+  ``needs_trajectories = True``, ``"trajectories"`` in ``needs``, or a required
+  ``trajectories`` parameter) is refused on data without ``trajectories()``.
+
+Budgets (``standard`` is the default, ``quick`` with --quick). What one budget costs
+is ``plan()``: trainings x steps, plus sampled clip-windows x sample steps. Measured on
+the 2-core machine (latte_tiny patch 4, batch 16, 1 thread per worker, 2 workers):
+see ``COST_NOTE``; re-measure when the backbone changes (``results.json`` records
+``plan`` and the seconds of every training and task).
+
+Bad input (unknown strategy or sampling mode, a budget below a refusal floor, a
+metric that needs trajectories on data without them, unknown arms in criteria) is
+refused with a one-line ``BenchmarkError`` before any training starts.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 import statistics
 import sys
 import time
@@ -28,12 +70,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, model_validator
+from einops import rearrange, repeat
+from pydantic import Field, field_validator, model_validator
 
 from fvdm.core.interfaces import PluginConfig
 
 TASKS = ("unconditional", "image_to_video", "interpolation", "extension", "long_video")
-MODELS = {"vanilla": {"name": "synchronized"}, "fvdm": {"name": "ptss", "p": 0.2}}
+COND_TASKS = ("image_to_video", "interpolation", "extension")
+#: sampling mode -> (task mode, shows context at the arm's stabilization level)
+SAMPLING_MODES = {"native": ("fvdm", False), "replacement": ("vanilla_replacement", False),
+                  "stabilized": ("fvdm", True)}
+#: metrics whose direction is known here; any other evaluator says so itself (higher_is_better) or in its entry
+DIRECTIONS = {"fvd": False, "psnr": True, "ssim": True}
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)  # two-sided 95% t quantiles, df = 1..30 (fallback without scipy)
+COST_NOTE = ("measured on the 2-core machine, latte_tiny (patch 4) at batch 16: see plan() and the "
+             "report in results.json (train seconds per step, task seconds per clip)")
 
 
 def _needs(what: str, fix: str) -> Exception:
@@ -42,27 +95,134 @@ def _needs(what: str, fix: str) -> Exception:
     return BenchmarkError(f"digits_zero_shot needs {what}; {fix}")
 
 
+def _refuse(msg: str) -> Exception:
+    from benchmarks.runner import BenchmarkError
+
+    return BenchmarkError("digits_zero_shot: " + " ".join(str(msg).split()))  # one line, whatever msg holds
+
+
 def _log(msg: str) -> None:
     print(f"[digits_zero_shot {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-class Budget(PluginConfig):
-    """What one run spends; ``full`` and ``quick`` presets below."""
+def t_quantile(df: int) -> float:
+    """Two-sided 95% quantile of Student's t with ``df`` degrees of freedom."""
+    try:
+        from scipy import stats
 
-    seeds: int = Field(3, ge=1)
-    train_steps: int = Field(400, ge=1)
+        return float(stats.t.ppf(0.975, df))
+    except ImportError:  # documented fallback: tabulated for small df, normal beyond
+        return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def mean_ci(values: list[float]) -> dict[str, Any]:
+    """Mean, sample std and 95% t confidence interval of ``values`` (CI is NaN with fewer than 2)."""
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return {"mean": mean, "std": float("nan"), "n": n, "ci_low": float("nan"), "ci_high": float("nan"),
+                "values": list(values)}
+    sd = statistics.stdev(values)
+    half = t_quantile(n - 1) * sd / math.sqrt(n)
+    return {"mean": mean, "std": sd, "n": n, "ci_low": mean - half, "ci_high": mean + half, "values": list(values)}
+
+
+def verdict(ci_low: float, ci_high: float, higher_is_better: bool) -> str:
+    """supported / contradicted / inconclusive for a difference (arm - other) with this CI."""
+    if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return "inconclusive"
+    if ci_low > 0 or ci_high < 0:
+        favours_arm = (ci_low > 0) == higher_is_better
+        return "supported" if favours_arm else "contradicted"
+    return "inconclusive"
+
+
+class Arm(PluginConfig):
+    """One arm: what the model is trained with and how it is sampled."""
+
+    name: str
+    vtv: dict[str, Any] = Field(default_factory=lambda: {"name": "synchronized"},
+                                description="training VTV strategy spec: any registered vtv_strategies name + params")
+    steps_multiplier: float = Field(1.0, gt=0, description="train for round(multiplier x budget.train_steps) steps")
+    sampling: str = Field("native", description="native | replacement | stabilized (checked before training)")
+    stabilization: float = Field(0.05, gt=0, lt=1, description="level at which `stabilized` shows context")
+
+
+def _arm(name: str, vtv: dict[str, Any], sampling: str = "native", mult: float = 1.0) -> dict[str, Any]:
+    return {"name": name, "vtv": vtv, "sampling": sampling, "steps_multiplier": mult}
+
+
+SYNC, PTSS02 = {"name": "synchronized"}, {"name": "ptss", "p": 0.2}
+DEFAULT_ARMS = [
+    _arm("vanilla", SYNC, "replacement"),  # the baseline; also the 2x2's synchronized x replacement cell
+    _arm("vanilla_native", SYNC, "native"),  # 2x2: synchronized x native
+    _arm("ptss_0.2", PTSS02, "native"),  # 2x2: PTSS x native (the paper's FVDM)
+    _arm("ptss_0.2_replacement", PTSS02, "replacement"),  # 2x2: PTSS x replacement
+    _arm("ptss_0.2_stabilized", PTSS02, "stabilized"),
+    _arm("ptss_0.1", {"name": "ptss", "p": 0.1}),
+    _arm("ptss_0.5", {"name": "ptss", "p": 0.5}),
+    _arm("independent", {"name": "independent"}),  # p = 1
+    _arm("ptss_0.2_x1.25", PTSS02, "native", 1.25),  # as many synchronized clips as vanilla
+]
+
+
+class Criterion(PluginConfig):
+    """A claim fixed before the run: ``arm`` beats ``against`` on ``metric`` of ``task``."""
+
+    arm: str
+    against: str | None = Field(None, description="default: the suite's baseline arm")
+    task: str
+    metric: str = "fvd"
+    why: str = ""
+
+
+def _crit(arm: str, task: str, metric: str, why: str, against: str | None = None) -> dict[str, Any]:
+    return {"arm": arm, "task": task, "metric": metric, "why": why, "against": against}
+
+
+DEFAULT_CRITERIA = [
+    *[_crit("ptss_0.2", t, "fvd", "FVDM (PTSS 0.2, native) beats vanilla (synchronized, replacement): the paper's "
+            "zero-shot claim") for t in ("image_to_video", "interpolation", "extension", "long_video")],
+    _crit("ptss_0.2", "unconditional", "fvd", "PTSS costs nothing unconditionally: contradicted = it does"),
+    _crit("ptss_0.2_replacement", "image_to_video", "fvd", "training effect alone (both sampled by replacement)"),
+    _crit("vanilla_native", "image_to_video", "fvd", "sampling effect alone (both trained synchronized)"),
+    _crit("ptss_0.2", "image_to_video", "fvd", "training effect under native sampling", against="vanilla_native"),
+    _crit("ptss_0.2_x1.25", "image_to_video", "fvd", "PTSS helps even with as many synchronized samples",
+          against="ptss_0.2"),
+]
+
+
+class Budget(PluginConfig):
+    """What one run spends; ``standard`` and ``quick`` presets below."""
+
+    seeds: int = Field(5, ge=1)
+    train_steps: int = Field(300, ge=1, description="per model; an arm trains steps_multiplier x this")
     sample_steps: int = Field(10, ge=1, description="DDIM steps per window")
     num_uncond: int = Field(512, ge=2, description="unconditional clips for FVD (the protocol wants >= 512)")
-    num_task: int = Field(256, ge=2, description="test clips per conditional task (i2v, interpolation, extension)")
-    num_long: int = Field(64, ge=2, description="long videos")
+    num_task: int = Field(128, ge=2, description="test clips per conditional task (i2v, interpolation, extension)")
+    num_long: int = Field(16, ge=1, description="long videos")
+    num_reference: int = Field(1024, ge=2, description="reference clips behind the FVD statistics (>= 1024)")
 
 
 class DigitsZeroShotSuite:
-    """FVDM (ptss) vs vanilla (synchronized) on moving digits: FVD, PSNR/SSIM per zero-shot task."""
+    """Arms (any VTV strategy x sampling mode) on moving digits: paired FVD / PSNR / SSIM with 95% CIs."""
 
     class Config(PluginConfig):
-        full: Budget = Budget()
-        quick: Budget = Budget(seeds=1, train_steps=150, sample_steps=8, num_uncond=512, num_task=128, num_long=32)
+        standard: Budget = Budget()
+        quick: Budget = Budget(seeds=2, train_steps=60, sample_steps=6, num_uncond=512, num_task=32, num_long=4)
+        arms: list[Arm] = Field(default_factory=lambda: [Arm(**a) for a in DEFAULT_ARMS])
+        baseline: str = Field("vanilla", description="the arm every paired difference is taken against")
+        criteria: list[Criterion] = Field(default_factory=lambda: [Criterion(**c) for c in DEFAULT_CRITERIA])
+        metrics: list[dict[str, Any]] = Field(
+            default_factory=lambda: [{"name": "fvd"}, {"name": "psnr"}, {"name": "ssim"}],
+            description="fvd (the extractor) or registered evaluators by name (+ params, higher_is_better)")
+        dataset: dict[str, Any] = Field(default_factory=lambda: {"name": "moving_digits"},
+                                        description="dataset spec; split/num_frames/resolution/seed are set here")
+        conditioning_seed: int = Field(0, ge=0, description="data seed of the test clips the tasks condition on")
+        reference_seed: int = Field(1, ge=0, description="data seed of the FVD reference clips (!= conditioning)")
+        min_seeds: int = Field(5, ge=1, description="refusal floor for the standard budget's seeds")
+        min_reference: int = Field(1024, ge=2, description="refusal floor for budget.num_reference")
+        min_fvd_clips: int = Field(512, ge=2, description="refuse an unconditional FVD on fewer clips")
         num_frames: int = Field(16, ge=4)
         resolution: int = Field(32, ge=8)
         train_clips: int = Field(10000, ge=1)
@@ -72,18 +232,22 @@ class DigitsZeroShotSuite:
         ema_decay: float = Field(0.995, ge=0, le=1)
         backbone: dict[str, Any] = Field(default_factory=lambda: {"name": "latte_tiny", "patch_size": 4})
         noise_schedule: dict[str, Any] = Field(default_factory=lambda: {"name": "ddpm"})
-        ptss_p: float = Field(0.2, ge=0, le=1)
         sampler: str = "ddim"
         extension_frames: int = Field(4, ge=1, description="given frames for extension")
         long_frames: int = Field(64, ge=17, description="frames per long video")
         long_overlap: int = Field(8, ge=0, description="context frames per window in the long-video rollout")
+        noise_sigma: float = Field(0.3, ge=0, description="real + N(0, sigma^2) baseline, [-1, 1] scale")
         eval_batch: int = Field(64, ge=1)
         extractor: dict[str, Any] = Field(default_factory=lambda: {"name": "digits"})
         tasks: list[str] = Field(default_factory=lambda: list(TASKS))
-        device: str = "cpu"
-        workers: int = Field(2, ge=1, description="processes running models side by side (1 = in-process)")
+        device: str = Field("cpu", description="cpu or cuda[:i]: models, data, generators all live there")
+        workers: int = Field(2, ge=1, description="processes training models side by side (1 = in-process)")
         reuse_checkpoints: bool = Field(False, description="skip training when OUT/runs/<model>_s<seed> is complete")
-        min_fvd_clips: int = Field(512, ge=2, description="refuse an unconditional FVD on fewer clips")
+
+        @field_validator("metrics", mode="before")
+        @classmethod
+        def _names(cls, v: Any) -> Any:
+            return [{"name": m} if isinstance(m, str) else m for m in v] if isinstance(v, list) else v
 
         @model_validator(mode="after")
         def _check(self) -> "DigitsZeroShotSuite.Config":
@@ -99,6 +263,108 @@ class DigitsZeroShotSuite:
     def __init__(self, cfg: "DigitsZeroShotSuite.Config"):
         self.cfg = cfg
 
+    # -- the design, checked before anything runs ------------------------------------------
+    def models(self) -> dict[str, dict[str, Any]]:
+        """Trained-model key -> {vtv, steps_multiplier, arms}: arms with one training spec share a model."""
+        out: dict[str, dict[str, Any]] = {}
+        for arm in self.cfg.arms:
+            spec = {"vtv": dict(arm.vtv), "steps_multiplier": arm.steps_multiplier}
+            for key, m in out.items():
+                if {"vtv": m["vtv"], "steps_multiplier": m["steps_multiplier"]} == spec:
+                    m["arms"].append(arm.name)
+                    break
+            else:
+                out[_slug(spec)] = {**spec, "arms": [arm.name]}
+        return out
+
+    def plan(self, budget: Budget) -> dict[str, Any]:
+        """What a budget costs in units: training steps and sampled clip-windows (x sample steps each)."""
+        models, arms = self.models(), self.cfg.arms
+        steps = sum(round(m["steps_multiplier"] * budget.train_steps) for m in models.values()) * budget.seeds
+        F, o = self.cfg.num_frames, self.cfg.long_overlap
+        long_windows = 1 + math.ceil(max(0, self.cfg.long_frames - F) / (F - o))
+        ext_windows = 1  # extension to num_frames: one window
+        per_arm = sum({"image_to_video": 1, "interpolation": 1, "extension": ext_windows}.get(t, 0) * budget.num_task
+                      for t in self.cfg.tasks) + (long_windows * budget.num_long if "long_video" in self.cfg.tasks
+                                                  else 0)
+        uncond = budget.num_uncond if "unconditional" in self.cfg.tasks else 0
+        windows = (per_arm * len(arms) + uncond * len(models)) * budget.seeds
+        return {"trained_models": len(models) * budget.seeds, "train_steps": steps, "clip_windows": windows,
+                "model_calls": windows * budget.sample_steps, "arms": len(arms), "seeds": budget.seeds}
+
+    def validate(self, plugins: Any, budget: Budget, quick: bool) -> dict[str, Any]:
+        """Every bad-input check, before any training: returns {metric name -> direction, needs_traj}."""
+        cfg = self.cfg
+        names = [a.name for a in cfg.arms]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise _refuse(f"arm name(s) {dup} appear twice; give every arm a unique name")
+        if cfg.baseline not in names:
+            raise _refuse(f"baseline {cfg.baseline!r} is not an arm ({names}); set baseline to one of them")
+        vtv = plugins["vtv_strategies"]
+        for arm in cfg.arms:
+            if arm.sampling not in SAMPLING_MODES:
+                raise _refuse(f"arm {arm.name!r}: unknown sampling mode {arm.sampling!r}; choose one of "
+                              f"{', '.join(SAMPLING_MODES)}")
+            if "name" not in arm.vtv:
+                raise _refuse(f"arm {arm.name!r}: vtv has no 'name'; give a registered strategy, e.g. "
+                              "{name: ptss, p: 0.2}")
+            if arm.vtv["name"] not in vtv:
+                raise _refuse(f"arm {arm.name!r}: {vtv.unknown_message(arm.vtv['name'])} Fix arms[].vtv.name or "
+                              "install the plugin that provides it")
+            try:
+                vtv.validate(arm.vtv)
+            except Exception as exc:  # pydantic: several lines -> one
+                raise _refuse(f"arm {arm.name!r}: vtv {arm.vtv} is invalid ({_one_line(exc)}); fix its params")
+        floors = [(budget.num_reference < cfg.min_reference,
+                   f"num_reference={budget.num_reference} is below the floor {cfg.min_reference}: FVD reference "
+                   f"statistics need >= {cfg.min_reference} clips; raise num_reference"),
+                  ("unconditional" in cfg.tasks and budget.num_uncond < cfg.min_fvd_clips,
+                   f"unconditional FVD on {budget.num_uncond} clips is below min_fvd_clips={cfg.min_fvd_clips}: "
+                   "small N biases FVD upward; raise num_uncond"),
+                  (not quick and budget.seeds < cfg.min_seeds,
+                   f"the standard budget has seeds={budget.seeds}, below the floor {cfg.min_seeds}: paired "
+                   f"intervals need >= {cfg.min_seeds} seeds; raise standard.seeds (or run --quick to explore)")]
+        for below, msg in floors:
+            if below:
+                raise _refuse(msg)
+        if cfg.reference_seed == cfg.conditioning_seed:
+            raise _refuse(f"reference_seed = conditioning_seed = {cfg.reference_seed}: the FVD reference would "
+                          "contain the conditioning clips; pick a different reference_seed")
+        # metrics: known, directed, and with the ground truth they need
+        ds = plugins["datasets"].build(self._data_spec("test", self.cfg.num_frames, 2, cfg.conditioning_seed))
+        has_traj = callable(getattr(ds, "trajectories", None))
+        metrics: dict[str, Any] = {}
+        for m in cfg.metrics:
+            name = m.get("name")
+            if name == "fvd":
+                metrics[name] = {"higher_is_better": False, "needs_trajectories": False}
+                continue
+            if name not in plugins["evaluators"]:
+                raise _refuse(f"metric {name!r}: {plugins['evaluators'].unknown_message(str(name))} Fix metrics[]")
+            cls = plugins["evaluators"].get(name).obj
+            hib = m.get("higher_is_better", getattr(cls, "higher_is_better", DIRECTIONS.get(name)))
+            if hib is None:
+                raise _refuse(f"metric {name!r} does not say which direction is better; add higher_is_better: "
+                              "true/false to its metrics entry")
+            needs = _needs_trajectories(cls)
+            if needs and not has_traj:
+                raise _refuse(f"metric {name!r} needs ground-truth trajectories but dataset "
+                              f"{cfg.dataset.get('name')!r} has no trajectories(); use moving_digits or drop it "
+                              "from metrics")
+            metrics[name] = {"higher_is_better": bool(hib), "needs_trajectories": needs}
+        arms = set(names)
+        for c in cfg.criteria:
+            against = c.against or cfg.baseline
+            for who in (c.arm, against):
+                if who not in arms:
+                    raise _refuse(f"criterion {c.arm} vs {against} on {c.task}/{c.metric}: {who!r} is not an arm; "
+                                  "fix criteria or arms")
+            if c.task not in cfg.tasks or c.metric not in metrics:
+                raise _refuse(f"criterion {c.arm} on {c.task}/{c.metric}: that task or metric is not run "
+                              f"(tasks {cfg.tasks}, metrics {list(metrics)}); fix criteria")
+        return metrics
+
     # -- orchestration ---------------------------------------------------------------------
     def run(self, out_dir: Any, *, quick: bool = False, seed: int = 0, plugins: Any = None,
             threads: int = 1) -> dict[str, Any]:
@@ -107,26 +373,31 @@ class DigitsZeroShotSuite:
 
             plugins = load_plugins()
         self._check_dependencies(plugins)
-        budget = self.cfg.quick if quick else self.cfg.full
-        if budget.num_uncond < self.cfg.min_fvd_clips:
-            raise ValueError(f"unconditional FVD on {budget.num_uncond} clips is below min_fvd_clips="
-                             f"{self.cfg.min_fvd_clips}: small N biases FVD upward; raise num_uncond")
+        budget = self.cfg.quick if quick else self.cfg.standard
+        metric_info = self.validate(plugins, budget, quick)
         out = Path(out_dir)
         seeds = [seed + i for i in range(budget.seeds)]
+        plan = self.plan(budget)
+        _log(f"plan: {plan}")
         try:
             extractor = plugins["feature_extractors"].build(self.cfg.extractor)
         except FileNotFoundError as exc:
             raise _needs(f"the {self.cfg.extractor['name']!r} extractor's weights ({exc})",
                          "ship them (benchmarks/train_digits_extractor.py) or set extractor.weights") from exc
-        metric = self._fvd_metric(plugins, extractor)
-        real = self._real_sets(plugins, metric, budget)
-        jobs = [(s, m) for s in seeds for m in MODELS]
+        fvd = self._fvd_metric(plugins, extractor)
+        t0 = time.perf_counter()
+        real = self._real_sets(plugins, fvd, budget)
+        baselines = self._trivial_baselines(plugins, fvd, real, budget, metric_info)
+        setup_s = time.perf_counter() - t0
+        models = self.models()
+        jobs = [(s, key) for s in seeds for key in models]
         per_seed: dict[int, dict[str, Any]] = {s: {} for s in seeds}
         train_info: dict[str, Any] = {}
         workers = min(self.cfg.workers, len(jobs))
         if workers <= 1:
-            for s, m in jobs:
-                train_info[f"{m}_s{s}"], per_seed[s][m] = self.model_job(plugins, metric, real, m, s, budget, out)
+            for s, key in jobs:
+                train_info[f"{key}_s{s}"], res = self.model_job(plugins, fvd, real, key, s, budget, out, metric_info)
+                per_seed[s].update(res)
         else:
             # one process per model (1 thread each by default): on few cores this beats one process
             # with several threads, whose small matmuls scale poorly. Children load plugins fresh.
@@ -135,30 +406,48 @@ class DigitsZeroShotSuite:
 
             child_threads = max(1, threads // workers)
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                futs = {(s, m): pool.submit(_child_job, self.cfg.model_dump(), real, m, s, budget.model_dump(),
-                                            str(out), child_threads) for s, m in jobs}
-                for (s, m), fut in futs.items():
-                    train_info[f"{m}_s{s}"], per_seed[s][m] = fut.result()
-        metrics = {"per_seed": per_seed, "summary": self._summary(per_seed), "train": train_info,
+                futs = {(s, key): pool.submit(_child_job, self.cfg.model_dump(), real, key, s, budget.model_dump(),
+                                              str(out), child_threads, metric_info) for s, key in jobs}
+                for (s, key), fut in futs.items():
+                    train_info[f"{key}_s{s}"], res = fut.result()
+                    per_seed[s].update(res)
+        summary = self._summary(per_seed)
+        paired = self._paired(per_seed, metric_info)
+        criteria = self._criteria(per_seed, metric_info)
+        metrics = {"per_seed": per_seed, "summary": summary, "paired": paired, "criteria": criteria,
+                   "baselines": baselines, "train": train_info, "plan": plan, "setup_s": setup_s,
+                   "models": models, "arms": [a.model_dump() for a in self.cfg.arms], "baseline": self.cfg.baseline,
                    "budget": budget.model_dump(), "threads": threads, "workers": workers,
                    "threads_per_worker": threads if workers <= 1 else max(1, threads // workers),
+                   "costs": self._costs(per_seed, train_info, budget),
                    "extractor": {"id": getattr(extractor, "extractor_id", "?"),
                                  "weights_sha256": getattr(extractor, "weights_sha256", "?")}}
-        return {"metrics": metrics, "seeds": seeds, "tables": [self._table(metrics["summary"], len(seeds))],
-                "plots": self._plots(metrics["summary"]),
-                "notes": [f"{len(seeds)} seed(s) {seeds}; budget {budget.model_dump()}",
-                          "vanilla = synchronized timesteps + replacement trick for context; "
-                          f"fvdm = ptss p={self.cfg.ptss_p}, native per-frame context",
-                          f"FVD: float64 stats, biased covariance, extractor {metrics['extractor']['id']}, "
-                          "real set = moving_digits test split",
-                          f"{workers} worker process(es) x {metrics['threads_per_worker']} thread(s)"]}
+        ci = "95% t interval over seeds" if len(seeds) > 1 else "one seed: no interval"
+        return {"metrics": metrics, "seeds": seeds,
+                "tables": [self._criteria_table(criteria, len(seeds)), self._paired_table(paired, ci),
+                           self._arms_table(summary, ci), self._baselines_table(baselines)],
+                "plots": self._plots(paired),
+                "notes": [f"{len(seeds)} seed(s) {seeds}; budget {budget.model_dump()}; plan {plan}",
+                          "arms: " + "; ".join(f"{a.name} = {_spec_str(a.vtv)}"
+                                               f"{f' x{a.steps_multiplier:g} steps' if a.steps_multiplier != 1 else ''}"
+                                               f", {a.sampling}" for a in self.cfg.arms),
+                          f"paired seeds: same data order, training noise and per-clip sampling noise in every arm; "
+                          f"differences are arm - {self.cfg.baseline} per seed, {ci}",
+                          "verdict: supported = the 95% CI excludes 0 in the arm's favour, contradicted = against it, "
+                          "inconclusive otherwise",
+                          f"conditioning clips: test split seed {self.cfg.conditioning_seed}; FVD reference: "
+                          f"{budget.num_reference} test-split clips of seed {self.cfg.reference_seed} (disjoint)",
+                          f"FVD: float64 stats, biased covariance, extractor {metrics['extractor']['id']}",
+                          f"{workers} worker process(es) x {metrics['threads_per_worker']} thread(s); "
+                          f"costs {metrics['costs']}"]}
 
-    def model_job(self, plugins: Any, metric: Any, real: dict[str, Any], model_name: str, seed: int,
-                  budget: Budget, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Train one model and evaluate it on every task -> (train info, task results)."""
-        ckpt, info = self._train(plugins, out / "runs" / f"{model_name}_s{seed}", seed, model_name,
-                                 MODELS[model_name], budget)
-        return info, self._evaluate(plugins, ckpt, model_name, seed, metric, real, budget)
+    def model_job(self, plugins: Any, fvd: Any, real: dict[str, Any], key: str, seed: int, budget: Budget,
+                  out: Path, metric_info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Train one model (a training spec) and evaluate every arm that shares it -> (train info, arm results)."""
+        model = self.models()[key]
+        steps = max(1, round(model["steps_multiplier"] * budget.train_steps))
+        ckpt, info = self._train(plugins, out / "runs" / f"{key}_s{seed}", seed, key, model["vtv"], steps, budget)
+        return info, self._evaluate(plugins, ckpt, key, model["arms"], seed, fvd, real, budget, metric_info)
 
     def _check_dependencies(self, plugins: Any) -> None:
         missing = []
@@ -168,10 +457,9 @@ class DigitsZeroShotSuite:
                 __import__(mod)
             except ImportError as exc:
                 missing.append(f"{mod} ({exc})")
-        for kind, name in (("datasets", "moving_digits"), ("vtv_strategies", "ptss"),
-                           ("vtv_strategies", "synchronized"), ("samplers", self.cfg.sampler),
+        for kind, name in (("datasets", self.cfg.dataset.get("name")), ("samplers", self.cfg.sampler),
                            ("sampling_schedules", "standard"), ("feature_extractors", self.cfg.extractor["name"]),
-                           ("evaluators", "fvd_digits"), ("evaluators", "psnr"), ("evaluators", "ssim")):
+                           ("evaluators", "fvd_digits")):
             if name not in plugins[kind]:
                 missing.append(f"{kind} {name!r}")
         for task in self.cfg.tasks:
@@ -183,12 +471,12 @@ class DigitsZeroShotSuite:
 
     # -- data ------------------------------------------------------------------------------
     def _data_spec(self, split: str, num_frames: int, num_clips: int, seed: int = 0) -> dict[str, Any]:
-        return {"name": "moving_digits", "split": split, "num_frames": num_frames,
-                "resolution": self.cfg.resolution, "num_clips": num_clips, "seed": seed}
+        return {**self.cfg.dataset, "split": split, "num_frames": num_frames, "resolution": self.cfg.resolution,
+                "num_clips": num_clips, "seed": seed}
 
-    def _clips(self, plugins: Any, spec: dict[str, Any], n: int) -> torch.Tensor:
+    def _clips(self, plugins: Any, spec: dict[str, Any], n: int) -> tuple[torch.Tensor, Any]:
         ds = plugins["datasets"].build(spec)
-        return torch.stack([ds[i]["video"] for i in range(min(n, len(ds)))])  # (N, F, C, H, W) in [-1, 1]
+        return torch.stack([ds[i]["video"] for i in range(min(n, len(ds)))]), ds  # (N, F, C, H, W) in [-1, 1]
 
     def _fvd_metric(self, plugins: Any, extractor: Any) -> Any:
         """The registered ``fvd_digits`` preset, every given clip used, our extractor instance."""
@@ -197,26 +485,37 @@ class DigitsZeroShotSuite:
                                            "batch_size": self.cfg.eval_batch})
         return entry.obj(cfg, extractor=extractor, plugins=plugins)
 
-    def _real_sets(self, plugins: Any, metric: Any, budget: Budget) -> dict[str, Any]:
+    def _real_sets(self, plugins: Any, fvd: Any, budget: Budget) -> dict[str, Any]:
+        """Conditioning clips + their ground truth (seed c) and the disjoint FVD reference (seed r)."""
         from fvdm.core.media import to_uint8
 
-        F = self.cfg.num_frames
-        n_real = max(budget.num_uncond, budget.num_task)
-        test = self._clips(plugins, self._data_spec("test", F, n_real), n_real)
-        if test.shape[0] < self.cfg.min_fvd_clips:
-            raise ValueError(f"the test split gave {test.shape[0]} clips, fewer than min_fvd_clips="
-                             f"{self.cfg.min_fvd_clips}")
-        n_long = max(budget.num_long, n_real // (self.cfg.long_frames // F))
-        long = self._clips(plugins, self._data_spec("test", self.cfg.long_frames, n_long), n_long)
-        _log(f"real sets: test clips {tuple(test.shape)}, long test clips {tuple(long.shape)}")
-        return {"clips": test, "stats": metric.real_stats(to_uint8(test)),
-                "long_stats": metric.real_stats(to_uint8(self._windows(long)))}
+        F, cseed, rseed = self.cfg.num_frames, self.cfg.conditioning_seed, self.cfg.reference_seed
+        n_cond = max(budget.num_task, budget.num_uncond)  # the unconditional real + noise baseline uses these too
+        cond, ds = self._clips(plugins, self._data_spec("test", F, n_cond, cseed), n_cond)
+        ref, _ = self._clips(plugins, self._data_spec("test", F, budget.num_reference, rseed), budget.num_reference)
+        if ref.shape[0] < self.cfg.min_reference:
+            raise _refuse(f"the reference split gave {ref.shape[0]} clips, fewer than min_reference="
+                          f"{self.cfg.min_reference}; raise the dataset's num_clips")
+        shared = {_digest(c) for c in cond} & {_digest(c) for c in ref}
+        if shared:  # by construction impossible unless the dataset ignores its seed
+            raise _refuse(f"{len(shared)} conditioning clip(s) also appear in the reference set: dataset "
+                          f"{self.cfg.dataset.get('name')!r} ignores its seed; use a different split for the reference")
+        n_win = self.cfg.long_frames // F
+        n_long_ref = math.ceil(budget.num_reference / n_win)
+        long_ref, _ = self._clips(plugins, self._data_spec("test", self.cfg.long_frames, n_long_ref, rseed), n_long_ref)
+        traj = None
+        if callable(getattr(ds, "trajectories", None)):
+            traj = [torch.as_tensor(ds.trajectories(i)) for i in range(budget.num_task)]
+        _log(f"real sets: conditioning {tuple(cond.shape)} (seed {cseed}), reference {tuple(ref.shape)} "
+             f"(seed {rseed}), long reference {tuple(long_ref.shape)}")
+        return {"clips": cond, "trajectories": traj, "ref_mean_frame": ref.mean(dim=(0, 1)),  # (C, H, W)
+                "stats": fvd.real_stats(to_uint8(ref)), "long_stats": fvd.real_stats(to_uint8(self._windows(long_ref)))}
 
     def _windows(self, videos: torch.Tensor) -> torch.Tensor:
         """Non-overlapping ``num_frames`` windows of long videos -> (N * n_win, F, C, H, W)."""
         F = self.cfg.num_frames
         n_win = videos.shape[1] // F
-        return torch.cat([videos[:, i * F:(i + 1) * F] for i in range(n_win)])
+        return rearrange(videos[:, :n_win * F], "n (w f) c h w2 -> (w n) f c h w2", w=n_win)
 
     @staticmethod
     def _fvd(metric: Any, real_stats: Any, fake: torch.Tensor) -> float:
@@ -224,110 +523,179 @@ class DigitsZeroShotSuite:
 
         return float(metric.evaluate(to_uint8(fake), real_stats)["value"])
 
+    def given(self, task: str) -> list[int]:
+        """Frame positions a conditional task is given."""
+        F = self.cfg.num_frames
+        return {"image_to_video": [0], "interpolation": [0, F - 1],
+                "extension": list(range(self.cfg.extension_frames))}[task]
+
+    # -- trivial baselines -----------------------------------------------------------------
+    def _trivial_baselines(self, plugins: Any, fvd: Any, real: dict[str, Any], budget: Budget,
+                           metric_info: dict[str, Any]) -> dict[str, Any]:
+        """task -> baseline -> metric -> value: what no learning at all scores (one value, no seed)."""
+        gt = real["clips"][:budget.num_task]  # (N, F, C, H, W)
+        g = torch.Generator().manual_seed(12345)
+        noisy = lambda x: (x + self.cfg.noise_sigma * torch.randn(x.shape, generator=g)).clamp(-1, 1)  # noqa: E731
+        out: dict[str, Any] = {}
+        if "unconditional" in self.cfg.tasks:
+            uncond = real["clips"][:budget.num_uncond]
+            out["unconditional"] = {"real": {"fvd": self._fvd(fvd, real["stats"], uncond)},
+                                    f"real + noise {self.cfg.noise_sigma:g}": {
+                                        "fvd": self._fvd(fvd, real["stats"], noisy(uncond))}}
+        for task in (t for t in COND_TASKS if t in self.cfg.tasks):
+            given = self.given(task)
+            F = gt.shape[1]
+            nearest = [min(given, key=lambda p: (abs(p - j), p)) for j in range(F)]
+            fakes = {"all black": torch.full_like(gt, -1.0),
+                     "mean frame": repeat(real["ref_mean_frame"], "c h w -> n f c h w", n=gt.shape[0], f=F).clone(),
+                     "copy nearest given frame": gt[:, nearest].clone(),
+                     f"real + noise {self.cfg.noise_sigma:g}": noisy(gt)}
+            out[task] = {}
+            for name, fake in fakes.items():
+                fake[:, given] = gt[:, given]  # every baseline keeps the given frames, like the models
+                out[task][name] = self._score(plugins, fvd, real, task, fake, gt, metric_info)
+        return out
+
+    def _score(self, plugins: Any, fvd: Any, real: dict[str, Any], task: str, fake: torch.Tensor,
+               gt: torch.Tensor, metric_info: dict[str, Any]) -> dict[str, float]:
+        """Every configured metric of completed clips ``fake`` against ``gt`` (pixels in [-1, 1])."""
+        given = self.given(task)
+        mask = torch.ones(fake.shape[:2], dtype=torch.bool)
+        mask[:, given] = False  # score generated frames only
+        f01, g01 = (fake + 1) / 2, (gt + 1) / 2
+        res: dict[str, float] = {}
+        for m in self.cfg.metrics:
+            name = m["name"]
+            if name == "fvd":
+                res["fvd"] = self._fvd(fvd, real["stats"], fake)
+                continue
+            ev = plugins["evaluators"].build({k: v for k, v in m.items() if k != "higher_is_better"})
+            extras = {"mask": mask, "given": given, "task": task}
+            if real.get("trajectories") is not None:
+                extras["trajectories"] = real["trajectories"][:fake.shape[0]]
+            params = inspect.signature(ev.evaluate).parameters
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                extras = {k: v for k, v in extras.items() if k in params}
+            elif not metric_info.get(name, {}).get("needs_trajectories"):
+                extras = {"mask": mask}  # **kwargs evaluators (recon) get what they always got
+            res[name] = float(ev.evaluate(f01, g01, **extras)["value"])
+        return res
+
     # -- training --------------------------------------------------------------------------
-    def experiment(self, model_name: str, vtv: dict[str, Any], seed: int, budget: Budget) -> Any:
-        """The ExperimentConfig of one model: identical except for ``vtv``."""
+    def experiment(self, key: str, vtv: dict[str, Any], seed: int, steps: int, budget: Budget) -> Any:
+        """The ExperimentConfig of one model: identical across models except for ``vtv`` and ``steps``."""
         from fvdm.core.config import ExperimentConfig
 
-        if model_name == "fvdm":
-            vtv = {**vtv, "p": self.cfg.ptss_p}
         return ExperimentConfig.model_validate({
-            "name": f"digits_{model_name}_s{seed}", "seed": seed,
+            "name": f"digits_{key}_s{seed}", "seed": seed,
             "data": self._data_spec("train", self.cfg.num_frames, self.cfg.train_clips),
             "backbone": self.cfg.backbone, "noise_schedule": self.cfg.noise_schedule, "vtv": vtv,
             "autoencoder": "identity",
-            "train": {"steps": budget.train_steps, "batch_size": self.cfg.batch_size, "lr": self.cfg.lr,
-                      "warmup_steps": min(self.cfg.warmup_steps, budget.train_steps - 1),
+            "train": {"steps": steps, "batch_size": self.cfg.batch_size, "lr": self.cfg.lr,
+                      "warmup_steps": min(self.cfg.warmup_steps, steps - 1),
                       "ema_decay": self.cfg.ema_decay, "tensorboard": False, "sample_every": 0,
-                      "log_every": max(1, budget.train_steps // 5), "ckpt_every": budget.train_steps},
+                      "log_every": max(1, steps // 5), "ckpt_every": steps},
             "sample": {"sampler": self.cfg.sampler, "schedule": "standard", "steps": budget.sample_steps},
         })
 
-    def _train(self, plugins: Any, run_dir: Path, seed: int, model_name: str, vtv: dict[str, Any],
+    def _train(self, plugins: Any, run_dir: Path, seed: int, key: str, vtv: dict[str, Any], steps: int,
                budget: Budget) -> tuple[Path, dict[str, Any]]:
         from fvdm.core import engine
         from fvdm.core.checkpoint import load_checkpoint
 
-        cfg = self.experiment(model_name, vtv, seed, budget)
+        cfg = self.experiment(key, vtv, seed, steps, budget)
         ckpt = run_dir / "checkpoints" / "last.pt"
-        if self.cfg.reuse_checkpoints and ckpt.is_file() and int(load_checkpoint(ckpt)["step"]) == budget.train_steps:
+        if self.cfg.reuse_checkpoints and ckpt.is_file() and int(load_checkpoint(ckpt)["step"]) == steps:
             _log(f"reusing {ckpt}")
-            return ckpt, {"reused": True}
-        _log(f"training {model_name} seed {seed}: {budget.train_steps} steps")
+            return ckpt, {"reused": True, "steps": steps}
+        _log(f"training {key} seed {seed}: {steps} steps")
         t0 = time.perf_counter()
         res = engine.train(cfg, plugins, run_dir=run_dir, overwrite=True, device=self.cfg.device, progress=False)
-        return Path(res["checkpoint"]), {"final_loss": res["final_loss"], "steps": res["step"],
-                                         "train_s": time.perf_counter() - t0, "num_params": res["num_params"]}
+        sec = time.perf_counter() - t0
+        return Path(res["checkpoint"]), {"final_loss": res["final_loss"], "steps": res["step"], "train_s": sec,
+                                         "s_per_step": sec / max(1, res["step"]), "num_params": res["num_params"]}
 
     # -- evaluation ------------------------------------------------------------------------
-    def _context(self, plugins: Any, lm: Any, budget: Budget, seed: int) -> Any:
+    def _context(self, plugins: Any, lm: Any, budget: Budget) -> Any:
         from fvdm.tasks.base import SamplingContext
 
         return SamplingContext(
             model=lm.model, schedule=lm.schedule, sampler=plugins["samplers"].build(self.cfg.sampler),
             matrix=plugins["sampling_schedules"].build("standard"), num_frames=lm.num_frames,
             shape=(lm.latent_channels, lm.latent_resolution, lm.latent_resolution), steps=budget.sample_steps,
-            batch_size=self.cfg.eval_batch, generator=torch.Generator().manual_seed(seed),
-            device=self.cfg.device, plugins=plugins)
+            batch_size=self.cfg.eval_batch, generator=None, device=self.cfg.device, plugins=plugins)
 
-    def _evaluate(self, plugins: Any, ckpt: Path, model_name: str, seed: int, metric: Any,
-                  real: dict[str, Any], budget: Budget) -> dict[str, Any]:
+    def _evaluate(self, plugins: Any, ckpt: Path, key: str, arm_names: list[str], seed: int, fvd: Any,
+                  real: dict[str, Any], budget: Budget, metric_info: dict[str, Any]) -> dict[str, Any]:
+        """arm -> task -> results for the arms sharing this model (sampled with paired noise)."""
         from fvdm.core.checkpoint import load_for_sampling
 
         lm = load_for_sampling(ckpt, plugins, device=self.cfg.device)
-        mode = "fvdm" if model_name == "fvdm" else "vanilla_replacement"
+        arms = {a.name: a for a in self.cfg.arms if a.name in arm_names}
         F, k_ext = self.cfg.num_frames, self.cfg.extension_frames
         gt = real["clips"][:budget.num_task]
-        out: dict[str, Any] = {}
-        for task_name in self.cfg.tasks:
+        sampling = self._context(plugins, lm, budget)
+        out: dict[str, Any] = {name: {} for name in arms}
+        if "unconditional" in self.cfg.tasks:  # no context: the sampling mode does not matter, sample once
             t0 = time.perf_counter()
-            # one generator per (seed, task): a task's numbers do not depend on which tasks ran before
-            sampling = self._context(plugins, lm, budget, seed * 100 + TASKS.index(task_name))
-            if task_name == "unconditional":
-                task = plugins["tasks"].build({"name": "unconditional"})
-                fake = self._batched(sampling, lm, budget.num_uncond, lambda sl: task.run(sampling, {"num_frames": F}))
-                res = {"fvd": self._fvd(metric, real["stats"], fake), "n": fake.shape[0]}
-            elif task_name == "long_video":
-                task = plugins["tasks"].build({"name": "long_video", "mode": mode,
-                                               "num_frames": self.cfg.long_frames, "overlap": self.cfg.long_overlap})
-                fake = self._batched(sampling, lm, budget.num_long, lambda sl: task.run(sampling, {}))
-                wins = self._windows(fake)
-                res = {"fvd": self._fvd(metric, real["long_stats"], wins), "n_videos": fake.shape[0],
-                       "n_windows": wins.shape[0], "frames": fake.shape[1]}
-            else:
-                task = plugins["tasks"].build({"name": task_name, "mode": mode})
-                if task_name == "image_to_video":
-                    given = [0]
-                    inputs = lambda g: {"image": g[:, 0]}  # noqa: E731
-                elif task_name == "interpolation":
-                    given = [0, F - 1]
-                    inputs = lambda g: {"first": g[:, 0], "last": g[:, -1]}  # noqa: E731
+            task = plugins["tasks"].build({"name": "unconditional"})
+            fake = self._batched(sampling, lm, budget.num_uncond, seed, "unconditional",
+                                 lambda sl: task.run(sampling, {"num_frames": F}))
+            res = {"fvd": self._fvd(fvd, real["stats"], fake), "n": fake.shape[0],
+                   "seconds": time.perf_counter() - t0, "shared_by": list(arms)}
+            _log(f"{key} s{seed} unconditional: fvd={res['fvd']:.4g} ({res['seconds']:.1f} s)")
+            for name in arms:
+                out[name]["unconditional"] = res
+        for name, arm in arms.items():
+            mode, stabilized = SAMPLING_MODES[arm.sampling]
+            common = {"mode": mode, "stabilization": arm.stabilization if stabilized else 0.0}
+            for task_name in (t for t in self.cfg.tasks if t != "unconditional"):
+                t0 = time.perf_counter()
+                if task_name == "long_video":
+                    task = plugins["tasks"].build({"name": "long_video", **common, "num_frames": self.cfg.long_frames,
+                                                   "overlap": self.cfg.long_overlap})
+                    fake = self._batched(sampling, lm, budget.num_long, seed, task_name,
+                                         lambda sl: task.run(sampling, {}))
+                    wins = self._windows(fake)
+                    res = {"fvd": self._fvd(fvd, real["long_stats"], wins), "n_videos": fake.shape[0],
+                           "n_windows": wins.shape[0], "frames": fake.shape[1]}
                 else:
-                    given = list(range(k_ext))
-                    inputs = lambda g: {"video": g[:, :k_ext], "num_frames": F}  # noqa: E731
-                fake = self._batched(sampling, lm, gt.shape[0],
-                                     lambda sl: task.run(sampling, inputs(self._encode(lm, gt[sl]))))
-                mask = torch.ones(fake.shape[:2], dtype=torch.bool)
-                mask[:, given] = False  # score generated frames only
-                res = {"fvd": self._fvd(metric, real["stats"], fake), "n": fake.shape[0],
-                       **self._psnr_ssim(plugins, fake, gt, mask),
-                       "context_max_abs_err": float((fake[:, given] - gt[:, given]).abs().max())}
-            res["seconds"] = time.perf_counter() - t0
-            _log(f"{model_name} s{seed} {task_name}: " + ", ".join(
-                f"{k}={v:.4g}" for k, v in res.items() if isinstance(v, float)))
-            out[task_name] = res
+                    task = plugins["tasks"].build({"name": task_name, **common})
+                    if task_name == "image_to_video":
+                        inputs = lambda g: {"image": g[:, 0]}  # noqa: E731
+                    elif task_name == "interpolation":
+                        inputs = lambda g: {"first": g[:, 0], "last": g[:, -1]}  # noqa: E731
+                    else:
+                        inputs = lambda g: {"video": g[:, :k_ext], "num_frames": F}  # noqa: E731
+                    fake = self._batched(sampling, lm, gt.shape[0], seed, task_name,
+                                         lambda sl: task.run(sampling, inputs(self._encode(lm, gt[sl]))))
+                    given = self.given(task_name)
+                    res = {**self._score(plugins, fvd, real, task_name, fake, gt, metric_info), "n": fake.shape[0],
+                           "context_max_abs_err": float((fake[:, given] - gt[:, given]).abs().max())}
+                res["seconds"] = time.perf_counter() - t0
+                _log(f"{name} s{seed} {task_name}: " + ", ".join(
+                    f"{k}={v:.4g}" for k, v in res.items() if isinstance(v, float)))
+                out[name][task_name] = res
         return out
 
     def _encode(self, lm: Any, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.cfg.device)
         return lm.autoencoder.encode(x) if lm.latent_channels != lm.channels else x
 
-    def _batched(self, sampling: Any, lm: Any, n: int, fn: Any) -> torch.Tensor:
-        """Call ``fn(slice)`` over ``n`` items in ``eval_batch`` chunks -> pixels (n, F, C, H, W) in [-1, 1]."""
+    def _batched(self, sampling: Any, lm: Any, n: int, seed: int, task: str, fn: Any) -> torch.Tensor:
+        """Call ``fn(slice)`` over ``n`` items in ``eval_batch`` chunks -> pixels (n, F, C, H, W) in [-1, 1].
+
+        Each chunk gets its own generator seeded from (seed, task, chunk) on the sampling device, so
+        clip i's noise is the same in every arm and does not depend on which tasks or arms ran before.
+        """
+        from fvdm.core.engine import stream_seed
+
         outs = []
         for i in range(0, n, self.cfg.eval_batch):
             b = min(self.cfg.eval_batch, n - i)
             sampling.batch_size = b  # tasks without tensor inputs take their batch from here
+            sampling.generator = torch.Generator(device=self.cfg.device).manual_seed(
+                stream_seed(seed, f"sample/{task}/{i // self.cfg.eval_batch}"))
             with torch.inference_mode():
                 x = fn(slice(i, i + b))
                 if lm.latent_channels != lm.channels:
@@ -335,75 +703,183 @@ class DigitsZeroShotSuite:
             outs.append(x.float().clamp(-1, 1).cpu())
         return torch.cat(outs)
 
+    # -- statistics ------------------------------------------------------------------------
     @staticmethod
-    def _psnr_ssim(plugins: Any, fake: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-        """PSNR (dB) / SSIM of the generated frames (``mask``) against ground truth, on [0, 1]."""
-        f01, g01 = (fake + 1) / 2, (gt + 1) / 2
-        return {m: float(plugins["evaluators"].build(m).evaluate(f01, g01, mask=mask)["value"])
-                for m in ("psnr", "ssim")}
+    def _values(per_seed: dict[int, dict[str, Any]], arm: str, task: str, metric: str) -> dict[int, float]:
+        return {s: arms[arm][task][metric] for s, arms in per_seed.items()
+                if arm in arms and task in arms[arm] and metric in arms[arm][task]}
 
-    # -- reporting -------------------------------------------------------------------------
-    @staticmethod
-    def _summary(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
-        """task -> metric -> model -> {mean, std, n, values}."""
+    def _summary(self, per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+        """task -> metric -> arm -> {mean, std, n, ci_low, ci_high, values}."""
         summary: dict[str, Any] = {}
-        for s, models in per_seed.items():
-            for model, tasks in models.items():
-                for task, res in tasks.items():
-                    for metric in ("fvd", "psnr", "ssim"):
-                        if metric in res:
-                            summary.setdefault(task, {}).setdefault(metric, {}).setdefault(
-                                model, {"values": []})["values"].append(res[metric])
-        for task in summary.values():
-            for metric in task.values():
-                for agg in metric.values():
-                    v = agg["values"]
-                    agg.update(mean=statistics.fmean(v), std=statistics.stdev(v) if len(v) > 1 else 0.0, n=len(v))
+        for task in self.cfg.tasks:
+            for m in self.cfg.metrics:
+                for arm in self.cfg.arms:
+                    v = self._values(per_seed, arm.name, task, m["name"])
+                    if v:
+                        summary.setdefault(task, {}).setdefault(m["name"], {})[arm.name] = mean_ci(
+                            [v[s] for s in sorted(v)])
         return summary
 
-    @staticmethod
-    def _table(summary: dict[str, Any], n_seeds: int) -> dict[str, Any]:
-        def cell(agg: dict[str, Any] | None) -> str:
-            if agg is None:
-                return "-"
-            return f"{agg['mean']:.4g} ± {agg['std']:.2g}" if agg["n"] > 1 else f"{agg['mean']:.4g}"
+    def _diff(self, per_seed: dict[int, dict[str, Any]], arm: str, other: str, task: str,
+              metric: str) -> dict[str, Any] | None:
+        a, b = self._values(per_seed, arm, task, metric), self._values(per_seed, other, task, metric)
+        common = sorted(set(a) & set(b))
+        if not common:
+            return None
+        return mean_ci([a[s] - b[s] for s in common])  # paired: the same seed in both arms
 
+    def _paired(self, per_seed: dict[int, dict[str, Any]], metric_info: dict[str, Any]) -> dict[str, Any]:
+        """task -> metric -> arm -> paired difference (arm - baseline) with CI and verdict."""
+        base = self.cfg.baseline
+        out: dict[str, Any] = {}
+        for task in self.cfg.tasks:
+            for metric, info in metric_info.items():
+                for arm in self.cfg.arms:
+                    if arm.name == base:
+                        continue
+                    d = self._diff(per_seed, arm.name, base, task, metric)
+                    if d is not None:
+                        d["verdict"] = verdict(d["ci_low"], d["ci_high"], info["higher_is_better"])
+                        out.setdefault(task, {}).setdefault(metric, {})[arm.name] = d
+        return out
+
+    def _criteria(self, per_seed: dict[int, dict[str, Any]], metric_info: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for c in self.cfg.criteria:
+            against = c.against or self.cfg.baseline
+            hib = metric_info[c.metric]["higher_is_better"]
+            d = self._diff(per_seed, c.arm, against, c.task, c.metric)
+            claim = (f"{c.arm} beats {against} on {c.task} {c.metric.upper()} if the 95% CI of the paired "
+                     f"difference ({c.arm} - {against}) lies {'above' if hib else 'below'} 0")
+            out.append({"claim": claim, "why": c.why, "arm": c.arm, "against": against, "task": c.task,
+                        "metric": c.metric, "diff": d,
+                        "verdict": "inconclusive" if d is None else verdict(d["ci_low"], d["ci_high"], hib)})
+        return out
+
+    @staticmethod
+    def _costs(per_seed: dict[int, dict[str, Any]], train_info: dict[str, Any], budget: Budget) -> dict[str, float]:
+        """Measured unit costs: seconds per training step and per sampled clip-window step."""
+        steps = [i["s_per_step"] for i in train_info.values() if "s_per_step" in i]
+        clip = []
+        for arms in per_seed.values():
+            for tasks in arms.values():
+                for task, r in tasks.items():
+                    n = r.get("n_videos") or r.get("n")
+                    if n and task in COND_TASKS:
+                        clip.append(r["seconds"] / n)
+        return {"s_per_train_step": statistics.fmean(steps) if steps else float("nan"),
+                "s_per_conditional_clip": statistics.fmean(clip) if clip else float("nan"),
+                "sample_steps": budget.sample_steps}
+
+    # -- reporting -------------------------------------------------------------------------
+    def _criteria_table(self, criteria: list[dict[str, Any]], n_seeds: int) -> dict[str, Any]:
+        rows = []
+        for i, c in enumerate(criteria, 1):
+            d = c["diff"]
+            rows.append([f"C{i}", c["claim"], _ci(d), c["verdict"], c["why"]])
+        return {"title": f"success criteria (fixed in the suite config before the run; {n_seeds} seed(s))",
+                "columns": ["id", "criterion", "paired difference [95% CI]", "verdict", "why"], "rows": rows}
+
+    def _paired_table(self, paired: dict[str, Any], ci: str) -> dict[str, Any]:
+        rows = []
+        for task, metrics in paired.items():
+            for metric, arms in metrics.items():
+                for arm, d in arms.items():
+                    rows.append([task, metric.upper(), arm, _ci(d), d["verdict"]])
+        return {"title": f"paired differences arm - {self.cfg.baseline} ({ci})",
+                "columns": ["task", "metric", "arm", "difference [95% CI]", "verdict"], "rows": rows}
+
+    def _arms_table(self, summary: dict[str, Any], ci: str) -> dict[str, Any]:
+        arms = [a.name for a in self.cfg.arms]
         rows = []
         for task, metrics in summary.items():
-            for metric, models in metrics.items():
-                better = "lower" if metric == "fvd" else "higher"
-                v, f = models.get("vanilla"), models.get("fvdm")
-                delta = f"{f['mean'] - v['mean']:+.4g}" if v and f else "-"
-                rows.append([task, f"{metric.upper()} ({better} is better)", cell(v), cell(f), delta])
-        spread = f"mean ± sample std over {n_seeds} seeds" if n_seeds > 1 else "one seed"
-        return {"title": f"zero-shot tasks on moving digits ({spread})",
-                "columns": ["task", "metric", "vanilla (synchronized + replacement)", "FVDM (ptss, native)",
-                            "FVDM - vanilla"],
-                "rows": rows}
+            for metric, per_arm in metrics.items():
+                rows.append([task, metric.upper(), *[_ci(per_arm.get(a), signed=False) for a in arms]])
+        return {"title": f"every arm (mean [{ci}])", "columns": ["task", "metric", *arms], "rows": rows}
 
     @staticmethod
-    def _plots(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    def _baselines_table(baselines: dict[str, Any]) -> dict[str, Any]:
+        rows = [[task, name, *[f"{k.upper()} {v:.4g}" for k, v in vals.items()]]
+                for task, per in baselines.items() for name, vals in per.items()]
+        width = max((len(r) for r in rows), default=3)
+        return {"title": "trivial baselines (no learning; generated frames replaced, given frames kept)",
+                "columns": ["task", "baseline", *[f"metric {i + 1}" for i in range(width - 2)]],
+                "rows": [r + [""] * (width - len(r)) for r in rows]}
+
+    def _plots(self, paired: dict[str, Any]) -> list[dict[str, Any]]:
         plots = []
-        for metric in ("fvd", "psnr", "ssim"):
-            tasks = [t for t in summary if metric in summary[t]]
+        arms = [a.name for a in self.cfg.arms if a.name != self.cfg.baseline]
+        for metric in [m["name"] for m in self.cfg.metrics]:
+            tasks = [t for t in paired if metric in paired[t]]
             if not tasks:
                 continue
-            plots.append({"name": f"digits_{metric}", "kind": "bar", "x": tasks,
-                          "title": f"moving digits: {metric.upper()} per task", "ylabel": metric.upper(),
-                          "series": {m: [summary[t][metric].get(m, {}).get("mean", float("nan")) for t in tasks]
-                                     for m in ("vanilla", "fvdm")},
-                          "errors": {m: [summary[t][metric].get(m, {}).get("std", 0.0) for t in tasks]
-                                     for m in ("vanilla", "fvdm")}})
+
+            def half(d: dict[str, Any] | None) -> float:
+                return (d["ci_high"] - d["mean"]) if d and math.isfinite(d["ci_high"]) else 0.0
+            plots.append({"name": f"digits_paired_{metric}", "kind": "bar", "x": tasks, "hline": 0.0,
+                          "title": f"{metric.upper()}: arm - {self.cfg.baseline} (95% CI)",
+                          "ylabel": f"paired difference in {metric.upper()}",
+                          "series": {a: [paired[t][metric].get(a, {}).get("mean", float("nan")) for t in tasks]
+                                     for a in arms},
+                          "errors": {a: [half(paired[t][metric].get(a)) for t in tasks] for a in arms}})
         return plots
 
 
-def _child_job(cfg: dict[str, Any], real: dict[str, Any], model_name: str, seed: int, budget: dict[str, Any],
-               out: str, threads: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Worker process: fresh plugins (built-ins + entry points), one model trained and evaluated."""
+def _needs_trajectories(cls: Any) -> bool:
+    if getattr(cls, "needs_trajectories", False) or "trajectories" in tuple(getattr(cls, "needs", ()) or ()):
+        return True
+    fn = getattr(cls, "evaluate", None)
+    if fn is None:
+        return False
+    p = inspect.signature(fn).parameters.get("trajectories")
+    return p is not None and p.default is inspect.Parameter.empty
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+
+
+def _spec_str(spec: dict[str, Any]) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in sorted(spec.items()) if k != "name")
+    return f"{spec.get('name')}({params})" if params else str(spec.get("name"))
+
+
+def _slug(spec: dict[str, Any]) -> str:
+    """A run-directory name for a training spec: ptss_p0.2_x1.25."""
+    vtv = spec["vtv"]
+    parts = [str(vtv.get("name"))] + [f"{k}{v}" for k, v in sorted(vtv.items()) if k != "name"]
+    if spec["steps_multiplier"] != 1:
+        parts.append(f"x{spec['steps_multiplier']:g}")
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in "_".join(parts))
+
+
+def _digest(clip: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha1(clip.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _ci(d: dict[str, Any] | None, signed: bool = True) -> str:
+    """``mean [low, high]`` (a difference: signed) or ``mean (n=1)`` without an interval."""
+    if d is None:
+        return "-"
+    f = "+.4g" if signed else ".4g"
+    if d["n"] < 2 or not math.isfinite(d["ci_low"]):
+        return f"{d['mean']:{f}} (n={d['n']})"
+    return f"{d['mean']:{f}} [{d['ci_low']:.4g}, {d['ci_high']:.4g}]"
+
+
+def _child_job(cfg: dict[str, Any], real: dict[str, Any], key: str, seed: int, budget: dict[str, Any],
+               out: str, threads: int, metric_info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Worker process: fresh plugins (built-ins + entry points), one model trained and its arms evaluated."""
     from fvdm.core.plugins import load_plugins
 
     torch.set_num_threads(threads)
     plugins = load_plugins()
     suite = DigitsZeroShotSuite(DigitsZeroShotSuite.Config.model_validate(cfg))
-    metric = suite._fvd_metric(plugins, plugins["feature_extractors"].build(suite.cfg.extractor))
-    return suite.model_job(plugins, metric, real, model_name, seed, Budget.model_validate(budget), Path(out))
+    fvd = suite._fvd_metric(plugins, plugins["feature_extractors"].build(suite.cfg.extractor))
+    return suite.model_job(plugins, fvd, real, key, seed, Budget.model_validate(budget), Path(out), metric_info)
+
+
+__all__ = ["DigitsZeroShotSuite", "Arm", "Budget", "Criterion", "mean_ci", "verdict", "t_quantile"]

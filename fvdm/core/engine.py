@@ -6,10 +6,13 @@
          -> logs (progress, TensorBoard, metrics.jsonl) -> atomic checkpoints
 
 Determinism: the data order is a seeded stream of permutations indexed by a global
-sample position, and t / noise come from one ``torch.Generator`` that every rank
-advances identically (each rank draws the whole global batch and keeps its rows).
-So 2 ranks x b reproduce 1 rank x 2b, and a resumed run (position + every RNG state
-restored) continues bit-identically on CPU.
+sample position; t (the VTV strategy's draws), noise and label dropout each come
+from their own ``torch.Generator`` (``rng_streams``) that every rank advances
+identically (each rank draws the whole global batch and keeps its rows). So 2 ranks
+x b reproduce 1 rank x 2b, a resumed run (position + every RNG state restored)
+continues bit-identically on CPU, and two runs with the same seed but different VTV
+strategies (which draw different amounts of t) still see the same data order and
+the same noise tensors: paired seeds for comparing strategies.
 """
 
 from __future__ import annotations
@@ -152,6 +155,28 @@ def set_attention(model: torch.nn.Module, cfg: ExperimentConfig, plugins: Any, d
     fn = select_attention_kernel(plugins, cfg.attention, device=device, dtype=dtype)
     model.set_attention_kernel(fn)
     return str(getattr(fn, "name", None) or getattr(fn, "__name__", fn))
+
+
+# ==================================================================================================
+# RNG streams: one generator per kind of training randomness (paired seeds across strategies)
+# ==================================================================================================
+
+#: The engine's data-independent random streams, in checkpoint order. Separate generators, so a
+#: VTV strategy that draws more (e.g. ptss: coins + shared + per-frame) does not shift the noise.
+RNG_STREAMS = ("t", "noise", "label")
+
+
+def stream_seed(seed: int, name: str) -> int:
+    """A 63-bit seed for stream ``name`` of run seed ``seed``: stable across runs, processes and machines."""
+    import hashlib
+
+    digest = hashlib.sha256(f"fvdm/{int(seed)}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def rng_streams(seed: int, device: str | torch.device = "cpu") -> dict[str, torch.Generator]:
+    """{"t", "noise", "label"} -> a generator on ``device`` seeded from (seed, name); same on every rank."""
+    return {name: torch.Generator(device=device).manual_seed(stream_seed(seed, name)) for name in RNG_STREAMS}
 
 
 # ==================================================================================================
@@ -393,13 +418,21 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     n_params = sum(p.numel() for p in raw.parameters())
 
     step, position, history = 0, 0, []
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # t and noise: same stream on every rank
+    gens = rng_streams(cfg.seed, device)  # t, noise, label dropout: same streams on every rank
     if ckpt is not None:
         _load_full_state(raw, opt, ckpt["model"], ckpt.get("optimizer"), fsdp, "model", ckpt_path)
         _load_full_state(ema, None, ckpt["ema"], None, fsdp, "EMA", ckpt_path)
         step, position = int(ckpt["step"]), int(ckpt["data_position"])
         history = [float(v) for v in ckpt["losses"].tolist()]
-        gen.set_state(ckpt["rng"]["generator"].to("cpu"))
+        saved = ckpt["rng"]["generator"]
+        if isinstance(saved, dict) and set(saved) == set(RNG_STREAMS):
+            for name, g in gens.items():
+                g.set_state(saved[name].to("cpu"))
+        else:  # a checkpoint from before the separate streams: one shared generator state
+            _warn_once("rng_streams", "checkpoint predates the separate t/noise/label generators: they are "
+                                      "reseeded from (seed, step), so the run is not bit-identical to an "
+                                      "uninterrupted one")
+            gens = rng_streams(cfg.seed * 1_000_003 + step, device)
         per_rank = ckpt["rng"]["ranks"]
         if len(per_rank) == world:
             restore_rng(per_rank[rank])
@@ -471,7 +504,7 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
             save_checkpoint({
                 "format": FORMAT, "version": VERSION, "step": step, "data_position": position,
                 "model": model_sd, "ema": ema_sd, "optimizer": opt_sd,
-                "rng": {"generator": gen.get_state().cpu(), "ranks": ranks_rng},
+                "rng": {"generator": {name: g.get_state().cpu() for name, g in gens.items()}, "ranks": ranks_rng},
                 "config": json.dumps(canonical, sort_keys=True), "config_hash": chash,
                 "data_info": info, "model_info": spec, "world_size": world,
                 "losses": torch.tensor(history, dtype=torch.float64),
@@ -494,9 +527,10 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
             with torch.no_grad():
                 x0 = autoencoder.encode(x)  # (B, F, C, H, W) latent
             # Draw t and noise for the whole global micro-batch, keep this rank's rows.
-            u = vtv(global_micro, info["num_frames"], generator=gen, device=device)
+            u = vtv(global_micro, info["num_frames"], generator=gens["t"], device=device)
             t_all = schedule.snap(u)  # (B_global, F)
-            noise_all = torch.randn((global_micro, *x0.shape[1:]), generator=gen, device=device, dtype=x0.dtype)
+            noise_all = torch.randn((global_micro, *x0.shape[1:]), generator=gens["noise"], device=device,
+                                    dtype=x0.dtype)  # (B_global, F, C, H, W): own stream, whatever vtv drew
             if first:
                 check_timesteps(t_all, name=f"t from vtv {cfg.vtv.name!r} + {cfg.noise_schedule.name!r}.snap")
                 first = False
@@ -507,8 +541,8 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
                 if "label" not in batch:
                     raise ValueError(f"the backbone is class-conditional but dataset {data_name!r} yields no 'label'")
                 y = batch["label"].to(device)
-                if label_dropout > 0:  # drawn from the shared generator, like t: rank-count invariant
-                    drop = torch.rand(global_micro, generator=gen, device=device) < label_dropout
+                if label_dropout > 0:  # own shared-by-all-ranks stream, like t: rank-count invariant
+                    drop = torch.rand(global_micro, generator=gens["label"], device=device) < label_dropout
                     kwargs["force_drop"] = drop[rows]
             xt = schedule.add_noise(x0, noise, t)
             last_micro = micro_step == tc.grad_accum - 1  # reduce gradients over ranks only once per step

@@ -141,7 +141,9 @@ def sample_window(
     ctx_mask = None if ctx is None else torch.as_tensor(ctx, dtype=torch.bool)
     S = builder(sampling.steps, num_frames, context=ctx_mask,
                 num_timesteps=getattr(sampling.schedule, "num_timesteps", None))
-    noise = torch.randn((batch, num_frames, C, H, W), generator=sampling.generator).to(sampling.device)
+    g = sampling.generator  # drawn on the generator's own device (a CUDA generator cannot fill a CPU tensor)
+    noise = torch.randn((batch, num_frames, C, H, W), generator=g, device=g.device if g is not None else "cpu")
+    noise = noise.to(sampling.device)  # (B, F, C, H, W)
     if multipliers is None and ctx_mask is not None and task.cfg.multiplier > 0:
         multipliers = task.cfg.multiplier
     model_fn = make_model_fn(sampling.model, sampling.schedule, y=y, cfg_scale=sampling.cfg_scale,
