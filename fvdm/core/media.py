@@ -24,11 +24,25 @@ def to_uint8(video: torch.Tensor) -> torch.Tensor:
     return ((video.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def _frames_hwc(video: torch.Tensor, pad: int = 1) -> list[Any]:
-    """(B, F, C, H, W) -> list of F uint8 numpy frames (H, B*W (+pad), 3 or 1): clips side by side."""
+def upscale_nearest(v: torch.Tensor, scale: int) -> torch.Tensor:
+    """(B, F, C, H, W) -> (B, F, C, H*scale, W*scale) by pixel repetition: small frames stay crisp to look at."""
+    if scale < 1:
+        raise ValueError(f"upscale factor must be >= 1, got {scale}")
+    if scale == 1:
+        return v
+    return v.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+
+
+def auto_scale(height: int, min_px: int = 96) -> int:
+    """Smallest integer factor that shows a frame of ``height`` pixels at >= ``min_px`` pixels."""
+    return max(1, -(-min_px // max(int(height), 1)))
+
+
+def _frames_hwc(video: torch.Tensor, pad: int = 1, scale: int = 1) -> list[Any]:
+    """(B, F, C, H, W) -> list of F uint8 numpy frames (H*s, B*W*s (+pad), 3 or 1): clips side by side."""
     from einops import rearrange
 
-    v = to_uint8(video)
+    v = upscale_nearest(to_uint8(video), scale)
     if pad and v.shape[0] > 1:  # a white column between clips
         v = torch.nn.functional.pad(v, (0, pad), value=255)
     return list(rearrange(v, "b f c h w -> f h (b w) c").numpy())
@@ -54,9 +68,12 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_gif(video: torch.Tensor, path: str | Path, fps: int = 8, pad: int = 1) -> Path:
-    """Animated GIF of a batch (clips side by side, ``pad`` white columns between), looping."""
-    frames = [_pil(f) for f in _frames_hwc(_as_batch(video), pad=pad)]
+def write_gif(video: torch.Tensor, path: str | Path, fps: int = 8, pad: int = 1, scale: int = 1) -> Path:
+    """Animated GIF of a batch (clips side by side, ``pad`` white columns between), looping.
+
+    ``scale`` repeats every pixel (nearest neighbour); ``auto_scale(H)`` gives >= 96 px frames.
+    """
+    frames = [_pil(f) for f in _frames_hwc(_as_batch(video), pad=pad, scale=scale)]
 
     def write(tmp: Path) -> None:
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
@@ -64,11 +81,11 @@ def write_gif(video: torch.Tensor, path: str | Path, fps: int = 8, pad: int = 1)
     return _atomic_write(Path(path), write)
 
 
-def write_png_grid(video: torch.Tensor, path: str | Path, pad: int = 1) -> Path:
-    """PNG grid: one row per sample, one column per frame."""
+def write_png_grid(video: torch.Tensor, path: str | Path, pad: int = 1, scale: int = 1) -> Path:
+    """PNG grid: one row per sample, one column per frame; ``scale`` as in ``write_gif``."""
     from einops import rearrange
 
-    v = to_uint8(_as_batch(video))
+    v = upscale_nearest(to_uint8(_as_batch(video)), scale)
     v = torch.nn.functional.pad(v, (0, pad, 0, pad), value=255) if pad else v
     grid = rearrange(v, "b f c h w -> (b h) (f w) c").numpy()
     img = _pil(grid)

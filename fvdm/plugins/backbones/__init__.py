@@ -1,4 +1,4 @@
-"""Built-in backbones: Latte-style spatial/temporal transformers with per-frame timesteps (FVDM)."""
+"""Built-in backbones with per-frame timesteps (FVDM): Latte spatial/temporal transformers and a small video U-Net."""
 
 from fvdm.core.hookspecs import hookimpl
 
@@ -16,3 +16,8 @@ def fvdm_register_backbones(registry):
     }
     for name, config in CONFIGS.items():
         registry.add(name, Latte, config=config, description=descriptions[name])
+
+    from fvdm.plugins.backbones.unet import UNetVideo
+
+    registry.add("unet_video", UNetVideo, config=UNetVideo.Config,
+                 description="pseudo-3D U-Net with per-frame timesteps (2-D res blocks, temporal attention): CPU digits")

@@ -1,0 +1,108 @@
+"""Measure how fast a digits recipe learns on CPU: train N steps, sample, score, save a grid.
+
+One run = one (backbone, prediction, lr, batch, ...) recipe trained with the engine on
+``moving_digits`` for ``--steps`` steps, checkpoints at every doubling of the step count
+(the learning curve), each scored on ``--samples`` unconditional EMA samples (DDIM) with the
+``digits`` FVD extractor against the test split and, when registered, the per-frame
+``digit_recognisability`` evaluator. Writes OUT/curve.json and OUT/grid_<step>.png.
+
+    python benchmarks/digits_recipe.py --out /tmp/r_unet -o backbone.name=unet_video --steps 1600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+BASE = {
+    "name": "digits_recipe",
+    "seed": 0,
+    "data": {"name": "moving_digits", "num_frames": 8, "resolution": 32, "num_clips": 10000},
+    "backbone": {"name": "unet_video"},
+    "noise_schedule": {"name": "ddpm", "prediction": "v", "learn_sigma": False},
+    "vtv": {"name": "ptss", "p": 0.2},
+    "autoencoder": "identity",
+    "train": {"steps": 100000, "batch_size": 8, "lr": 1e-3, "warmup_steps": 50, "grad_clip": 1.0,
+              "ema_decay": 0.995, "log_every": 50, "ckpt_every": 100000, "sample_every": 0, "tensorboard": False},
+    "sample": {"sampler": {"name": "ddim", "clip_x0": 1.0}, "schedule": "standard", "steps": 20},
+}
+
+
+def score(ckpt: Path, plugins, n: int, steps: int, seed: int, out_png: Path) -> dict:
+    from fvdm.commands.sample import make_context
+    from fvdm.core.checkpoint import load_for_sampling
+    from fvdm.core.media import write_png_grid
+
+    loaded = load_for_sampling(ckpt, plugins)
+    task = plugins["tasks"].build({"name": "unconditional"})
+    vids = []
+    t0 = time.perf_counter()
+    for b in range(0, n, 32):
+        ctx = make_context(loaded, plugins, steps=steps, batch_size=min(32, n - b), seed=seed + b)
+        with torch.no_grad():
+            vids.append(loaded.autoencoder.decode(task.run(ctx, {})))
+    fake = torch.cat(vids)  # (n, F, C, H, W) in [-1, 1]
+    sec = time.perf_counter() - t0
+    write_png_grid(fake[:8], out_png)
+    res = {"sample_seconds": round(sec, 1)}
+    ext = plugins["feature_extractors"].build({"name": "digits"})
+    real_ds = plugins["datasets"].build({"name": "moving_digits", "split": "test", "num_frames": fake.shape[1],
+                                         "resolution": fake.shape[-1], "num_clips": 512})
+    real = torch.stack([real_ds[i]["video"] for i in range(512)])
+    from fvdm.plugins.evaluators.frechet import frechet_distance
+
+    def stats(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            f = ext(((v.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)).double()  # (N, D)
+        mu = f.mean(0)
+        return mu, (f - mu).T @ (f - mu) / len(f)  # biased covariance (StyleGAN-V)
+
+    res["fvd_digits"] = round(float(frechet_distance(*stats(real), *stats(fake))), 2)
+    if "digit_recognisability" in plugins["evaluators"]:
+        ev = plugins["evaluators"].build({"name": "digit_recognisability"})
+        res["recognisability"] = ev(fake)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=1600)
+    ap.add_argument("--first", type=int, default=200, help="first scored step (then doubling)")
+    ap.add_argument("--samples", type=int, default=128)
+    ap.add_argument("--sample-steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("-o", "--override", action="append", default=[])
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from fvdm.core.config import apply_overrides, parse_config
+    from fvdm.core.engine import train
+    from fvdm.core.plugins import load_plugins
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = parse_config(apply_overrides(json.loads(json.dumps(BASE)), args.override), "digits_recipe")
+    plugins = load_plugins()
+    curve, done, s, t_train = [], 0, args.first, 0.0
+    while done < args.steps:
+        s = min(s, args.steps)
+        t0 = time.perf_counter()
+        res = train(cfg, plugins, run_dir=out / "run", max_steps=s - done, overwrite=(done == 0), resume=(done > 0),
+                    progress=False)
+        t_train += time.perf_counter() - t0
+        done = int(res["step"])
+        row = {"step": done, "train_seconds": round(t_train, 1), "loss": res.get("final_loss"),
+               **score(Path(res["checkpoint"]), plugins, args.samples, args.sample_steps, 1234, out / f"grid_{done}.png")}
+        curve.append(row)
+        print(json.dumps(row), flush=True)
+        s *= 2
+    (out / "curve.json").write_text(json.dumps({"config": json.loads(cfg.model_dump_json()),
+                                                "threads": args.threads, "curve": curve}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""A small pseudo-3D U-Net with a per-frame timestep: the CPU backbone for the digits demo and benchmark.
+
+The method only asks of a backbone that every frame is conditioned on its own noise level.
+Here each frame runs through 2-D residual blocks (frames folded into the batch), and each
+block is modulated by that frame's own timestep (+ class) embedding (FiLM: scale and shift
+per channel). Frames exchange information only through temporal attention (one token per
+frame at every pixel position of a level, optionally causal), placed after the residual
+blocks of the lower-resolution levels, as video U-Nets (VDM, Make-A-Video) do.
+
+Why a U-Net next to Latte: on a 2-core CPU, a transformer over 4x4 patches of 32x32 frames
+had not learned to draw digits after the demo's budget; convolutions carry the locality
+prior that lets a model of this size learn sharp strokes in a few thousand steps (measured
+in the README's digits table). Latte stays the paper's backbone.
+
+Shapes: x (B, F, C, H, W), t_in (B, F) (or (B,) for one level per clip), y (B,) -> (B, F, C_out, H, W).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as Fn
+from einops import rearrange
+from pydantic import Field, model_validator
+from torch import nn
+
+from fvdm.core.interfaces import PluginConfig
+from fvdm.core.tensor import check_video
+from fvdm.plugins.backbones.embeddings import LabelEmbedder, TimestepEmbedder
+
+
+class UNetVideoConfig(PluginConfig):
+    """Pseudo-3D U-Net. ``channel_mult[i]`` scales ``base_channels`` at level i (resolution / 2^i)."""
+
+    in_channels: int = Field(1, ge=1, description="channels per frame (filled by the engine)")
+    input_size: int = Field(32, ge=4, description="frame height = width (filled by the engine)")
+    num_frames: int = Field(16, ge=1, description="frame capacity (the longest clip a forward accepts)")
+    num_classes: int = Field(0, ge=0, description="0 = unconditional")
+    learn_sigma: bool = Field(False, description="output 2C channels (DDPM hybrid loss)")
+    class_dropout: float = Field(0.1, ge=0, lt=1, description="label dropout for CFG (adds a null class)")
+    base_channels: int = Field(32, ge=8)
+    channel_mult: list[int] = Field(default_factory=lambda: [1, 2, 2], min_length=1)
+    num_res_blocks: int = Field(1, ge=1, description="residual blocks per level on the way down (+1 up)")
+    temporal_levels: list[int] = Field(
+        default_factory=lambda: [1, 2], description="levels with temporal attention after each residual block")
+    spatial_attention_mid: bool = Field(True, description="spatial self-attention at the lowest resolution")
+    num_heads: int = Field(4, ge=1)
+    temporal_attention: Literal["full", "causal"] = "full"
+    groups: int = Field(8, ge=1, description="GroupNorm groups")
+    patch_size: int = Field(2, ge=1, description="space-to-depth factor before the first level: p x p pixels "
+                                                 "become p*p channels (4x less work per level at p=2)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "UNetVideoConfig":
+        down = self.patch_size * 2 ** (len(self.channel_mult) - 1)
+        if self.input_size % down:
+            raise ValueError(f"input_size={self.input_size} must be divisible by {down} "
+                             f"(patch_size * 2^(len(channel_mult)-1)); use fewer levels, another patch_size "
+                             f"or another resolution")
+        bad = [lv for lv in self.temporal_levels if not 0 <= lv < len(self.channel_mult)]
+        if bad:
+            raise ValueError(f"temporal_levels {bad} out of range for {len(self.channel_mult)} levels "
+                             f"(0..{len(self.channel_mult) - 1})")
+        for m in self.channel_mult:
+            ch = self.base_channels * m
+            if ch % self.groups or ch % self.num_heads:
+                raise ValueError(f"channels {ch} must be divisible by groups={self.groups} and "
+                                 f"num_heads={self.num_heads}; change base_channels or channel_mult")
+        return self
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    """Zero-initialise the last layer of a residual branch: every block starts as the identity."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def frame_positions(num_frames: int, dim: int, device: torch.device) -> torch.Tensor:
+    """Fixed sin-cos embedding of frame indices 0..F-1: (F, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=device, dtype=torch.float32) / half)
+    args = torch.arange(num_frames, device=device, dtype=torch.float32)[:, None] * freqs  # (F, half)
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)  # (F, dim)
+
+
+class ResBlock(nn.Module):
+    """2-D residual block on (B*F, C, H, W), FiLM-modulated by each frame's embedding (B*F, E)."""
+
+    def __init__(self, cin: int, cout: int, emb: int, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.film = nn.Linear(emb, 2 * cout)
+        self.norm2 = nn.GroupNorm(groups, cout)
+        self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(Fn.silu(self.norm1(x)))  # (BF, Co, H, W)
+        scale, shift = rearrange(self.film(Fn.silu(emb)), "m (two c) -> two m c 1 1", two=2)
+        h = self.norm2(h) * (1 + scale) + shift  # the frame's own noise level sets the scale of its features
+        return self.skip(x) + self.conv2(Fn.silu(h))
+
+
+class Attention(nn.Module):
+    """Pre-norm multi-head self-attention over the middle axis of (M, L, C) tokens, zero-init output."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = _zero(nn.Linear(dim, dim))
+
+    def forward(self, x: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(self.norm(x)), "m l (three h d) -> three m h l d", three=3, h=self.num_heads)
+        out = Fn.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (M, heads, L, d)
+        return x + self.proj(rearrange(out, "m h l d -> m l (h d)"))
+
+
+class TemporalAttention(nn.Module):
+    """Attention across frames at each pixel: (B*F, C, H, W) -> same; the only place frames meet."""
+
+    def __init__(self, dim: int, num_heads: int, causal: bool):
+        super().__init__()
+        self.attn = Attention(dim, num_heads)
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        tokens = rearrange(x, "(b f) c h w -> (b h w) f c", b=batch)  # (B*H*W, F, C)
+        pos = frame_positions(tokens.shape[1], tokens.shape[2], x.device).to(tokens.dtype)  # (F, C)
+        tokens = self.attn(tokens + pos, causal=self.causal) - pos  # positions guide attention, not the stream
+        return rearrange(tokens, "(b h w) f c -> (b f) c h w", b=batch, h=h, w=w)
+
+
+class SpatialAttention(nn.Module):
+    """Attention across the pixels of one frame: (B*F, C, H, W) -> same."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.attn = Attention(dim, num_heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        out = self.attn(rearrange(x, "m c h w -> m (h w) c"))  # (BF, H*W, C)
+        return rearrange(out, "m (h w) c -> m c h w", h=h, w=w)
+
+
+class UNetVideo(nn.Module):
+    """Pseudo-3D U-Net with per-frame timestep (and class) conditioning; see the module docstring."""
+
+    Config = UNetVideoConfig
+
+    def __init__(self, cfg: UNetVideoConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.in_channels = cfg.in_channels
+        self.out_channels = 2 * cfg.in_channels if cfg.learn_sigma else cfg.in_channels
+        self.num_frames = cfg.num_frames
+        self.input_size = cfg.input_size
+        self.num_classes = cfg.num_classes
+        causal = cfg.temporal_attention == "causal"
+        self.causal_time = causal
+        chans = [cfg.base_channels * m for m in cfg.channel_mult]
+        emb = 4 * cfg.base_channels
+        self.t_embedder = TimestepEmbedder(emb)
+        self.y_embedder = LabelEmbedder(cfg.num_classes, emb, cfg.class_dropout) if cfg.num_classes > 0 else None
+        p = cfg.patch_size
+        self.conv_in = nn.Conv2d(cfg.in_channels * p * p, chans[0], 3, padding=1)
+
+        def temporal(level: int, ch: int) -> nn.Module:
+            return TemporalAttention(ch, cfg.num_heads, causal) if level in cfg.temporal_levels else nn.Identity()
+
+        # Encoder: per level num_res_blocks (ResBlock, temporal) pairs, then a strided conv down.
+        self.down = nn.ModuleList()
+        skips = [chans[0]]
+        cur = chans[0]
+        for lv, ch in enumerate(chans):
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(nn.ModuleList([ResBlock(cur, ch, emb, cfg.groups), temporal(lv, ch)]))
+                cur = ch
+                skips.append(cur)
+            if lv < len(chans) - 1:
+                self.down.append(nn.Conv2d(cur, cur, 3, stride=2, padding=1))
+                skips.append(cur)
+        self.mid1 = ResBlock(cur, cur, emb, cfg.groups)
+        self.mid_spatial = SpatialAttention(cur, cfg.num_heads) if cfg.spatial_attention_mid else nn.Identity()
+        self.mid_temporal = TemporalAttention(cur, cfg.num_heads, causal)
+        self.mid2 = ResBlock(cur, cur, emb, cfg.groups)
+        # Decoder: per level num_res_blocks + 1 blocks, each eating one skip; nearest upsample + conv up.
+        self.up = nn.ModuleList()
+        for lv in reversed(range(len(chans))):
+            ch = chans[lv]
+            for _ in range(cfg.num_res_blocks + 1):
+                self.up.append(nn.ModuleList([ResBlock(cur + skips.pop(), ch, emb, cfg.groups), temporal(lv, ch)]))
+                cur = ch
+            if lv > 0:
+                self.up.append(nn.Conv2d(cur, cur, 3, padding=1))
+        self.norm_out = nn.GroupNorm(cfg.groups, cur)
+        self.conv_out = _zero(nn.Conv2d(cur, self.out_channels * p * p, 3, padding=1))  # output exactly 0 at init
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def _check_inputs(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None) -> None:
+        check_video(x, "x", channels=self.in_channels)
+        B, F, _, H, W = x.shape
+        if F > self.num_frames:
+            raise ValueError(f"x has {F} frames but this backbone holds at most num_frames={self.num_frames}; "
+                             "sample longer videos in windows or build with a larger num_frames")
+        if H != self.input_size or W != self.input_size:
+            raise ValueError(f"x has spatial size {H}x{W} but the backbone was built for input_size="
+                             f"{self.input_size}; set backbone input_size to the data's (latent) resolution")
+        if not isinstance(t_in, torch.Tensor) or tuple(t_in.shape) not in ((B, F), (B,)):
+            shape = tuple(t_in.shape) if isinstance(t_in, torch.Tensor) else type(t_in).__name__
+            raise ValueError(f"t_in must be per-frame (B, F) = {(B, F)} (or (B,) for one level per clip), got {shape}")
+        if self.y_embedder is None and y is not None:
+            raise ValueError("y was given but the backbone is unconditional (num_classes=0); pass y=None")
+        if self.y_embedder is not None and (y is None or tuple(y.shape) != (B,)):
+            raise ValueError(f"the backbone is class-conditional (num_classes={self.num_classes}); pass y of shape "
+                             f"({B},)")
+
+    def conditioning(self, t_in: torch.Tensor, y: torch.Tensor | None, frames: int,
+                     force_drop: torch.Tensor | None = None) -> torch.Tensor:
+        """One embedding per frame: (B*F, E)."""
+        t_in = t_in if t_in.ndim == 2 else t_in[:, None].expand(-1, frames)  # (B, F)
+        c = self.t_embedder(t_in)  # (B, F, E)
+        if self.y_embedder is not None:
+            c = c + self.y_embedder(y, train=self.training, force_drop=force_drop)[:, None]
+        return rearrange(c, "b f e -> (b f) e")
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None = None, *,
+                force_drop: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, F, C, H, W), t_in (B, F) or (B,), y (B,) or None -> (B, F, C_out, H, W)."""
+        self._check_inputs(x, t_in, y)
+        B, F = x.shape[:2]
+        emb = self.conditioning(t_in, y, F, force_drop)  # (B*F, E)
+        p = self.cfg.patch_size
+        h = self.conv_in(rearrange(x, "b f c (h p) (w q) -> (b f) (c p q) h w", p=p, q=p))  # (B*F, C0, H/p, W/p)
+        skips = [h]
+        for layer in self.down:
+            if isinstance(layer, nn.ModuleList):
+                res, tmp = layer
+                h = res(h, emb)
+                h = tmp(h, B) if isinstance(tmp, TemporalAttention) else h
+            else:
+                h = layer(h)  # stride-2 conv: (B*F, C, H/2, W/2)
+            skips.append(h)
+        h = self.mid1(h, emb)
+        h = self.mid_spatial(h)
+        h = self.mid_temporal(h, B)
+        h = self.mid2(h, emb)
+        for layer in self.up:
+            if isinstance(layer, nn.ModuleList):
+                res, tmp = layer
+                h = res(torch.cat([h, skips.pop()], dim=1), emb)
+                h = tmp(h, B) if isinstance(tmp, TemporalAttention) else h
+            else:
+                h = layer(Fn.interpolate(h, scale_factor=2.0, mode="nearest"))  # (B*F, C, 2H, 2W)
+        out = self.conv_out(Fn.silu(self.norm_out(h)))  # (B*F, C_out*p*p, H/p, W/p)
+        return rearrange(out, "(b f) (c p q) h w -> b f c (h p) (w q)", b=B, p=p, q=p)
+
+    def forward_with_cfg(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor, cfg_scale: float,
+                         guided_channels: int | None = None) -> torch.Tensor:
+        """Classifier-free guidance in one batched pass, on the first ``guided_channels`` outputs."""
+        if self.y_embedder is None or self.y_embedder.dropout_prob <= 0:
+            raise ValueError("forward_with_cfg needs a class-conditional model trained with class_dropout > 0")
+        B = x.shape[0]
+        drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(x.device)
+        out = self.forward(torch.cat([x, x]), torch.cat([t_in, t_in]), torch.cat([y, y]), force_drop=drop)
+        cond, uncond = out[:B], out[B:]
+        k = self.in_channels if guided_channels is None else guided_channels
+        return torch.cat([uncond[:, :, :k] + cfg_scale * (cond[:, :, :k] - uncond[:, :, :k]), cond[:, :, k:]], dim=2)
+
+    def num_params(self, trainable_only: bool = True) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
