@@ -45,5 +45,11 @@ bench: install
 bench-digits: install
 	$(BIN)/fvdm bench run digits_zero_shot --threads 2 --out bench_out/digits
 
+## GPU check (<= 8 min on one H200): attention kernel parity (fp16/bf16, fwd+bwd), bf16 train-step
+## steps/s and MFU (vs 989 TFLOP/s dense bf16), the quick digits suite on CUDA. Writes bench_out/gpu_check.
+.PHONY: gpu-check
+gpu-check: install
+	$(BIN)/python -m benchmarks.gpu_check --device cuda --out bench_out/gpu_check
+
 clean:
 	rm -rf $(VENV) $(ORACLE_VENV) demo_out bench_out runs .pytest_cache

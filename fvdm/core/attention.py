@@ -36,6 +36,13 @@ KernelFn = Callable[..., torch.Tensor]
 DEFAULT_FALLBACK = "sdpa"
 REFERENCE = "math"
 
+#: ``attention: auto`` on CPU with bf16/fp16 tensors (``train.bf16`` autocast). torch 2.13's CPU
+#: SDPA is slower in bf16 than in fp32 (fwd+bwd, latte_s_2 heads, 1 thread, AVX-512 with
+#: avx512_bf16: L=256 0.32 vs 0.19 s, L=16 0.25 vs 0.07 s), while bf16 matmuls on a small score
+#: matrix are fast (math kernel, L=16: 0.06 s). So auto runs sequences up to this many keys
+#: through ``math`` in half precision (softmax in fp32) and longer ones through ``sdpa`` in fp32.
+CPU_HALF_MATH_MAX_KEYS = 64
+
 
 # -- masks ----------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -215,8 +222,24 @@ class SelectedAttentionKernel:
                  causal: bool = False, scale: float | None = None) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
         name, fn = self.resolve(q.device, q.dtype, needs_grad)
+        if (self.requested == "auto" and name == DEFAULT_FALLBACK and q.device.type == "cpu"
+                and q.dtype in (torch.bfloat16, torch.float16)):
+            name, fn = self._cpu_half(fn, k.shape[1])
         self.last_used = name
         return fn(q, k, v, mask=mask, causal=causal, scale=scale)
+
+    def _cpu_half(self, sdpa: KernelFn, nk: int) -> tuple[str, KernelFn]:
+        """``auto``'s fastest CPU route for half-precision q/k/v (see CPU_HALF_MATH_MAX_KEYS)."""
+        if nk <= CPU_HALF_MATH_MAX_KEYS and REFERENCE in self.registry:
+            return REFERENCE, self.registry.get(REFERENCE).obj
+
+        def sdpa_fp32(q, k, v, *, mask=None, causal=False, scale=None):
+            # autocast off: CPU autocast would send SDPA straight back to bf16
+            with torch.autocast("cpu", enabled=False):
+                out = sdpa(q.float(), k.float(), v.float(), mask=mask, causal=causal, scale=scale)
+            return out.to(q.dtype)
+
+        return f"{DEFAULT_FALLBACK}(fp32)", sdpa_fp32
 
 
 def select_attention_kernel(
@@ -242,6 +265,6 @@ def select_attention_kernel(
 
 
 __all__ = [
-    "SelectedAttentionKernel", "BlockCausalMask", "DEFAULT_FALLBACK", "KernelFn", "REFERENCE", "block_causal_mask",
-    "causal_mask", "check_qkv", "merge_mask", "select_attention_kernel",
+    "SelectedAttentionKernel", "BlockCausalMask", "CPU_HALF_MATH_MAX_KEYS", "DEFAULT_FALLBACK", "KernelFn", "REFERENCE",
+    "block_causal_mask", "causal_mask", "check_qkv", "merge_mask", "select_attention_kernel",
 ]
