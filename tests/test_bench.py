@@ -437,7 +437,7 @@ def test_digits_zero_shot_accepts_third_party_strategy_and_time_aware_metric():
         "arms": [*MICRO_ARMS, {"name": "theirs", "vtv": {"name": "third_party_vtv", "p": 0.3}, "steps_multiplier": 1.5}]})
     suite = DigitsZeroShotSuite(cfg)
     info = suite.validate(plugins, Budget(**MICRO), quick=True)
-    assert info["traj_test"] == {"higher_is_better": False, "needs_trajectories": True}
+    assert info["traj_test"] == {"higher_is_better": False, "needs_trajectories": True, "target": None}
     models = suite.models()
     assert models["third_party_vtv_p0.3_x1.5"]["arms"] == ["theirs"]
     assert models["synchronized"]["arms"] == ["vanilla", "vanilla_native"]

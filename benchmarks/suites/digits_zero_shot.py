@@ -43,16 +43,36 @@ Design (every part is a config field; the defaults below are the pre-registered 
   the [-1, 1] scale) and, for unconditional FVD, the real clips with and without noise.
 - **Metrics** (``metrics``): ``fvd`` (the ``extractor``; float64 statistics, biased
   covariance) and any registered evaluator by name, called as
-  ``evaluate(fake, real, mask=..., [trajectories=..., given=..., task=...])`` on
-  [0, 1] clips; an evaluator that needs ground-truth trajectories (class attribute
-  ``needs_trajectories = True``, ``"trajectories"`` in ``needs``, or a required
-  ``trajectories`` parameter) is refused on data without ``trajectories()``.
+  ``evaluate(fake, real, mask=..., [given=, context=, task=, trajectories=, truth=])``
+  on [0, 1] clips (an evaluator without ``**kwargs`` gets the keys it names;
+  ``truth`` is ``digits_truth(dataset, clips)`` when that module exists); one that
+  needs ground-truth trajectories (``needs_trajectories: true`` in its metrics entry
+  or as a class attribute, ``"trajectories"`` in ``needs``, a required
+  ``trajectories`` parameter, or a name in ``TRUTH_METRICS``) is refused on data
+  without ``trajectories()``.
 
-Budgets (``standard`` is the default, ``quick`` with --quick). What one budget costs
-is ``plan()``: trainings x steps, plus sampled clip-windows x sample steps. Measured on
-the 2-core machine (latte_tiny patch 4, batch 16, 1 thread per worker, 2 workers):
-see ``COST_NOTE``; re-measure when the backbone changes (``results.json`` records
-``plan`` and the seconds of every training and task).
+Budgets (``standard`` is the default, ``quick`` with --quick). ``plan()`` counts what a
+budget costs (training steps; sampled clip-windows, each ``sample_steps`` model calls)
+and estimates the time from ``UNIT_COSTS``, measured with latte_tiny (patch 4, 0.33M
+parameters), batch 16, 16x32x32 clips, one thread per worker on the 2-core machine
+while three other jobs shared its cores: 1.31 s per training step, 0.035 s per
+conditional clip-window per DDIM step (metrics included), 0.043 s per unconditional
+clip per step, 45 s of setup (reference statistics, baselines). The README's earlier
+uncontended run (2 models x 1500 steps in 17 min, 2 workers) implies about 0.6 s per
+step, i.e. ``UNIT_COSTS`` / 2.2 on an idle machine. With the 9 default arms (6
+trained models per seed):
+
+  standard  5 seeds x 300 steps (x1.25 for one model), 8 DDIM steps, 64 clips per
+            conditional task, 8 long videos, 256 unconditional clips: 9375 training
+            steps + 18,840 clip-windows -> ~70 min on an idle 2-core machine with
+            --threads 2 (2 workers), ~150 min on the shared one
+  quick     1 seed x 100 steps, 6 DDIM steps, 16 clips per task, 2 long videos:
+            ~6 min idle, ~12 min shared
+
+Re-measure when the backbone changes (``results.json`` records ``plan``, ``costs``
+(measured s per step and per clip) and the seconds of every training and task).
+``--set device=cuda`` runs models, data, and every generator on the GPU, so a lent GPU
+can run a larger budget (``--set standard.train_steps=...``).
 
 Bad input (unknown strategy or sampling mode, a budget below a refusal floor, a
 metric that needs trajectories on data without them, unknown arms in criteria) is
@@ -81,12 +101,16 @@ COND_TASKS = ("image_to_video", "interpolation", "extension")
 SAMPLING_MODES = {"native": ("fvdm", False), "replacement": ("vanilla_replacement", False),
                   "stabilized": ("fvdm", True)}
 #: metrics whose direction is known here; any other evaluator says so itself (higher_is_better) or in its entry
-DIRECTIONS = {"fvd": False, "psnr": True, "ssim": True}
+DIRECTIONS = {"fvd": False, "psnr": True, "ssim": True, "digit_recognisability": True, "digit_identity": True,
+              "trajectory_error": False, "boundary_jump": False}
+#: metrics with an ideal value (1.0 = as smooth as real video): differences compare |value - target|, lower better
+TARGETS = {"boundary_jump": 1.0}
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
          2.045, 2.042)  # two-sided 95% t quantiles, df = 1..30 (fallback without scipy)
-COST_NOTE = ("measured on the 2-core machine, latte_tiny (patch 4) at batch 16: see plan() and the "
-             "report in results.json (train seconds per step, task seconds per clip)")
+#: seconds per unit, one worker thread, latte_tiny batch 16, 2-core machine shared with 3 other jobs (see above)
+UNIT_COSTS = {"train_step": 1.31, "cond_window_step": 0.035, "uncond_clip_step": 0.043, "setup": 45.0}
+IDLE_SPEEDUP = 2.2  # the same machine without other jobs (README: 2 models x 1500 steps in 17 min)
 
 
 def _needs(what: str, fix: str) -> Exception:
@@ -197,10 +221,10 @@ class Budget(PluginConfig):
 
     seeds: int = Field(5, ge=1)
     train_steps: int = Field(300, ge=1, description="per model; an arm trains steps_multiplier x this")
-    sample_steps: int = Field(10, ge=1, description="DDIM steps per window")
-    num_uncond: int = Field(512, ge=2, description="unconditional clips for FVD (the protocol wants >= 512)")
-    num_task: int = Field(128, ge=2, description="test clips per conditional task (i2v, interpolation, extension)")
-    num_long: int = Field(16, ge=1, description="long videos")
+    sample_steps: int = Field(8, ge=1, description="DDIM steps per window")
+    num_uncond: int = Field(256, ge=2, description="unconditional clips per model for FVD")
+    num_task: int = Field(64, ge=2, description="test clips per conditional task (i2v, interpolation, extension)")
+    num_long: int = Field(8, ge=1, description="long videos")
     num_reference: int = Field(1024, ge=2, description="reference clips behind the FVD statistics (>= 1024)")
 
 
@@ -209,7 +233,7 @@ class DigitsZeroShotSuite:
 
     class Config(PluginConfig):
         standard: Budget = Budget()
-        quick: Budget = Budget(seeds=2, train_steps=60, sample_steps=6, num_uncond=512, num_task=32, num_long=4)
+        quick: Budget = Budget(seeds=1, train_steps=100, sample_steps=6, num_uncond=256, num_task=16, num_long=2)
         arms: list[Arm] = Field(default_factory=lambda: [Arm(**a) for a in DEFAULT_ARMS])
         baseline: str = Field("vanilla", description="the arm every paired difference is taken against")
         criteria: list[Criterion] = Field(default_factory=lambda: [Criterion(**c) for c in DEFAULT_CRITERIA])
@@ -222,7 +246,9 @@ class DigitsZeroShotSuite:
         reference_seed: int = Field(1, ge=0, description="data seed of the FVD reference clips (!= conditioning)")
         min_seeds: int = Field(5, ge=1, description="refusal floor for the standard budget's seeds")
         min_reference: int = Field(1024, ge=2, description="refusal floor for budget.num_reference")
-        min_fvd_clips: int = Field(512, ge=2, description="refuse an unconditional FVD on fewer clips")
+        min_fvd_clips: int = Field(256, ge=2, description="refuse an unconditional FVD on fewer clips: 256 = 4x the "
+                                   "digits extractor's 64 features; the small-N bias is equal in both arms of a "
+                                   "paired difference (512 costs ~10 more minutes in standard)")
         num_frames: int = Field(16, ge=4)
         resolution: int = Field(32, ge=8)
         train_clips: int = Field(10000, ge=1)
@@ -289,8 +315,15 @@ class DigitsZeroShotSuite:
                                                   else 0)
         uncond = budget.num_uncond if "unconditional" in self.cfg.tasks else 0
         windows = (per_arm * len(arms) + uncond * len(models)) * budget.seeds
+        c = UNIT_COSTS
+        worker_s = (steps * c["train_step"] + budget.sample_steps * budget.seeds * (
+            per_arm * len(arms) * c["cond_window_step"] + uncond * len(models) * c["uncond_clip_step"]))
+        workers = max(1, min(self.cfg.workers, len(models) * budget.seeds))
+        shared_min = (c["setup"] + worker_s / workers) / 60
         return {"trained_models": len(models) * budget.seeds, "train_steps": steps, "clip_windows": windows,
-                "model_calls": windows * budget.sample_steps, "arms": len(arms), "seeds": budget.seeds}
+                "model_calls": windows * budget.sample_steps, "arms": len(arms), "seeds": budget.seeds,
+                "estimate_min_shared_machine": round(shared_min, 1),
+                "estimate_min_idle_machine": round(shared_min / IDLE_SPEEDUP, 1)}
 
     def validate(self, plugins: Any, budget: Budget, quick: bool) -> dict[str, Any]:
         """Every bad-input check, before any training: returns {metric name -> direction, needs_traj}."""
@@ -338,7 +371,7 @@ class DigitsZeroShotSuite:
         for m in cfg.metrics:
             name = m.get("name")
             if name == "fvd":
-                metrics[name] = {"higher_is_better": False, "needs_trajectories": False}
+                metrics[name] = {"higher_is_better": False, "needs_trajectories": False, "target": None}
                 continue
             if name not in plugins["evaluators"]:
                 raise _refuse(f"metric {name!r}: {plugins['evaluators'].unknown_message(str(name))} Fix metrics[]")
@@ -347,12 +380,14 @@ class DigitsZeroShotSuite:
             if hib is None:
                 raise _refuse(f"metric {name!r} does not say which direction is better; add higher_is_better: "
                               "true/false to its metrics entry")
-            needs = _needs_trajectories(cls)
+            needs = bool(m.get("needs_trajectories", _needs_trajectories(cls, name)))
             if needs and not has_traj:
                 raise _refuse(f"metric {name!r} needs ground-truth trajectories but dataset "
                               f"{cfg.dataset.get('name')!r} has no trajectories(); use moving_digits or drop it "
                               "from metrics")
-            metrics[name] = {"higher_is_better": bool(hib), "needs_trajectories": needs}
+            target = m.get("target", TARGETS.get(name))
+            metrics[name] = {"higher_is_better": bool(hib) if target is None else False, "needs_trajectories": needs,
+                             "target": target}
         arms = set(names)
         for c in cfg.criteria:
             against = c.against or cfg.baseline
@@ -503,12 +538,18 @@ class DigitsZeroShotSuite:
         n_win = self.cfg.long_frames // F
         n_long_ref = math.ceil(budget.num_reference / n_win)
         long_ref, _ = self._clips(plugins, self._data_spec("test", self.cfg.long_frames, n_long_ref, rseed), n_long_ref)
-        traj = None
+        traj = truth = None
         if callable(getattr(ds, "trajectories", None)):
             traj = [torch.as_tensor(ds.trajectories(i)) for i in range(budget.num_task)]
+            try:  # the digit metrics' ground-truth bundle (labels, trajectories, digit size), when available
+                from fvdm.plugins.evaluators.digits_truth import digits_truth
+
+                truth = digits_truth(ds, range(budget.num_task))
+            except Exception:  # noqa: BLE001 - optional: only the time-aware digit metrics use it
+                truth = None
         _log(f"real sets: conditioning {tuple(cond.shape)} (seed {cseed}), reference {tuple(ref.shape)} "
              f"(seed {rseed}), long reference {tuple(long_ref.shape)}")
-        return {"clips": cond, "trajectories": traj, "ref_mean_frame": ref.mean(dim=(0, 1)),  # (C, H, W)
+        return {"clips": cond, "trajectories": traj, "truth": truth, "ref_mean_frame": ref.mean(dim=(0, 1)),  # (C, H, W)
                 "stats": fvd.real_stats(to_uint8(ref)), "long_stats": fvd.real_stats(to_uint8(self._windows(long_ref)))}
 
     def _windows(self, videos: torch.Tensor) -> torch.Tensor:
@@ -569,15 +610,17 @@ class DigitsZeroShotSuite:
             if name == "fvd":
                 res["fvd"] = self._fvd(fvd, real["stats"], fake)
                 continue
-            ev = plugins["evaluators"].build({k: v for k, v in m.items() if k != "higher_is_better"})
-            extras = {"mask": mask, "given": given, "task": task}
+            ev = plugins["evaluators"].build({k: v for k, v in m.items()
+                                              if k not in ("higher_is_better", "needs_trajectories")})
+            # what a time-aware metric may need: scored frames, given frames (context), ground truth
+            extras = {"mask": mask, "given": given, "context": given, "task": task}
             if real.get("trajectories") is not None:
                 extras["trajectories"] = real["trajectories"][:fake.shape[0]]
+            if real.get("truth") is not None:
+                extras["truth"] = real["truth"]
             params = inspect.signature(ev.evaluate).parameters
             if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
                 extras = {k: v for k, v in extras.items() if k in params}
-            elif not metric_info.get(name, {}).get("needs_trajectories"):
-                extras = {"mask": mask}  # **kwargs evaluators (recon) get what they always got
             res[name] = float(ev.evaluate(f01, g01, **extras)["value"])
         return res
 
@@ -705,9 +748,11 @@ class DigitsZeroShotSuite:
 
     # -- statistics ------------------------------------------------------------------------
     @staticmethod
-    def _values(per_seed: dict[int, dict[str, Any]], arm: str, task: str, metric: str) -> dict[int, float]:
-        return {s: arms[arm][task][metric] for s, arms in per_seed.items()
-                if arm in arms and task in arms[arm] and metric in arms[arm][task]}
+    def _values(per_seed: dict[int, dict[str, Any]], arm: str, task: str, metric: str,
+                target: float | None = None) -> dict[int, float]:
+        """seed -> value (or |value - target| for metrics with an ideal value)."""
+        return {s: arms[arm][task][metric] if target is None else abs(arms[arm][task][metric] - target)
+                for s, arms in per_seed.items() if arm in arms and task in arms[arm] and metric in arms[arm][task]}
 
     def _summary(self, per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
         """task -> metric -> arm -> {mean, std, n, ci_low, ci_high, values}."""
@@ -722,8 +767,8 @@ class DigitsZeroShotSuite:
         return summary
 
     def _diff(self, per_seed: dict[int, dict[str, Any]], arm: str, other: str, task: str,
-              metric: str) -> dict[str, Any] | None:
-        a, b = self._values(per_seed, arm, task, metric), self._values(per_seed, other, task, metric)
+              metric: str, target: float | None = None) -> dict[str, Any] | None:
+        a, b = self._values(per_seed, arm, task, metric, target), self._values(per_seed, other, task, metric, target)
         common = sorted(set(a) & set(b))
         if not common:
             return None
@@ -738,9 +783,11 @@ class DigitsZeroShotSuite:
                 for arm in self.cfg.arms:
                     if arm.name == base:
                         continue
-                    d = self._diff(per_seed, arm.name, base, task, metric)
+                    d = self._diff(per_seed, arm.name, base, task, metric, info.get("target"))
                     if d is not None:
                         d["verdict"] = verdict(d["ci_low"], d["ci_high"], info["higher_is_better"])
+                        if info.get("target") is not None:
+                            d["compared"] = f"|{metric.upper()} - {info['target']:g}|"
                         out.setdefault(task, {}).setdefault(metric, {})[arm.name] = d
         return out
 
@@ -749,8 +796,10 @@ class DigitsZeroShotSuite:
         for c in self.cfg.criteria:
             against = c.against or self.cfg.baseline
             hib = metric_info[c.metric]["higher_is_better"]
-            d = self._diff(per_seed, c.arm, against, c.task, c.metric)
-            claim = (f"{c.arm} beats {against} on {c.task} {c.metric.upper()} if the 95% CI of the paired "
+            target = metric_info[c.metric].get("target")
+            d = self._diff(per_seed, c.arm, against, c.task, c.metric, target)
+            what = c.metric.upper() if target is None else f"|{c.metric.upper()} - {target:g}|"
+            claim = (f"{c.arm} beats {against} on {c.task} {what} if the 95% CI of the paired "
                      f"difference ({c.arm} - {against}) lies {'above' if hib else 'below'} 0")
             out.append({"claim": claim, "why": c.why, "arm": c.arm, "against": against, "task": c.task,
                         "metric": c.metric, "diff": d,
@@ -786,7 +835,7 @@ class DigitsZeroShotSuite:
         for task, metrics in paired.items():
             for metric, arms in metrics.items():
                 for arm, d in arms.items():
-                    rows.append([task, metric.upper(), arm, _ci(d), d["verdict"]])
+                    rows.append([task, d.get("compared", metric.upper()), arm, _ci(d), d["verdict"]])
         return {"title": f"paired differences arm - {self.cfg.baseline} ({ci})",
                 "columns": ["task", "metric", "arm", "difference [95% CI]", "verdict"], "rows": rows}
 
@@ -826,8 +875,12 @@ class DigitsZeroShotSuite:
         return plots
 
 
-def _needs_trajectories(cls: Any) -> bool:
-    if getattr(cls, "needs_trajectories", False) or "trajectories" in tuple(getattr(cls, "needs", ()) or ()):
+#: registered evaluators known to need the generator's ground truth (digit positions) though they do not say so
+TRUTH_METRICS = {"trajectory_error"}
+
+
+def _needs_trajectories(cls: Any, name: str = "") -> bool:
+    if name in TRUTH_METRICS or getattr(cls, "needs_trajectories", False) or "trajectories" in tuple(getattr(cls, "needs", ()) or ()):
         return True
     fn = getattr(cls, "evaluate", None)
     if fn is None:
