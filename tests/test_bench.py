@@ -434,7 +434,8 @@ def test_digits_zero_shot_accepts_third_party_strategy_and_time_aware_metric():
     plugins = _digits_plugins(("trajmetric", TrajMetricPlugin))
     cfg = DigitsZeroShotSuite.Config.model_validate({
         **MICRO_PARAMS, "metrics": ["fvd", "psnr", "traj_test"],
-        "arms": [*MICRO_ARMS, {"name": "theirs", "vtv": {"name": "third_party_vtv", "p": 0.3}, "steps_multiplier": 1.5}]})
+        "arms": [*MICRO_ARMS,
+                 {"name": "theirs", "vtv": {"name": "third_party_vtv", "p": 0.3}, "steps_multiplier": 1.5}]})
     suite = DigitsZeroShotSuite(cfg)
     info = suite.validate(plugins, Budget(**MICRO), quick=True)
     assert info["traj_test"] == {"higher_is_better": False, "needs_trajectories": True, "target": None}

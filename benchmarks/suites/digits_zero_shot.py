@@ -549,7 +549,8 @@ class DigitsZeroShotSuite:
                 truth = None
         _log(f"real sets: conditioning {tuple(cond.shape)} (seed {cseed}), reference {tuple(ref.shape)} "
              f"(seed {rseed}), long reference {tuple(long_ref.shape)}")
-        return {"clips": cond, "trajectories": traj, "truth": truth, "ref_mean_frame": ref.mean(dim=(0, 1)),  # (C, H, W)
+        return {"clips": cond, "trajectories": traj, "truth": truth,
+                "ref_mean_frame": ref.mean(dim=(0, 1)),  # (C, H, W)
                 "stats": fvd.real_stats(to_uint8(ref)), "long_stats": fvd.real_stats(to_uint8(self._windows(long_ref)))}
 
     def _windows(self, videos: torch.Tensor) -> torch.Tensor:
@@ -880,7 +881,8 @@ TRUTH_METRICS = {"trajectory_error"}
 
 
 def _needs_trajectories(cls: Any, name: str = "") -> bool:
-    if name in TRUTH_METRICS or getattr(cls, "needs_trajectories", False) or "trajectories" in tuple(getattr(cls, "needs", ()) or ()):
+    declared = tuple(getattr(cls, "needs", ()) or ())
+    if name in TRUTH_METRICS or getattr(cls, "needs_trajectories", False) or "trajectories" in declared:
         return True
     fn = getattr(cls, "evaluate", None)
     if fn is None:
