@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def score(ckpt: Path, plugins, n: int, steps: int, seed: int, out_png: Path) -> 
     res["fvd_digits"] = round(float(frechet_distance(*stats(real), *stats(fake))), 2)
     if "digit_recognisability" in plugins["evaluators"]:
         ev = plugins["evaluators"].build({"name": "digit_recognisability"})
-        res["recognisability"] = ev(fake)
+        r = ev.evaluate(fake)
+        res["recognisability"] = round(r["value"], 4)
+        res["mean_confidence"] = round(r["mean_confidence"], 4)
     return res
 
 
@@ -77,6 +80,7 @@ def main() -> None:
     ap.add_argument("--sample-steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("-o", "--override", action="append", default=[])
+    ap.add_argument("--rescore", action="store_true", help="only re-score OUT/ckpt_*.pt (e.g. after new evaluator weights)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from fvdm.core.config import apply_overrides, parse_config
@@ -87,7 +91,18 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cfg = parse_config(apply_overrides(json.loads(json.dumps(BASE)), args.override), "digits_recipe")
     plugins = load_plugins()
-    curve, done, s, t_train = [], 0, args.first, 0.0
+    prev = json.loads((out / "curve.json").read_text())["curve"] if (out / "curve.json").is_file() else []
+    if args.rescore:
+        curve = [{**row, **score(out / f"ckpt_{row['step']}.pt", plugins, args.samples, args.sample_steps, 1234,
+                                 out / f"grid_{row['step']}.png")} for row in prev
+                 if (out / f"ckpt_{row['step']}.pt").is_file()]
+        _write(out, cfg, args, curve)
+        return
+    # resume an interrupted curve: the last scored checkpoint is the run's last.pt
+    curve = prev
+    done = curve[-1]["step"] if curve else 0
+    t_train = curve[-1]["train_seconds"] if curve else 0.0
+    s = 2 * done if done else args.first
     while done < args.steps:
         s = min(s, args.steps)
         t0 = time.perf_counter()
@@ -95,11 +110,17 @@ def main() -> None:
                     progress=False)
         t_train += time.perf_counter() - t0
         done = int(res["step"])
+        ckpt = out / f"ckpt_{done}.pt"
+        shutil.copyfile(res["checkpoint"], ckpt)  # kept for re-scoring the whole curve with one extractor
         row = {"step": done, "train_seconds": round(t_train, 1), "loss": res.get("final_loss"),
-               **score(Path(res["checkpoint"]), plugins, args.samples, args.sample_steps, 1234, out / f"grid_{done}.png")}
+               **score(ckpt, plugins, args.samples, args.sample_steps, 1234, out / f"grid_{done}.png")}
         curve.append(row)
         print(json.dumps(row), flush=True)
+        _write(out, cfg, args, curve)
         s *= 2
+
+
+def _write(out: Path, cfg, args: argparse.Namespace, curve: list) -> None:
     (out / "curve.json").write_text(json.dumps({"config": json.loads(cfg.model_dump_json()),
                                                 "threads": args.threads, "curve": curve}, indent=2))
 

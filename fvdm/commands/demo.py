@@ -1,8 +1,10 @@
 """`fvdm demo --out DIR [--minutes M] [--quick]`: the end-to-end story on CPU.
 
-1. Train ``latte_tiny`` with per-frame timesteps (PTSS) on the built-in moving-digits
-   data for about ``--minutes`` (time-based: a short probe measures steps/s, then one
-   resumed run fills the budget).
+1. Train ``unet_video`` (a small video U-Net with per-frame timesteps; Latte is the
+   paper's backbone, but on a 2-core CPU the U-Net is the one that learns to draw digits
+   within minutes, see the README's recipe table) with PTSS on the built-in
+   moving-digits data for about ``--minutes`` (time-based: a short probe measures
+   steps/s, then resumed runs fill the budget).
 2. Sample every task from that one checkpoint: unconditional, image_to_video,
    interpolation, infill, extension, long_video (15 windows), df_rollout; the context
    tasks also run the ``vanilla_replacement`` baseline and are scored against the
@@ -25,11 +27,12 @@ DEMO_CONFIG: dict[str, Any] = {
     "name": "demo",
     "seed": 0,
     "data": {"name": "moving_digits", "num_frames": 8, "resolution": 32, "num_clips": 2000},
-    # patch 4: 64 tokens per 32x32 frame, ~5x faster than patch 2 on CPU for the same width
-    "backbone": {"name": "latte_tiny", "patch_size": 4, "hidden_size": 96},
+    # the recipe chosen by the measured sweep in the README (benchmarks/digits_recipe.py)
+    "backbone": {"name": "unet_video"},
     # v-prediction: x0_hat stays sane at high noise after a few CPU minutes (epsilon, the paper's choice,
-    # needs far longer before samples form digits); override with -o noise_schedule.prediction=epsilon
-    "noise_schedule": {"name": "ddpm", "prediction": "v"},
+    # needs far longer before samples form digits); override with -o noise_schedule.prediction=epsilon.
+    # No learned variance: DDIM does not use it, and the hybrid loss's VB term slows early learning.
+    "noise_schedule": {"name": "ddpm", "prediction": "v", "learn_sigma": False},
     "vtv": {"name": "ptss", "p": 0.2},
     "autoencoder": "identity",
     "train": {"steps": 100000, "batch_size": 8, "lr": 5e-4, "warmup_steps": 20, "grad_clip": 1.0,
@@ -49,7 +52,7 @@ QUICK_OVERRIDES: dict[str, Any] = {
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="train a tiny FVDM model on CPU, sample every task, write a report (the README's main job)",
-        description="Train latte_tiny on moving digits for --minutes, then sample every zero-shot task (with the "
+        description="Train a small video U-Net (unet_video) with per-frame timesteps on moving digits for --minutes, then sample every zero-shot task (with the "
                     "vanilla-replacement baseline for context tasks) and write DIR/report.md, GIFs and PNG grids.",
     )
     p.add_argument("--out", default="demo_out", help="report directory (default demo_out)")
@@ -64,6 +67,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="torch threads (default: torch's, i.e. OMP_NUM_THREADS; `make` sets 1: on a shared or busy "
                         "machine more threads than free cores is several times slower)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-clips", type=int, default=None,
+                   help="unconditional samples scored for digit recognisability next to as many real clips "
+                        "(default 32; quick: 2)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override the demo config, e.g. -o noise_schedule.prediction=v -o data.num_frames=16")
     p.add_argument("--no-progress", action="store_true")
@@ -109,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
     from fvdm.commands.sample import make_context
     from fvdm.core.checkpoint import load_for_sampling
     from fvdm.core.config import apply_overrides, parse_config
-    from fvdm.core.media import AtomicOutputs, write_gif, write_png_grid
+    from fvdm.core.media import AtomicOutputs, auto_scale, write_gif, write_png_grid
     from fvdm.core.plugins import load_plugins
 
     t_all = time.perf_counter()
@@ -126,7 +132,11 @@ def _run(args: argparse.Namespace) -> int:
     plugins = load_plugins()
     run_dir = out / "run"
     steps = args.steps if args.steps is not None else (2 if args.quick else None)
-    print(f"fvdm demo: training latte_tiny on moving digits ({threads} thread(s), "
+    if args.eval_clips is None:
+        args.eval_clips = 2 if args.quick else 32
+    if args.eval_clips < 1:
+        raise ValueError(f"--eval-clips must be >= 1, got {args.eval_clips}")
+    print(f"fvdm demo: training {cfg.backbone.name} on moving digits ({threads} thread(s), "
           f"{'%d steps' % steps if steps else '%.1f min' % args.minutes}) -> {run_dir}", flush=True)
     tres = _train(cfg, plugins, run_dir, args.minutes, steps, progress=not args.no_progress)
     loaded = load_for_sampling(tres["checkpoint"], plugins)
@@ -190,24 +200,61 @@ def _run(args: argparse.Namespace) -> int:
                 clips.append(video)
                 print(f"fvdm demo: {name} [{label}] {row['batch']}x{row['frames']} frames in {sec:.1f}s", flush=True)
             both = torch.cat(clips, dim=0)  # rows: ground truth, fvdm, baseline
-            o.add(f"{name}.gif", lambda p, v=both: write_gif(v, p, fps=6))
-            o.add(f"{name}.png", lambda p, v=both: write_png_grid(v, p))
+            scale = auto_scale(both.shape[-2])  # nearest-neighbour: frames shown at >= 96 px
+            o.add(f"{name}.gif", lambda p, v=both, s=scale: write_gif(v, p, fps=6, scale=s))
+            o.add(f"{name}.png", lambda p, v=both, s=scale: write_png_grid(v, p, scale=s))
+        rec = _recognisability(loaded, plugins, cfg, K, args, o, make_context)
         total = time.perf_counter() - t_all
-        o.add("report.md", lambda p: p.write_text(_report(cfg, tres, sres, K, rows, total, threads, args)))
+        o.add("report.md", lambda p: p.write_text(_report(cfg, tres, sres, K, rows, total, threads, args, rec)))
         o.add("results.json", lambda p: p.write_text(json.dumps(
             {"train": {k: tres[k] for k in ("step", "final_loss", "seconds", "steps_per_sec", "checkpoint")},
              "baseline_train": {k: sres[k] for k in ("step", "final_loss", "seconds", "checkpoint")} if sres else None,
-             "sample_steps": K, "rows": rows, "total_seconds": round(total, 1), "threads": threads}, indent=2)))
+             "sample_steps": K, "rows": rows, "recognisability": rec, "total_seconds": round(total, 1),
+             "threads": threads}, indent=2)))
     print(f"fvdm demo: done in {time.perf_counter() - t_all:.0f}s -> {out / 'report.md'}")
     return 0
 
 
+def _recognisability(loaded: Any, plugins: Any, cfg: Any, K: int, args: argparse.Namespace, o: Any,
+                     make_context: Any) -> dict[str, Any]:
+    """``--eval-clips`` unconditional samples and as many held-out real clips, scored by the per-frame digit
+    detector (``digit_recognisability``); writes samples.png/gif (the first 8 samples)."""
+    import torch
+
+    from fvdm.core.media import auto_scale, write_gif, write_png_grid
+
+    n = max(1, args.eval_clips)
+    task = plugins["tasks"].build({"name": "unconditional"})
+    t0 = time.perf_counter()
+    fake = []
+    for b in range(0, n, 16):  # fixed chunks: the samples do not depend on a batch-size choice
+        ctx = make_context(loaded, plugins, steps=K, batch_size=min(16, n - b), seed=args.seed + 1000 + b)
+        with torch.no_grad():
+            fake.append(loaded.autoencoder.decode(task.run(ctx, {})))
+    fake_v = torch.cat(fake)  # (n, F, C, H, W) in [-1, 1]
+    sec = time.perf_counter() - t0
+    val = plugins["datasets"].build({**cfg.data.spec(), "split": "val", "num_clips": n})
+    real_v = torch.stack([val[i]["video"] for i in range(n)])
+    ev = plugins["evaluators"].build({"name": "digit_recognisability"})
+    gen, real = ev.evaluate(fake_v), ev.evaluate(real_v)
+    scale = auto_scale(fake_v.shape[-2])
+    o.add("samples.png", lambda p, v=fake_v[:8], s=scale: write_png_grid(v, p, scale=s))
+    o.add("samples.gif", lambda p, v=fake_v[:8], s=scale: write_gif(v, p, fps=6, scale=s))
+    res = {"clips": n, "seconds": round(sec, 1), "threshold": gen["threshold"],
+           "generated": {k: round(gen[k], 4) for k in ("value", "mean_confidence", "digits_per_frame")},
+           "real": {k: round(real[k], 4) for k in ("value", "mean_confidence", "digits_per_frame")},
+           "weights_sha256": gen["weights_sha256"]}
+    print(f"fvdm demo: {n} unconditional samples in {sec:.1f}s; digit recognisability {res['generated']['value']:.3f} "
+          f"(held-out real clips {res['real']['value']:.3f})", flush=True)
+    return res
+
+
 def _report(cfg: Any, tres: dict[str, Any], sres: dict[str, Any] | None, K: int, rows: list[dict[str, Any]],
-            total: float, threads: int, args: argparse.Namespace) -> str:
+            total: float, threads: int, args: argparse.Namespace, rec: dict[str, Any]) -> str:
     d = cfg.data.spec()
     lines = [
         "# fvdm demo report", "",
-        "One latte_tiny model trained with per-frame timesteps (FVDM, PTSS p=0.2) on moving digits, then every "
+        f"One {cfg.backbone.name} model trained with per-frame timesteps (FVDM, PTSS p=0.2) on moving digits, then every "
         "zero-shot task sampled from it by choosing per-frame schedules only.", "",
         "## Settings", "",
         f"- data: moving_digits, {d.get('num_frames')} frames, {d.get('resolution')}x{d.get('resolution')}, "
@@ -232,6 +279,15 @@ def _report(cfg: Any, tres: dict[str, Any], sres: dict[str, Any] | None, K: int,
     for r in rows:
         lines.append(f"| {r['task']} | {r['mode']} | {r['frames']} | {r['batch']} | {r['seconds']} | "
                      f"{r.get('mse_generated', '')} | {r.get('given_exact', '')} |")
+    g, r = rec["generated"], rec["real"]
+    lines += ["", "## How recognisable are the digits?", "",
+              f"{rec['clips']} unconditional samples and {rec['clips']} held-out real clips, every frame scored by the "
+              "bundled per-frame digit detector (`digit_recognisability`): a frame counts as recognised when the "
+              f"detector puts >= {rec['threshold']} of its probability on one digit class in one place.", "",
+              "| clips | recognised frames | mean confidence | digits found per frame |", "|---|---|---|---|",
+              f"| generated | {g['value']:.3f} | {g['mean_confidence']:.3f} | {g['digits_per_frame']:.2f} |",
+              f"| real (val split) | {r['value']:.3f} | {r['mean_confidence']:.3f} | {r['digits_per_frame']:.2f} |",
+              "", "![samples](samples.png)", "", "![samples](samples.gif)", ""]
     lines += ["", "## Samples", "",
               "Rows of each grid: ground truth (scored tasks), FVDM, baseline; columns: frames.", ""]
     for name in dict.fromkeys(r["task"] for r in rows):
