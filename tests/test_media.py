@@ -1,0 +1,36 @@
+"""GIF / PNG grid writers: nearest-neighbour upscaling keeps every pixel value and scales the layout exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fvdm.core.media import auto_scale, upscale_nearest, write_gif, write_png_grid
+
+
+def test_auto_scale_reaches_96_px():
+    assert [auto_scale(h) for h in (16, 32, 48, 64, 96, 100)] == [6, 3, 2, 2, 1, 1]
+    assert all(h * auto_scale(h) >= 96 for h in range(1, 200))
+
+
+def test_upscale_repeats_pixels():
+    v = torch.arange(2 * 3 * 1 * 2 * 2, dtype=torch.uint8).reshape(2, 3, 1, 2, 2)
+    up = upscale_nearest(v, 3)
+    assert up.shape == (2, 3, 1, 6, 6)
+    assert torch.equal(up[..., ::3, ::3], v) and torch.equal(up[..., 2::3, 1::3], v)
+    with pytest.raises(ValueError, match=">= 1"):
+        upscale_nearest(v, 0)
+
+
+def test_png_grid_and_gif_sizes(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    video = torch.rand(2, 4, 1, 8, 8, generator=g) * 2 - 1  # (B, F, C, H, W)
+    png = Image.open(write_png_grid(video, tmp_path / "g.png", pad=0, scale=3))
+    assert png.size == (4 * 8 * 3, 2 * 8 * 3)  # (W, H): frames across, clips down
+    arr = np.asarray(png)
+    expect = ((video[0, 0, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    assert (arr[:24:3, :24:3] == expect).all()  # upscaled pixels are the original values, unblended
+    gif = Image.open(write_gif(video, tmp_path / "g.gif", pad=0, scale=4))
+    assert gif.size == (2 * 8 * 4, 8 * 4) and gif.n_frames == 4
