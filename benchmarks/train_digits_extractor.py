@@ -1,14 +1,18 @@
 """Train the digits feature extractor (fvdm/plugins/evaluators/digits_net.py) on CPU.
 
 The network learns, from moving_digits train clips, the class of a single moving
-digit (10-way, on 1-digit clips) and how many digits move (1..3, on 1-3-digit
-clips). Held-out accuracy is measured on the val split, whose digit images are
-disjoint from train's. Writes
+digit (10-way, on 1-digit clips), how many digits move (1..3, on 1-3-digit
+clips), and two temporal targets so that its features see motion: the clip's kind
+(intact / frames shuffled in time / first frame frozen; half the clips stay intact)
+and the digits' mean speed (pixels per frame; 0 when frozen, not asked when shuffled).
+Content labels hold for every kind: the same digits are in the frames.
+Held-out accuracy is measured on the val split, whose digit images are disjoint from
+train's. Writes
 ``weights/digits_extractor.pt`` (float32 state dict), its ``.sha256`` and a ``.json``
 with the accuracies and the exact recipe.
 
-    python benchmarks/train_digits_extractor.py --minutes 5 --threads 1   # as shipped: 494 steps
-    python benchmarks/train_digits_extractor.py --steps 494 --out-dir /tmp/w  # exact re-run
+    python benchmarks/train_digits_extractor.py --threads 1                  # as shipped (fixed steps)
+    python benchmarks/train_digits_extractor.py --out-dir /tmp/w             # exact re-run elsewhere
 """
 
 from __future__ import annotations
@@ -19,16 +23,19 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fvdm.plugins.evaluators.digits_net import MAX_DIGITS, WEIGHTS_FILE, DigitsNet, to_net_input
+from einops import rearrange
+
+from fvdm.plugins.evaluators.digits_net import KINDS, MAX_DIGITS, WEIGHTS_FILE, DigitsNet, to_net_input
 from fvdm.plugins.evaluators.weights import PACKAGE_WEIGHTS_DIR
 
 
 def make_split(split: str, n: int, num_frames: int, seed: int, num_digits: int | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """uint8 videos (n, F, 1, 32, 32), first-digit class (n,), digit count - 1 (n,)."""
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 videos (n, F, 1, 32, 32), first-digit class (n,), digit count - 1 (n,), mean speed px/frame (n,)."""
     from fvdm.plugins.datasets.moving_digits import MovingDigits
 
     ds = MovingDigits(split=split, num_clips=n, num_frames=num_frames, resolution=32, max_digits=MAX_DIGITS,
@@ -36,32 +43,58 @@ def make_split(split: str, n: int, num_frames: int, seed: int, num_digits: int |
     vids = torch.empty(n, num_frames, 1, 32, 32, dtype=torch.uint8)
     cls = torch.empty(n, dtype=torch.long)
     cnt = torch.empty(n, dtype=torch.long)
+    speed = torch.empty(n)
     for i in range(n):
         meta = ds.metadata(i)
         vids[i] = ((ds.ground_truth(i, meta) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         cls[i] = int(meta["labels"][0])
         cnt[i] = len(meta["labels"]) - 1
-    return vids, cls, cnt
+        speed[i] = float(np.linalg.norm(meta["velocity"], axis=1).mean())  # bounces keep speed
+    return vids, cls, cnt, speed
+
+
+def temporal_kinds(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Net input (B, 1, T, H, W) -> (x with each clip intact, shuffled or frozen, kind (B,) index into KINDS).
+
+    Half stay intact, a quarter get a random time permutation, a quarter repeat their first frame.
+    """
+    b, t = x.shape[0], x.shape[2]
+    u = torch.randint(0, 4, (b,), generator=g)
+    kind = torch.where(u < 2, 0, u - 1)  # 0, 1 -> intact; 2 -> shuffled; 3 -> frozen
+    idx = torch.arange(t).expand(b, t).clone()  # (B, T) source frame of every frame
+    perm = torch.argsort(torch.rand(b, t, generator=g), dim=1)
+    idx = torch.where((kind == 1)[:, None], perm, idx)
+    idx = torch.where((kind == 2)[:, None], torch.zeros_like(idx), idx)
+    frames = rearrange(x, "b c t h w -> b t c h w")[torch.arange(b)[:, None], idx]
+    return rearrange(frames, "b t c h w -> b c t h w"), kind
 
 
 @torch.no_grad()
-def evaluate(model: DigitsNet, single, multi, bs: int = 256) -> dict[str, float]:
-    """Class accuracy on 1-digit clips, count accuracy on 1-3-digit clips."""
+def evaluate(model: DigitsNet, single, multi, bs: int = 256, seed: int = 0) -> dict[str, float]:
+    """Class accuracy on 1-digit clips, count accuracy on 1-3-digit clips; kind accuracy and speed
+    error (intact clips) on 1-3-digit clips made intact/shuffled/frozen with a fixed generator."""
     model.eval()
 
-    def preds(vids, head):
-        return torch.cat([model(to_net_input(vids[i:i + bs]))[head].argmax(1) for i in range(0, len(vids), bs)])
+    def outputs(vids):
+        outs = [model(to_net_input(vids[i:i + bs])) for i in range(0, len(vids), bs)]
+        return [torch.cat([o[k] for o in outs]) for k in range(5)]
 
+    single_out, multi_out = outputs(single[0]), outputs(multi[0])
+    x, kind = temporal_kinds(to_net_input(multi[0]), torch.Generator().manual_seed(seed))
+    outs = [model(x[i:i + bs]) for i in range(0, len(x), bs)]
+    kind_logits, speed = torch.cat([o[3] for o in outs]), torch.cat([o[4] for o in outs])
+    intact = kind == 0
     return {
-        "class_acc_1digit": float((preds(single[0], 1) == single[1]).float().mean()),
-        "count_acc": float((preds(multi[0], 2) == multi[2]).float().mean()),
+        "class_acc_1digit": float((single_out[1].argmax(1) == single[1]).float().mean()),
+        "count_acc": float((multi_out[2].argmax(1) == multi[2]).float().mean()),
+        "kind_acc": float((kind_logits.argmax(1) == kind).float().mean()),
+        "speed_mae_px_per_frame": float((speed[intact] - multi[3][intact]).abs().mean()),
     }
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=5.0, help="wall-clock training budget")
-    ap.add_argument("--steps", type=int, default=None, help="train exactly this many steps (overrides --minutes)")
+    ap.add_argument("--steps", type=int, default=300, help="train exactly this many steps (reproducible)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--train-clips", type=int, default=6000)
     ap.add_argument("--val-clips", type=int, default=512)
@@ -87,10 +120,9 @@ def main(argv: list[str] | None = None) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(args.seed)
     step, epoch, t_start = 0, 0, time.time()
-    budget = args.minutes * 60
 
     def done() -> bool:
-        return step >= args.steps if args.steps is not None else time.time() - t_start > budget
+        return step >= args.steps
 
     while not done():
         model.train()
@@ -101,11 +133,15 @@ def main(argv: list[str] | None = None) -> dict:
             start = int(torch.randint(0, args.frames - args.crop + 1, (), generator=g))
             window = slice(start, start + args.crop)  # random temporal crop: faster steps
             x = to_net_input(torch.cat([train_single[0][idx, window], train_multi[0][idx, window]]))
-            if torch.rand((), generator=g) < 0.5:  # time reversal keeps labels: cheap augmentation
+            if torch.rand((), generator=g) < 0.5:  # time reversal keeps every label (speed too): cheap augmentation
                 x = x.flip(2)
-            _, logits_cls, logits_cnt = model(x)
+            x, kind = temporal_kinds(x, g)
+            speed = torch.cat([train_single[3][idx], train_multi[3][idx]]).masked_fill(kind == 2, 0.0)
+            _, logits_cls, logits_cnt, logits_kind, pred_speed = model(x)
+            moving = kind != 1  # a shuffled clip has no speed to ask for
             loss = F.cross_entropy(logits_cls[:hb], train_single[1][idx]) + \
-                F.cross_entropy(logits_cnt, torch.cat([train_single[2][idx], train_multi[2][idx]]))
+                F.cross_entropy(logits_cnt, torch.cat([train_single[2][idx], train_multi[2][idx]])) + \
+                F.cross_entropy(logits_kind, kind) + F.mse_loss(pred_speed[moving], speed[moving])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -128,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
     info = {
         "sha256": sha, "bytes": path.stat().st_size, "heldout_val": metrics, "train_subset": train_metrics,
         "steps": step, "epochs": epoch, "train_seconds": round(time.time() - t_start, 1), "threads": args.threads,
-        "recipe": vars(args), "torch": torch.__version__,
+        "recipe": {k: v for k, v in vars(args).items() if k != "out_dir"}, "kinds": list(KINDS),
+        "torch": torch.__version__,
         "params": sum(p.numel() for p in model.parameters()),
     }
     (out / "digits_extractor.json").write_text(json.dumps(info, indent=2) + "\n")

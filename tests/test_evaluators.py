@@ -231,7 +231,9 @@ def test_psnr_closed_form():
     b = a.clone()
     b[:, 0] += 0.1
     p = psnr_per_frame(b, a)
-    assert p[0, 0].item() == pytest.approx(20.0, abs=1e-9) and torch.isinf(p[0, 1])
+    assert p[0, 0].item() == pytest.approx(20.0, abs=1e-9) and p[0, 1].item() == pytest.approx(100.0)  # capped
+    copy = ReconMetric(ReconMetric.Config(metric="psnr")).evaluate(a, a)  # copy-the-context: the cap, not 1e9
+    assert copy["value"] == pytest.approx(100.0) and copy["protocol"]["max_db"] == 100.0
     u8 = (a * 255).round().to(torch.uint8)
     res = ReconMetric(ReconMetric.Config(metric="psnr")).evaluate(u8, u8 + 1, mask=torch.tensor([[True, False]]))
     assert res["value"] == pytest.approx(20 * np.log10(255.0)) and res["n_frames"] == 1

@@ -1,4 +1,4 @@
-"""Built-in evaluators (FVD, FID, PSNR/SSIM) and feature extractors (I3D, InceptionV3, digits).
+"""Built-in evaluators (FVD, FID, PSNR/SSIM, moving-digits metrics) and feature extractors (I3D, InceptionV3, digits).
 
 Heavy modules are imported inside the hooks; scipy (the ``sqrtm`` reference path) only
 when asked for.
@@ -34,3 +34,18 @@ def fvdm_register_evaluators(registry):
         registry.add(name, fid.FID, config=cfg, description=f"FID preset {name} (see docs/evaluators.md)")
     registry.add("psnr", ReconMetric, config=PSNRConfig, description="per-frame PSNR against ground truth")
     registry.add("ssim", ReconMetric, config=SSIMConfig, description="per-frame SSIM against ground truth")
+
+    # moving-digits metrics that see time (docs/evaluators.md, "Digit metrics")
+    from fvdm.plugins.evaluators.boundary_jump import BoundaryJump
+    from fvdm.plugins.evaluators.digit_identity import DigitIdentity
+    from fvdm.plugins.evaluators.digit_recognisability import DigitRecognisability
+    from fvdm.plugins.evaluators.trajectory_error import TrajectoryError
+
+    registry.add("digit_recognisability", DigitRecognisability,
+                 description="fraction of frames in which the digits frame net confidently finds a digit")
+    registry.add("digit_identity", DigitIdentity,
+                 description="per-frame F1 of detected digit classes vs the given frames' (or true) digits")
+    registry.add("trajectory_error", TrajectoryError,
+                 description="capped px distance of detected digits from moving_digits' true positions")
+    registry.add("boundary_jump", BoundaryJump,
+                 description="frame change across context boundaries, fake / real (1.0 = like real)")

@@ -1,9 +1,13 @@
 """Per-frame reconstruction metrics against ground truth (conditional tasks): PSNR and SSIM.
 
 Inputs are videos (B, F, C, H, W), uint8 or float declared in [0, 1]; both are scored
-on [0, 1] (data range 1). SSIM follows Wang et al. 2004 as scikit-image computes it
-with ``gaussian_weights=True, use_sample_covariance=False``: 11x11 Gaussian window
-(sigma 1.5), K1=0.01, K2=0.03, mean over the valid region, averaged over channels.
+on [0, 1] (data range 1). PSNR is capped at :data:`PSNR_MAX_DB` = 100 dB per frame
+(the per-frame MSE is floored at 1e-10): identical frames score 100 dB, not infinity,
+so a copy-the-context baseline cannot dominate a mean (100 dB is already far above any
+8-bit error: one grey level off in one pixel of 32x32 is 78 dB).
+SSIM follows Wang et al. 2004 as scikit-image computes it with ``gaussian_weights=True,
+use_sample_covariance=False``: 11x11 Gaussian window (sigma 1.5), K1=0.01, K2=0.03,
+mean over the valid region, averaged over channels.
 """
 
 from __future__ import annotations
@@ -53,11 +57,15 @@ def _pair(pred: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return p, t
 
 
+PSNR_MAX_DB = 100.0
+_MSE_FLOOR = 10.0 ** (-PSNR_MAX_DB / 10)  # 1e-10: the MSE at which PSNR reaches the cap
+
+
 def psnr_per_frame(pred: Any, target: Any) -> torch.Tensor:
-    """PSNR in dB per frame, (B, F); identical frames give +inf."""
+    """PSNR in dB per frame, (B, F), capped at PSNR_MAX_DB (identical frames give 100 dB)."""
     p, t = _pair(pred, target)
     mse = (p - t).pow(2).mean(dim=(2, 3, 4))  # (B, F)
-    return 10.0 * torch.log10(1.0 / mse)
+    return 10.0 * torch.log10(1.0 / mse.clamp(min=_MSE_FLOOR))
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -114,16 +122,16 @@ class ReconMetric:
             raise ValueError(f"mask must be (B, F) = {tuple(vals.shape)}, got {tuple(mask.shape)}")
         if not mask.any():
             raise ValueError("mask selects no frames to score")
-        finite = vals.clamp(max=1e9) if self.cfg.metric == "psnr" else vals
-        per_frame = [float(finite[:, j][mask[:, j]].mean()) if mask[:, j].any() else math.nan
+        per_frame = [float(vals[:, j][mask[:, j]].mean()) if mask[:, j].any() else math.nan
                      for j in range(vals.shape[1])]
         return {
             "metric": self.cfg.metric,
-            "value": float(finite[mask].mean()),
+            "value": float(vals[mask].mean()),
             "per_frame": per_frame,
             "n_frames": int(mask.sum()),
             "data_range": 1.0,
-            "protocol": {"win_size": self.cfg.win_size, "sigma": 1.5} if self.cfg.metric == "ssim" else {},
+            "protocol": {"win_size": self.cfg.win_size, "sigma": 1.5} if self.cfg.metric == "ssim"
+            else {"max_db": PSNR_MAX_DB},
         }
 
 
