@@ -23,7 +23,7 @@ install-test: $(BIN)/python
 
 ## Main job: train a small FVDM model on the built-in moving-digits data, sample every task, write a report.
 demo: install
-	$(BIN)/fvdm demo --out demo_out
+	$(BIN)/fvdm demo --out demo_out --threads 2
 
 ## Test suite (CPU, 1 thread per process).
 test: install-test

@@ -101,7 +101,7 @@ def main() -> None:
     # resume an interrupted curve: the last scored checkpoint is the run's last.pt
     curve = prev
     done = curve[-1]["step"] if curve else 0
-    t_train = curve[-1]["train_seconds"] if curve else 0.0
+    t_train = (curve[-1].get("train_seconds") or 0.0) if curve else 0.0
     s = 2 * done if done else args.first
     while done < args.steps:
         s = min(s, args.steps)

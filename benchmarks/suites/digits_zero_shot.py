@@ -87,7 +87,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from einops import rearrange, repeat
@@ -177,12 +177,15 @@ def _arm(name: str, vtv: dict[str, Any], sampling: str = "native", mult: float =
 
 
 SYNC, PTSS02 = {"name": "synchronized"}, {"name": "ptss", "p": 0.2}
-DEFAULT_ARMS = [
+PRIMARY_ARMS = [  # two trained models per seed: the 2x2 of training x sampling, plus stabilization
     _arm("vanilla", SYNC, "replacement"),  # the baseline; also the 2x2's synchronized x replacement cell
     _arm("vanilla_native", SYNC, "native"),  # 2x2: synchronized x native
     _arm("ptss_0.2", PTSS02, "native"),  # 2x2: PTSS x native (the paper's FVDM)
     _arm("ptss_0.2_replacement", PTSS02, "replacement"),  # 2x2: PTSS x replacement
     _arm("ptss_0.2_stabilized", PTSS02, "stabilized"),
+]
+DEFAULT_ARMS = [  # arm_preset "all": four more trained models per seed (the p sweep and the step-matched arm)
+    *PRIMARY_ARMS,
     _arm("ptss_0.1", {"name": "ptss", "p": 0.1}),
     _arm("ptss_0.5", {"name": "ptss", "p": 0.5}),
     _arm("independent", {"name": "independent"}),  # p = 1
@@ -234,9 +237,15 @@ class DigitsZeroShotSuite:
     class Config(PluginConfig):
         standard: Budget = Budget()
         quick: Budget = Budget(seeds=1, train_steps=100, sample_steps=6, num_uncond=256, num_task=16, num_long=2)
-        arms: list[Arm] = Field(default_factory=lambda: [Arm(**a) for a in DEFAULT_ARMS])
+        arm_preset: Literal["primary", "all"] = Field(
+            "primary", description="default arms when `arms` is not given: primary = the 2x2 of training "
+            "(synchronized / PTSS 0.2) x sampling (native / replacement) + stabilized (2 models per seed); all = "
+            "also PTSS 0.1, 0.5, independent and PTSS 0.2 at 1.25x steps (6 models per seed, ~3x the time: a GPU "
+            "budget, `--set arm_preset=all`)")
+        arms: list[Arm] | None = Field(None, description="explicit arms (overrides arm_preset)")
         baseline: str = Field("vanilla", description="the arm every paired difference is taken against")
-        criteria: list[Criterion] = Field(default_factory=lambda: [Criterion(**c) for c in DEFAULT_CRITERIA])
+        criteria: list[Criterion] | None = Field(
+            None, description="explicit criteria; default: the pre-registered ones whose arms are in the run")
         metrics: list[dict[str, Any]] = Field(
             default_factory=lambda: [{"name": "fvd"}, {"name": "psnr"}, {"name": "ssim"}],
             description="fvd (the extractor) or registered evaluators by name (+ params, higher_is_better)")
@@ -249,19 +258,23 @@ class DigitsZeroShotSuite:
         min_fvd_clips: int = Field(256, ge=2, description="refuse an unconditional FVD on fewer clips: 256 = 4x the "
                                    "digits extractor's 64 features; the small-N bias is equal in both arms of a "
                                    "paired difference (512 costs ~10 more minutes in standard)")
-        num_frames: int = Field(16, ge=4)
+        # The recipe of the demo, chosen by the measured sweep (README, benchmarks/digits_recipe.py).
+        num_frames: int = Field(8, ge=4)
         resolution: int = Field(32, ge=8)
         train_clips: int = Field(10000, ge=1)
-        batch_size: int = Field(16, ge=1)
-        lr: float = Field(5e-4, gt=0)
+        batch_size: int = Field(8, ge=1)
+        lr: float = Field(1e-3, gt=0)
         warmup_steps: int = Field(50, ge=0)
         ema_decay: float = Field(0.995, ge=0, le=1)
-        backbone: dict[str, Any] = Field(default_factory=lambda: {"name": "latte_tiny", "patch_size": 4})
-        noise_schedule: dict[str, Any] = Field(default_factory=lambda: {"name": "ddpm"})
-        sampler: str = "ddim"
+        bf16: bool = Field(True, description="bf16 autocast in training (CPU with avx512_bf16, or CUDA)")
+        backbone: dict[str, Any] = Field(default_factory=lambda: {"name": "unet_video"})
+        noise_schedule: dict[str, Any] = Field(
+            default_factory=lambda: {"name": "ddpm", "prediction": "v", "learn_sigma": False})
+        sampler: dict[str, Any] = Field(default_factory=lambda: {"name": "ddim", "clip_x0": 1.0},
+                                        description="sampler spec (name + params)")
         extension_frames: int = Field(4, ge=1, description="given frames for extension")
         long_frames: int = Field(64, ge=17, description="frames per long video")
-        long_overlap: int = Field(8, ge=0, description="context frames per window in the long-video rollout")
+        long_overlap: int = Field(4, ge=0, description="context frames per window in the long-video rollout")
         noise_sigma: float = Field(0.3, ge=0, description="real + N(0, sigma^2) baseline, [-1, 1] scale")
         eval_batch: int = Field(64, ge=1)
         extractor: dict[str, Any] = Field(default_factory=lambda: {"name": "digits"})
@@ -277,6 +290,12 @@ class DigitsZeroShotSuite:
 
         @model_validator(mode="after")
         def _check(self) -> "DigitsZeroShotSuite.Config":
+            if self.arms is None:
+                self.arms = [Arm(**a) for a in (PRIMARY_ARMS if self.arm_preset == "primary" else DEFAULT_ARMS)]
+            if self.criteria is None:
+                names = {a.name for a in self.arms}
+                self.criteria = [Criterion(**c) for c in DEFAULT_CRITERIA
+                                 if c["arm"] in names and (c["against"] or self.baseline) in names]
             bad = [t for t in self.tasks if t not in TASKS]
             if bad:
                 raise ValueError(f"unknown task(s) {bad}; choose from {list(TASKS)}")
@@ -492,7 +511,7 @@ class DigitsZeroShotSuite:
                 __import__(mod)
             except ImportError as exc:
                 missing.append(f"{mod} ({exc})")
-        for kind, name in (("datasets", self.cfg.dataset.get("name")), ("samplers", self.cfg.sampler),
+        for kind, name in (("datasets", self.cfg.dataset.get("name")), ("samplers", self.cfg.sampler["name"]),
                            ("sampling_schedules", "standard"), ("feature_extractors", self.cfg.extractor["name"]),
                            ("evaluators", "fvd_digits")):
             if name not in plugins[kind]:
@@ -517,7 +536,7 @@ class DigitsZeroShotSuite:
         """The registered ``fvd_digits`` preset, every given clip used, our extractor instance."""
         entry = plugins["evaluators"].get("fvd_digits")
         cfg = entry.config.model_validate({"extractor": self.cfg.extractor, "num_real": None, "num_fake": None,
-                                           "batch_size": self.cfg.eval_batch})
+                                           "batch_size": self.cfg.eval_batch, "num_frames": self.cfg.num_frames})
         return entry.obj(cfg, extractor=extractor, plugins=plugins)
 
     def _real_sets(self, plugins: Any, fvd: Any, budget: Budget) -> dict[str, Any]:
@@ -638,6 +657,7 @@ class DigitsZeroShotSuite:
             "train": {"steps": steps, "batch_size": self.cfg.batch_size, "lr": self.cfg.lr,
                       "warmup_steps": min(self.cfg.warmup_steps, steps - 1),
                       "ema_decay": self.cfg.ema_decay, "tensorboard": False, "sample_every": 0,
+                      "bf16": self.cfg.bf16,
                       "log_every": max(1, steps // 5), "ckpt_every": steps},
             "sample": {"sampler": self.cfg.sampler, "schedule": "standard", "steps": budget.sample_steps},
         })
