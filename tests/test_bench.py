@@ -475,3 +475,20 @@ def test_cli_dotted_set_keeps_other_nested_defaults():
     cfg = entry.config.model_validate(params)
     assert cfg.quick.seeds == 3 and cfg.quick.train_steps == entry.config().quick.train_steps
     assert cfg.workers == 1 and cfg.standard == entry.config().standard
+
+
+def test_device_flag_reaches_the_suite_and_cuda_without_cuda_is_one_line(tmp_path, capsys):
+    import argparse
+
+    from fvdm.cli import main
+    from fvdm.commands.bench import _params
+
+    entry = load_plugins(entry_points=False)["benchmarks"].get("digits_zero_shot")
+    args = argparse.Namespace(data=None, weights=None, device="cuda:0", overrides=[])
+    assert _params(args, entry)["device"] == "cuda:0"
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal is for CPU-only builds")
+    assert main(["bench", "run", "digits_zero_shot", "--quick", "--device", "cuda", "--out", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "sees no CUDA device" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("runs/*"))  # refused before any training

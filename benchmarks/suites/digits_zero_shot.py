@@ -347,6 +347,13 @@ class DigitsZeroShotSuite:
     def validate(self, plugins: Any, budget: Budget, quick: bool) -> dict[str, Any]:
         """Every bad-input check, before any training: returns {metric name -> direction, needs_traj}."""
         cfg = self.cfg
+        try:
+            dev = torch.device(cfg.device)
+        except RuntimeError as exc:
+            raise _refuse(f"device {cfg.device!r} is not a torch device ({exc}); use cpu or cuda[:i]") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise _refuse(f"device {cfg.device!r} asked for, but this torch build sees no CUDA device "
+                          f"(torch {torch.__version__}); install a CUDA build of torch or use --device cpu")
         names = [a.name for a in cfg.arms]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

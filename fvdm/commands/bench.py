@@ -37,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--threads", type=int, default=None, help="torch threads for the run (default: torch's)")
     pr.add_argument("--data", default=None, help="dataset path (protocol suites: the real videos)")
     pr.add_argument("--weights", default=None, help="feature-extractor weights file (protocol suites)")
+    pr.add_argument("--device", default=None,
+                    help="device for suites with a `device` field, e.g. cuda (digits_zero_shot: models, data, noise)")
     pr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="set a field of the suite's Config (value parsed as YAML); repeatable")
     pr.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars under OUT/tb")
@@ -66,8 +68,8 @@ def _list(args: argparse.Namespace) -> int:
 def _params(args: argparse.Namespace, entry: Any) -> dict[str, Any]:
     params: dict[str, Any] = {}
     fields = set(entry.config.model_fields) if entry.config is not None else set()
-    for key in ("data", "weights"):
-        val = getattr(args, key)
+    for key in ("data", "weights", "device"):
+        val = getattr(args, key, None)
         if val is None:
             continue
         if key not in fields:

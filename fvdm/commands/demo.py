@@ -26,7 +26,7 @@ from typing import Any
 DEMO_CONFIG: dict[str, Any] = {
     "name": "demo",
     "seed": 0,
-    "data": {"name": "moving_digits", "num_frames": 8, "resolution": 32, "num_clips": 2000},
+    "data": {"name": "moving_digits", "num_frames": 8, "resolution": 32, "num_clips": 10000},
     # the recipe chosen by the measured sweep in the README (benchmarks/digits_recipe.py)
     "backbone": {"name": "unet_video"},
     # v-prediction: x0_hat stays sane at high noise after a few CPU minutes (epsilon, the paper's choice,
@@ -35,7 +35,8 @@ DEMO_CONFIG: dict[str, Any] = {
     "noise_schedule": {"name": "ddpm", "prediction": "v", "learn_sigma": False},
     "vtv": {"name": "ptss", "p": 0.2},
     "autoencoder": "identity",
-    "train": {"steps": 100000, "batch_size": 8, "lr": 5e-4, "warmup_steps": 20, "grad_clip": 1.0,
+    # bf16 autocast: ~1.4x the steps per second on a CPU with avx512_bf16, same quality per step (README)
+    "train": {"steps": 100000, "batch_size": 8, "lr": 1e-3, "warmup_steps": 50, "grad_clip": 1.0, "bf16": True,
               "ema_decay": 0.995, "log_every": 25, "ckpt_every": 100000, "sample_every": 0, "tensorboard": False},
     # pixel-space digits: clip x0_hat to the data range (diffusers' clip_sample, IDDPM clip_denoised)
     "sample": {"sampler": {"name": "ddim", "clip_x0": 1.0}, "schedule": "standard", "steps": 20},
@@ -105,6 +106,19 @@ def _train(cfg: Any, plugins: Any, run_dir: Path, minutes: float, steps: int | N
     return res
 
 
+def _fast_bf16() -> bool:
+    """True where bf16 autocast speeds training up: a CUDA device, or a CPU with native bf16 dot products."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _mse(a: Any, b: Any) -> float:
     return float(((a - b) ** 2).mean())
 
@@ -127,6 +141,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.quick:
         data.update(json.loads(json.dumps(QUICK_OVERRIDES)))
     data["seed"] = args.seed
+    if data["train"].get("bf16") and not _fast_bf16():
+        data["train"]["bf16"] = False  # emulated bf16 is slower than fp32: keep the budget's steps
+        print("fvdm demo: this CPU has no native bf16 (avx512_bf16/amx); training in fp32", flush=True)
     data = apply_overrides(data, args.override)
     cfg = parse_config(data, "fvdm demo")
     plugins = load_plugins()
