@@ -148,3 +148,23 @@ def test_value_range_is_checked(clips, metrics):
 
     unit = DigitRecognisability(DigitRecognisability.Config(value_range="0_1"), detector=metrics["rec"].detector)
     assert unit.evaluate((videos + 1) / 2)["value"] == pytest.approx(metrics["rec"].evaluate(videos)["value"])
+
+
+def test_cli_scores_a_directory(clips, tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from einops import rearrange
+
+    from fvdm.cli import main
+
+    videos, _ = clips
+    u8 = ((videos[:3] + 1) * 127.5).round().to(torch.uint8)
+    (tmp_path / "v").mkdir()
+    for i, v in enumerate(u8):
+        np.save(tmp_path / "v" / f"{i}.npy", rearrange(v, "f c h w -> f h w c").numpy())
+    assert main(["eval", "--real", str(tmp_path / "v"), "--fake", str(tmp_path / "v"),
+                 "--metric", "digit_recognisability", "--no-progress"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    res = res[0] if isinstance(res, list) else res
+    assert res["metric"] == "digit_recognisability" and res["value"] >= 0.95 and res["n_frames"] == 48

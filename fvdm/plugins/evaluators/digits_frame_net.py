@@ -168,7 +168,11 @@ class DigitsFrameDetector:
 
 
 def as_uint8(x: object, name: str, value_range: str = "-1_1") -> torch.Tensor:
-    """Videos (B, F, C, H, W): uint8 as is, float in ``value_range`` ("-1_1" or "0_1") -> uint8."""
+    """Videos (B, F, C, H, W) or a directory of videos (``fvdm eval --fake DIR``): uint8 as is, float in
+    ``value_range`` ("-1_1" or "0_1") -> uint8."""
+    from fvdm.plugins.evaluators.recon import load_videos
+
+    x = load_videos(x)
     if value_range not in ("-1_1", "0_1"):
         raise ValueError(f"value_range must be '-1_1' or '0_1', got {value_range!r}")
     x = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
