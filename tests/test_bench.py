@@ -280,6 +280,7 @@ MICRO_ARMS = [
 MICRO_PARAMS = {
     "quick": MICRO, "arms": MICRO_ARMS, "train_clips": 32, "batch_size": 4, "extractor": {"name": "digits_random"},
     "workers": 1, "min_fvd_clips": 4, "min_reference": 8, "eval_batch": 4, "long_frames": 32,
+    "metrics": ["fvd", "psnr", "ssim"],  # the time-aware metrics have their own tests; keep this run small
     "criteria": [{"arm": "ptss", "task": "image_to_video", "metric": "fvd", "why": "the claim"},
                  {"arm": "ptss", "against": "vanilla_native", "task": "interpolation", "metric": "psnr"}],
     "backbone": {"name": "latte_tiny", "patch_size": 4, "hidden_size": 32, "depth": 2, "num_heads": 2}}

@@ -223,8 +223,8 @@ class Budget(PluginConfig):
     """What one run spends; ``standard`` and ``quick`` presets below."""
 
     seeds: int = Field(5, ge=1)
-    train_steps: int = Field(300, ge=1, description="per model; an arm trains steps_multiplier x this")
-    sample_steps: int = Field(8, ge=1, description="DDIM steps per window")
+    train_steps: int = Field(1600, ge=1, description="per model; an arm trains steps_multiplier x this")
+    sample_steps: int = Field(10, ge=1, description="DDIM steps per window")
     num_uncond: int = Field(256, ge=2, description="unconditional clips per model for FVD")
     num_task: int = Field(64, ge=2, description="test clips per conditional task (i2v, interpolation, extension)")
     num_long: int = Field(8, ge=1, description="long videos")
@@ -236,7 +236,7 @@ class DigitsZeroShotSuite:
 
     class Config(PluginConfig):
         standard: Budget = Budget()
-        quick: Budget = Budget(seeds=1, train_steps=100, sample_steps=6, num_uncond=256, num_task=16, num_long=2)
+        quick: Budget = Budget(seeds=1, train_steps=400, sample_steps=8, num_uncond=256, num_task=32, num_long=2)
         arm_preset: Literal["primary", "all"] = Field(
             "primary", description="default arms when `arms` is not given: primary = the 2x2 of training "
             "(synchronized / PTSS 0.2) x sampling (native / replacement) + stabilized (2 models per seed); all = "
@@ -247,7 +247,8 @@ class DigitsZeroShotSuite:
         criteria: list[Criterion] | None = Field(
             None, description="explicit criteria; default: the pre-registered ones whose arms are in the run")
         metrics: list[dict[str, Any]] = Field(
-            default_factory=lambda: [{"name": "fvd"}, {"name": "psnr"}, {"name": "ssim"}],
+            default_factory=lambda: [{"name": n} for n in ("fvd", "psnr", "ssim", "digit_recognisability",
+                                                           "digit_identity", "trajectory_error", "boundary_jump")],
             description="fvd (the extractor) or registered evaluators by name (+ params, higher_is_better)")
         dataset: dict[str, Any] = Field(default_factory=lambda: {"name": "moving_digits"},
                                         description="dataset spec; split/num_frames/resolution/seed are set here")
