@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "vanilla-replacement baseline for context tasks) and write DIR/report.md, GIFs and PNG grids.",
     )
     p.add_argument("--out", default="demo_out", help="report directory (default demo_out)")
-    p.add_argument("--minutes", type=float, default=4.0, help="training budget in minutes (default 4)")
+    p.add_argument("--minutes", type=float, default=5.0, help="training budget in minutes (default 5)")
     p.add_argument("--steps", type=int, default=None, help="train exactly this many steps instead of --minutes")
     p.add_argument("--sample-steps", type=int, default=None, help="sampling steps K (default 20; quick: 2)")
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny data, 2 train steps)")
