@@ -493,3 +493,20 @@ def test_device_flag_reaches_the_suite_and_cuda_without_cuda_is_one_line(tmp_pat
     err = capsys.readouterr().err
     assert "sees no CUDA device" in err and "Traceback" not in err
     assert not list(tmp_path.glob("runs/*"))  # refused before any training
+
+
+def test_time_aware_metrics_see_real_clips_as_real():
+    """The suite hands evaluators [0, 1] clips: ground truth scored as a 'generated' extension must look real."""
+    from benchmarks.suites.digits_zero_shot import DigitsZeroShotSuite
+    from fvdm.plugins.evaluators.digits_truth import digits_truth
+
+    plugins = load_plugins(entry_points=False)
+    cfg = DigitsZeroShotSuite.Config()
+    cfg.metrics = [m for m in cfg.metrics if m["name"] != "fvd"]
+    ds = plugins["datasets"].build({"name": "moving_digits", "split": "test", "num_frames": 8, "num_clips": 8})
+    gt = torch.stack([ds[i]["video"] for i in range(8)])  # (8, 8, 1, 32, 32) in [-1, 1]
+    res = DigitsZeroShotSuite(cfg)._score(plugins, None, {"truth": digits_truth(ds, list(range(8)))}, "extension",
+                                          gt.clone(), gt, {})
+    assert res["digit_recognisability"] > 0.95 and res["digit_identity"] > 0.9
+    assert res["trajectory_error"] < 2.0 and res["boundary_jump"] == pytest.approx(1.0)
+    assert res["psnr"] == 100.0  # identical frames: the documented cap

@@ -223,8 +223,8 @@ class Budget(PluginConfig):
     """What one run spends; ``standard`` and ``quick`` presets below."""
 
     seeds: int = Field(5, ge=1)
-    train_steps: int = Field(1600, ge=1, description="per model; an arm trains steps_multiplier x this")
-    sample_steps: int = Field(10, ge=1, description="DDIM steps per window")
+    train_steps: int = Field(1200, ge=1, description="per model; an arm trains steps_multiplier x this")
+    sample_steps: int = Field(8, ge=1, description="DDIM steps per window")
     num_uncond: int = Field(256, ge=2, description="unconditional clips per model for FVD")
     num_task: int = Field(64, ge=2, description="test clips per conditional task (i2v, interpolation, extension)")
     num_long: int = Field(8, ge=1, description="long videos")
@@ -638,8 +638,11 @@ class DigitsZeroShotSuite:
             if name == "fvd":
                 res["fvd"] = self._fvd(fvd, real["stats"], fake)
                 continue
-            ev = plugins["evaluators"].build({k: v for k, v in m.items()
-                                              if k not in ("higher_is_better", "needs_trajectories")})
+            spec = {k: v for k, v in m.items() if k not in ("higher_is_better", "needs_trajectories")}
+            entry = plugins["evaluators"].get(name)
+            if entry.config is not None and "value_range" in entry.config.model_fields and "value_range" not in spec:
+                spec["value_range"] = "0_1"  # we hand evaluators [0, 1] clips; say so to those that ask
+            ev = plugins["evaluators"].build(spec)
             # what a time-aware metric may need: scored frames, given frames (context), ground truth
             extras = {"mask": mask, "given": given, "context": given, "task": task}
             if real.get("trajectories") is not None:
