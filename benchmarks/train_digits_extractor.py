@@ -18,10 +18,8 @@ with the accuracies and the exact recipe.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,7 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from fvdm.plugins.evaluators.digits_net import KINDS, MAX_DIGITS, WEIGHTS_FILE, DigitsNet, to_net_input
-from fvdm.plugins.evaluators.weights import PACKAGE_WEIGHTS_DIR
+from fvdm.plugins.evaluators.weights import PACKAGE_WEIGHTS_DIR, write_trained_weights
 
 
 def make_split(split: str, n: int, num_frames: int, seed: int, num_digits: int | None = None
@@ -155,20 +153,12 @@ def main(argv: list[str] | None = None) -> dict:
     train_metrics = evaluate(model, tuple(t[:512] for t in train_single), tuple(t[:512] for t in train_multi))
     print("held-out (val split):", metrics, "train subset:", train_metrics, flush=True)
 
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / WEIGHTS_FILE
-    torch.save({k: v.detach().clone().float() for k, v in model.state_dict().items()}, path)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    (out / (WEIGHTS_FILE + ".sha256")).write_text(f"{sha}  {WEIGHTS_FILE}\n")
     info = {
-        "sha256": sha, "bytes": path.stat().st_size, "heldout_val": metrics, "train_subset": train_metrics,
+        "heldout_val": metrics, "train_subset": train_metrics,
         "steps": step, "epochs": epoch, "train_seconds": round(time.time() - t_start, 1), "threads": args.threads,
         "recipe": {k: v for k, v in vars(args).items() if k != "out_dir"}, "kinds": list(KINDS),
-        "torch": torch.__version__,
-        "params": sum(p.numel() for p in model.parameters()),
     }
-    (out / "digits_extractor.json").write_text(json.dumps(info, indent=2) + "\n")
+    info = write_trained_weights(model, args.out_dir, WEIGHTS_FILE, info)
     print(json.dumps(info, indent=2))
     return info
 

@@ -17,10 +17,8 @@ Writes ``weights/digits_frame_net.pt`` (float32 state dict), its ``.sha256`` and
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,7 +28,7 @@ from einops import rearrange
 from fvdm.plugins.evaluators.digits_frame_net import (
     DIGIT_SIZE, WEIGHTS_FILE, DigitsFrameNet, centre_targets, detect, frames_to_net_input,
 )
-from fvdm.plugins.evaluators.weights import PACKAGE_WEIGHTS_DIR
+from fvdm.plugins.evaluators.weights import PACKAGE_WEIGHTS_DIR, write_trained_weights
 
 MAX_DIGITS = 3
 
@@ -159,20 +157,13 @@ def main(argv: list[str] | None = None) -> dict:
     train_metrics = evaluate(model, tr_x[sub], tr_c[sub], tr_l[sub], noise)
     print("held-out (val split):", metrics, "\ntrain subset:", train_metrics, flush=True)
 
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / WEIGHTS_FILE
-    torch.save({k: v.detach().clone().float() for k, v in model.state_dict().items()}, path)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    (out / (WEIGHTS_FILE + ".sha256")).write_text(f"{sha}  {WEIGHTS_FILE}\n")
     info = {
-        "sha256": sha, "bytes": path.stat().st_size, "heldout_val": metrics, "train_subset": train_metrics,
+        "heldout_val": metrics, "train_subset": train_metrics,
         "steps": args.steps, "train_seconds": round(train_seconds, 1), "threads": args.threads,
-        "recipe": {k: v for k, v in vars(args).items() if k != "out_dir"}, "torch": torch.__version__,
-        "params": sum(p.numel() for p in model.parameters()),
+        "recipe": {k: v for k, v in vars(args).items() if k != "out_dir"},
         "notes": "recall/precision at 3 px; threshold 0.5 on the 3x3 class mass; val digits disjoint from train",
     }
-    (out / "digits_frame_net.json").write_text(json.dumps(info, indent=2) + "\n")
+    info = write_trained_weights(model, args.out_dir, WEIGHTS_FILE, info)
     print(json.dumps(info, indent=2))
     return info
 

@@ -168,3 +168,19 @@ def test_cli_scores_a_directory(clips, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     res = res[0] if isinstance(res, list) else res
     assert res["metric"] == "digit_recognisability" and res["value"] >= 0.95 and res["n_frames"] == 48
+
+
+def test_write_trained_weights_records_hash_and_provenance(tmp_path):
+    import hashlib
+    import json
+
+    from fvdm.plugins.evaluators.weights import write_trained_weights
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 2, 3)
+    doc = write_trained_weights(net, tmp_path, "net.pt", {"steps": 7})
+    raw = (tmp_path / "net.pt").read_bytes()
+    assert doc["sha256"] == hashlib.sha256(raw).hexdigest() == (tmp_path / "net.pt.sha256").read_text().split()[0]
+    assert json.loads((tmp_path / "net.json").read_text()) == doc and doc["steps"] == 7 and doc["params"] == 20
+    sd = torch.load(tmp_path / "net.pt", weights_only=True)
+    assert all(torch.equal(sd[k], v) for k, v in net.state_dict().items())

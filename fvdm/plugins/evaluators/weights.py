@@ -13,6 +13,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fvdm.core.errors import FvdmError
 
@@ -129,3 +130,22 @@ def is_torchscript_archive(path: str | Path) -> bool:
         return False
     with zipfile.ZipFile(path) as zf:
         return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("constants.pkl") for n in zf.namelist())
+
+
+def write_trained_weights(model: Any, out_dir: str | Path, filename: str, info: dict) -> dict:
+    """Save a project-trained net's float32 state dict as ``out_dir/filename`` with its ``.sha256`` and a
+    provenance JSON (``<stem>.json``: sha256, size, parameter count, torch version + ``info``); returns it."""
+    import json
+
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / filename
+    torch.save({k: v.detach().clone().float() for k, v in model.state_dict().items()}, path)
+    sha = sha256_file(path)
+    (out / (filename + ".sha256")).write_text(f"{sha}  {filename}\n")
+    doc = {"sha256": sha, "bytes": path.stat().st_size, **info, "torch": torch.__version__,
+           "params": sum(p.numel() for p in model.parameters())}
+    (out / (Path(filename).stem + ".json")).write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
