@@ -19,18 +19,11 @@ from pathlib import Path
 
 import torch
 
-BASE = {
-    "name": "digits_recipe",
-    "seed": 0,
-    "data": {"name": "moving_digits", "num_frames": 8, "resolution": 32, "num_clips": 10000},
-    "backbone": {"name": "unet_video"},
-    "noise_schedule": {"name": "ddpm", "prediction": "v", "learn_sigma": False},
-    "vtv": {"name": "ptss", "p": 0.2},
-    "autoencoder": "identity",
-    "train": {"steps": 100000, "batch_size": 8, "lr": 1e-3, "warmup_steps": 50, "grad_clip": 1.0,
-              "ema_decay": 0.995, "log_every": 50, "ckpt_every": 100000, "sample_every": 0, "tensorboard": False},
-    "sample": {"sampler": {"name": "ddim", "clip_x0": 1.0}, "schedule": "standard", "steps": 20},
-}
+from fvdm.commands.demo import DEMO_CONFIG
+
+# The demo's recipe is the starting point; every field can be changed with -o KEY=VALUE.
+BASE = {**json.loads(json.dumps(DEMO_CONFIG)), "name": "digits_recipe", "train": {
+    **DEMO_CONFIG["train"], "bf16": False, "log_every": 50}}
 
 
 def score(ckpt: Path, plugins, n: int, steps: int, seed: int, out_png: Path) -> dict:
