@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from fvdm.commands.argtypes import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -34,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--out", default=None, help="output directory (default: bench_out/SUITE)")
     pr.add_argument("--quick", action="store_true", help="smaller budget (one seed, fewer clips/repeats)")
     pr.add_argument("--seed", type=int, default=0, help="base seed; the same seed reproduces quality numbers")
-    pr.add_argument("--threads", type=int, default=None, help="torch threads for the run (default: torch's)")
+    pr.add_argument("--threads", type=positive_int, default=None, help="torch threads for the run (default: torch's)")
     pr.add_argument("--data", default=None, help="dataset path (protocol suites: the real videos)")
     pr.add_argument("--weights", default=None, help="feature-extractor weights file (protocol suites)")
     pr.add_argument("--device", default=None,

@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fvdm.commands.argtypes import nonnegative_int, positive_int
+
+
 #: task -> what it reads from the command line (for --help and messages)
 TASK_INPUTS = {
     "unconditional": "--frames (<= window)",
@@ -53,19 +56,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", help="first frame image (image_to_video, interpolation)")
     p.add_argument("--last", help="last frame image (interpolation)")
     p.add_argument("--video", help="context video (mp4/webm/gif): extension, infill, interpolation, long_video")
-    p.add_argument("--frames", type=int, help="total frames to output (long_video default 128)")
-    p.add_argument("--steps", type=int, help="sampling steps K (default: the checkpoint config's sample.steps)")
+    p.add_argument("--frames", type=positive_int, help="total frames to output (long_video default 128)")
+    p.add_argument("--steps", type=positive_int, help="sampling steps K (default: the checkpoint config's sample.steps)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=1, help="samples per task (unconditional tasks)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="samples per task (unconditional tasks)")
     p.add_argument("--sampler", help="ddim | ddpm | euler | heun (default: the checkpoint config's)")
     p.add_argument("--eta", type=float, help="DDIM eta")
     p.add_argument("--schedule", help="sampling-matrix builder: standard | pyramid | autoregressive | trapezoid")
     p.add_argument("--u", type=float, help="pyramid/trapezoid uncertainty scale")
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (class-conditional models)")
     p.add_argument("--label", type=int, nargs="+", help="class label(s)")
-    p.add_argument("--overlap", type=int, help="frames shared by consecutive windows (default window/2)")
-    p.add_argument("--window", type=int, help="frames per window (default and maximum: the checkpoint's)")
-    p.add_argument("--context-frames", type=int, help="frames of --video used as context (extension: default window/2)")
+    p.add_argument("--overlap", type=nonnegative_int, help="frames shared by consecutive windows (default window/2)")
+    p.add_argument("--window", type=positive_int, help="frames per window (default and maximum: the checkpoint's)")
+    p.add_argument("--context-frames", type=positive_int, help="frames of --video used as context (extension: default window/2)")
     p.add_argument("--given", help="infill: comma-separated indices of given frames (default: even frames)")
     p.add_argument("--multiplier", type=float, help="noise multiplier of context frames (0 = frozen, Pusa ~0.2)")
     p.add_argument("--stabilization", type=float, help="level at which the model sees context (Diffusion Forcing)")
@@ -74,7 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="input image/video of another size or channel count: resize with a warning, or fail")
     p.add_argument("--formats", default="gif,png,mp4",
                    help="comma list of gif,png,mp4,npz (npz: every sample as its own clip, for fvdm eval --fake)")
-    p.add_argument("--fps", type=int, default=8)
+    p.add_argument("--fps", type=positive_int, default=8)
     p.add_argument("--name", help="output file stem (default: the task name)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")

@@ -1,0 +1,36 @@
+"""Numeric CLI flags out of range are refused by argparse with one line naming the flag (not silently defaulted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fvdm.cli import main
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["sample", "--checkpoint", "x.pt", "--steps", "0"], "--steps"),
+    (["sample", "--checkpoint", "x.pt", "--batch-size", "0"], "--batch-size"),
+    (["sample", "--checkpoint", "x.pt", "--frames", "-5"], "--frames"),
+    (["sample", "--checkpoint", "x.pt", "--overlap", "-1"], "--overlap"),
+    (["train", "--max-steps", "-3"], "--max-steps"),
+    (["demo", "--minutes", "0"], "--minutes"),
+    (["demo", "--eval-clips", "0"], "--eval-clips"),
+    (["bench", "run", "speed", "--threads", "0"], "--threads"),
+])
+def test_out_of_range_flag_is_one_line(argv, flag, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"argument {flag}: must be" in err[-1] and "Traceback" not in "\n".join(err)
+    assert not list(tmp_path.iterdir())  # nothing ran, nothing written
+
+
+def test_in_range_values_parse():
+    from fvdm.commands.argtypes import int_at_least, positive_float
+
+    assert int_at_least(0)("0") == 0 and int_at_least(1)("7") == 7 and positive_float("0.5") == 0.5
+    for bad in ("nan", "-1", "x"):
+        with pytest.raises(Exception, match="must be a number > 0"):
+            positive_float(bad)
