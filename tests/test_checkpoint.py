@@ -121,3 +121,30 @@ def test_load_for_sampling(trained):
     out = lm.model(x, lm.schedule.timestep_input(t), torch.tensor([1, 2]))
     assert out.shape == (2, 4, 2, 16, 16)  # learned sigma: 2C channels
     assert lm.autoencoder.decode(x).shape == x.shape
+
+
+def test_stale_temp_files_of_dead_writers_are_cleaned_on_start(trained, tmp_path, capsys):
+    """kill -9 during a save leaves `.last.pt.tmp-PID`; the next start removes those of dead PIDs only."""
+    import shutil
+    import subprocess
+    import sys
+
+    from fvdm.core.checkpoint import clean_stale_temps
+
+    plugins, ckpt, _ = trained
+    run_dir = tmp_path / "run"
+    shutil.copytree(ckpt.parent.parent, run_dir)
+    ck = run_dir / "checkpoints"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = ck / f".last.pt.tmp-{int(dead.stdout)}"  # that process has exited
+    stale.write_bytes(b"\0" * 1000)
+    live = ck / f".last.pt.tmp-{os.getpid()}"  # a writer in progress (this process) is left alone
+    live.write_bytes(b"partial")
+    assert clean_stale_temps(ck) == [stale] and live.exists() and not stale.exists()
+    live.unlink()
+    stale.write_bytes(b"\0" * 1000)
+    cfg = parse_config({"name": "ck2", "data": {"name": "moving_digits", "num_frames": 4, "resolution": 16,
+                                                "num_clips": 8},
+                        "train": {"steps": 1, "batch_size": 2, "tensorboard": False, "log_every": 1}})
+    train(cfg, plugins, run_dir=run_dir, overwrite=True, progress=False)
+    assert not stale.exists() and f"removed {stale.name}" in capsys.readouterr().err

@@ -45,6 +45,29 @@ class CheckpointError(FvdmError, ValueError):
 
 # -- writing ---------------------------------------------------------------------------------------
 
+def clean_stale_temps(directory: str | Path) -> list[Path]:
+    """Remove ``.<name>.tmp-<PID>`` files left by writers that died mid-write (kill -9 during a save).
+
+    A temp file whose PID is still alive belongs to a writer in progress and is kept. Returns the
+    removed paths.
+    """
+    removed = []
+    for tmp in Path(directory).glob(".*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, owned by someone else
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` atomically: temp file in the same directory, fsync, rename, fsync the dir.
 

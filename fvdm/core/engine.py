@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from fvdm.core import distributed as D
 from fvdm.core.checkpoint import (
     FORMAT, VERSION, CheckpointError, capture_rng, check_resume_config, load_checkpoint, load_state_strict,
-    restore_rng, save_checkpoint,
+    clean_stale_temps, restore_rng, save_checkpoint,
 )
 from fvdm.core.config import ExperimentConfig, canonical_dict, config_hash, dump_config, parse_config, resolve_config
 from fvdm.core.ema import ema_decay_at, ema_update, make_ema
@@ -378,6 +378,9 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     micro = global_micro // world  # samples per micro-step on this rank
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, plugins)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
+    if main and ckpt_path.parent.is_dir():
+        for stale in clean_stale_temps(ckpt_path.parent):  # a kill -9 during a save leaves its temp file
+            print(f"fvdm train: removed {stale.name} (left by a writer that died mid-save)", file=sys.stderr)
     ckpt = None
     if resume:
         if not ckpt_path.is_file():
