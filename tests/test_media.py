@@ -34,3 +34,33 @@ def test_png_grid_and_gif_sizes(tmp_path):
     assert (arr[:24:3, :24:3] == expect).all()  # upscaled pixels are the original values, unblended
     gif = Image.open(write_gif(video, tmp_path / "g.gif", pad=0, scale=4))
     assert gif.size == (2 * 8 * 4, 8 * 4) and gif.n_frames == 4
+
+
+def test_non_finite_videos_are_refused_not_written_black(tmp_path):
+    video = torch.zeros(1, 2, 1, 4, 4)
+    video[0, 1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="1 non-finite value"):
+        write_png_grid(video, tmp_path / "g.png")
+    assert not list(tmp_path.iterdir())
+
+
+def test_16_bit_png_is_scaled_by_bit_depth(tmp_path):
+    from fvdm.core.media import read_image
+
+    a = np.array([[0, 65535], [32896, 16448]], dtype=np.uint16)  # 0, max, ~half, ~quarter
+    Image.fromarray(a).save(tmp_path / "x.png")  # saved as a 16-bit grey PNG (mode I;16)
+    img = read_image(tmp_path / "x.png", (1, 2, 2))  # (C, H, W) in [-1, 1]
+    expect = torch.tensor([[0, 255], [128, 64]], dtype=torch.float32) / 127.5 - 1
+    torch.testing.assert_close(img[0], expect)
+
+
+def test_truncated_or_non_image_file_is_one_line(tmp_path):
+    from fvdm.core.media import read_image
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(good)
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:40])
+    (tmp_path / "text.png").write_text("not an image")
+    for name in ("cut.png", "text.png"):
+        with pytest.raises(ValueError, match="cannot read image .*give a complete PNG/JPEG"):
+            read_image(tmp_path / name, (1, 8, 8))

@@ -20,8 +20,14 @@ VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".gif")
 
 
 def to_uint8(video: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float -> uint8, same shape."""
-    return ((video.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    """[-1, 1] float -> uint8, same shape. Refuses non-finite values: NaN would silently become black."""
+    v = video.detach().float().cpu()
+    bad = int((~torch.isfinite(v)).sum())
+    if bad:
+        raise ValueError(f"refusing to write a video with {bad} non-finite value(s) (NaN/inf) of {v.numel()}: the "
+                         "model produced them; check the checkpoint (fvdm train --resume reports damaged weights) "
+                         "or the sampler settings")
+    return ((v.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def upscale_nearest(v: torch.Tensor, scale: int) -> torch.Tensor:
@@ -214,12 +220,25 @@ def read_image(path: str | Path, shape: tuple[int, int, int], on_mismatch: str =
     """Image file -> (C, H, W) in [-1, 1]."""
     from PIL import Image
 
+    import numpy as np
+    from PIL import UnidentifiedImageError
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as im:
-        im.load()
-        return _fit(im.convert("RGB") if im.mode not in ("L", "RGB") else im, shape, f"image {path.name}", on_mismatch)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit (or 32-bit integer) grey: scale by the bit depth, not clip at 255
+                depth = 65535.0 if im.mode.startswith("I;16") or np.asarray(im).max() <= 65535 else 2.0 ** 32 - 1
+                a = np.asarray(im, dtype=np.float64) * (255.0 / depth)
+                im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+            return _fit(im.convert("RGB") if im.mode not in ("L", "RGB") else im, shape, f"image {path.name}",
+                        on_mismatch)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image {path} ({type(exc).__name__}: {exc}); give a complete PNG/JPEG file") \
+            from exc
 
 
 def read_video(path: str | Path, shape: tuple[int, int, int], *, min_frames: int = 1, max_frames: int | None = None,
