@@ -34,3 +34,17 @@ def test_in_range_values_parse():
     for bad in ("nan", "-1", "x"):
         with pytest.raises(Exception, match="must be a number > 0"):
             positive_float(bad)
+
+
+@pytest.mark.parametrize("argv", [["train", "--device", "cuda"], ["sample", "--checkpoint", "x.pt", "--device", "cuda:0"],
+                                  ["eval", "--device", "cuda"], ["bench", "run", "speed", "--device", "gpu"]])
+def test_unusable_device_is_one_line_at_parse_time(argv, capsys):
+    import torch
+
+    if "cuda" in argv[-1] and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --device:" in err and ("sees no CUDA device" in err or "is not a torch device" in err)

@@ -37,3 +37,20 @@ def positive_float(text: str) -> float:
 
 positive_int = int_at_least(1)
 nonnegative_int = int_at_least(0)
+
+
+def device_arg(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda[:i]``, ...: refuses a CUDA device that this torch build cannot see, at parse time
+    (otherwise the failure is an AttributeError deep inside torch)."""
+    if text == "auto":
+        return text
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device; use auto, cpu or cuda[:i]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r} asked for, but this torch build ({torch.__version__}) sees no "
+                                         "CUDA device; install a CUDA build of torch or use --device cpu")
+    return text

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from fvdm.commands.argtypes import positive_int
+from fvdm.commands.argtypes import device_arg, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--threads", type=positive_int, default=None, help="torch threads for the run (default: torch's)")
     pr.add_argument("--data", default=None, help="dataset path (protocol suites: the real videos)")
     pr.add_argument("--weights", default=None, help="feature-extractor weights file (protocol suites)")
-    pr.add_argument("--device", default=None,
+    pr.add_argument("--device", type=device_arg, default=None,
                     help="device for suites with a `device` field, e.g. cuda (digits_zero_shot: models, data, noise)")
     pr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="set a field of the suite's Config (value parsed as YAML); repeatable")

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from fvdm.commands.argtypes import device_arg
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="compute FVD/FID/PSNR/SSIM (JSON with provenance)",
@@ -39,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-fake", type=int, help="fake videos")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--workers", type=int, help="DataLoader workers for decoding")
-    p.add_argument("--device", help="extractor device (cpu, cuda)")
+    p.add_argument("--device", type=device_arg, help="extractor device (cpu, cuda)")
     p.add_argument("--stats-cache", help=".npz cache of the real statistics (reused only if it matches)")
     p.add_argument("--num-samples", type=int, default=64, help="videos to sample when --fake is a checkpoint")
     p.add_argument("--sample-steps", type=int, help="sampler steps when --fake is a checkpoint")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fvdm.commands.argtypes import nonnegative_int, positive_int
+from fvdm.commands.argtypes import device_arg, nonnegative_int, positive_int
 
 
 #: task -> what it reads from the command line (for --help and messages)
@@ -79,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="comma list of gif,png,mp4,npz (npz: every sample as its own clip, for fvdm eval --fake)")
     p.add_argument("--fps", type=positive_int, default=8)
     p.add_argument("--name", help="output file stem (default: the task name)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_arg, default="cpu")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fvdm.commands.argtypes import positive_int
+from fvdm.commands.argtypes import device_arg, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value (YAML-parsed), e.g. -o train.steps=100 -o data.resolution=32")
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps in this call")
-    p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda")
     p.add_argument("--overwrite", action="store_true", help="start again even if the run dir holds a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.add_argument("--json", action="store_true", help="print the result summary as JSON at the end")
