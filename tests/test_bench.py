@@ -511,3 +511,46 @@ def test_time_aware_metrics_see_real_clips_as_real():
     assert res["digit_recognisability"] > 0.95 and res["digit_identity"] > 0.9
     assert res["trajectory_error"] < 2.0 and res["boundary_jump"] == pytest.approx(1.0)
     assert res["psnr"] == 100.0  # identical frames: the documented cap
+
+
+def test_workers_exit_when_the_suite_process_dies(tmp_path):
+    """A killed suite must not leave its worker processes training on (orphans)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    pid_file = tmp_path / "child.pid"
+    script.write_text(
+        "import multiprocessing as mp, os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from benchmarks.suites.digits_zero_shot import _exit_with_parent\n"
+        "def busy(path):\n"  # a worker in the middle of a long job (training), not idle on its queue
+        "    open(path, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    init = _exit_with_parent if sys.argv[2] == 'watch' else None\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'), initializer=init,\n"
+        "                               initargs=(os.getpid(), 0.1) if init else ())\n"
+        "    pool.submit(busy, sys.argv[1])\n"
+        "    time.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file), "watch"], env=env)
+    for _ in range(300):
+        if pid_file.is_file() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    child_pid = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(100):  # the watcher polls every 0.1 s
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child_pid, signal.SIGKILL)
+        pytest.fail("the worker outlived its killed parent")

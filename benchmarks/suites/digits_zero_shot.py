@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import statistics
 import sys
 import time
@@ -467,7 +468,8 @@ class DigitsZeroShotSuite:
             from concurrent.futures import ProcessPoolExecutor
 
             child_threads = max(1, threads // workers)
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 futs = {(s, key): pool.submit(_child_job, self.cfg.model_dump(), real, key, s, budget.model_dump(),
                                               str(out), child_threads, metric_info) for s, key in jobs}
                 for (s, key), fut in futs.items():
@@ -954,6 +956,20 @@ def _ci(d: dict[str, Any] | None, signed: bool = True) -> str:
     if d["n"] < 2 or not math.isfinite(d["ci_low"]):
         return f"{d['mean']:{f}} (n={d['n']})"
     return f"{d['mean']:{f}} [{d['ci_low']:.4g}, {d['ci_high']:.4g}]"
+
+
+def _exit_with_parent(parent_pid: int, poll_s: float = 2.0) -> None:
+    """Worker initializer: end this process when the suite's process is gone (killed, Ctrl-C'd), instead of
+    training on for nobody (a killed run once left two orphans training for minutes)."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:  # re-parented: the suite process died
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _child_job(cfg: dict[str, Any], real: dict[str, Any], key: str, seed: int, budget: dict[str, Any],
