@@ -294,3 +294,17 @@ def test_strategies_with_the_same_seed_share_data_order_and_noise(plugins, tmp_p
             assert torch.equal(noise, noise_ref), name  # same noise tensors
     sync_t, ind_t = ref[0][2], runs["independent"][0][2]
     assert bool((sync_t == sync_t[:, :1]).all()) and not torch.equal(sync_t, ind_t)  # the strategies do differ
+
+
+def test_resume_truncates_metrics_logged_after_the_checkpoint(plugins, tmp_path):
+    """A run killed after its last checkpoint logged steps the resumed run logs again: no duplicate rows."""
+    cfg = parse_config(tiny(tmp_path, steps=6, log_every=1))
+    run = tmp_path / "r"
+    train(cfg, plugins, run_dir=run, max_steps=3, progress=False)  # checkpoint at step 3
+    with open(run / "metrics.jsonl", "a") as f:  # what a process killed at step 5 (before saving) had logged
+        f.write(json.dumps({"step": 4, "loss": 9.0}) + "\n" + json.dumps({"step": 5, "loss": 9.0}) + "\n")
+        f.write('{"step": 6, "lo')  # torn last write
+    train(cfg, plugins, run_dir=run, resume=True, progress=False)
+    steps = [json.loads(line)["step"] for line in open(run / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert all(json.loads(line)["loss"] != 9.0 for line in open(run / "metrics.jsonl"))

@@ -21,6 +21,7 @@ import contextlib
 import importlib.util
 import inspect
 import json
+import os
 import math
 import random
 import sys
@@ -270,6 +271,29 @@ def default_run_dir(cfg: ExperimentConfig, plugins: Any) -> Path:
     return Path(cfg.run_root) / f"{cfg.name}-{config_hash(cfg, plugins)}"
 
 
+def truncate_metrics(path: Path, step: int) -> int:
+    """Drop metrics.jsonl rows logged after ``step`` (a run killed after its last checkpoint logged steps the
+    resumed run logs again); returns how many rows were dropped. Unparseable lines (a torn last write) go too."""
+    if not path.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        if isinstance(row, dict) and int(row.get("step", 0)) > step:
+            dropped += 1
+            continue
+        keep.append(line)
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(f"{line}\n" for line in keep))
+        os.replace(tmp, path)
+    return dropped
+
+
 def _fmt_time(sec: float) -> str:
     sec = int(max(0, sec))
     return f"{sec // 3600:d}:{sec % 3600 // 60:02d}:{sec % 60:02d}"
@@ -427,6 +451,8 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
         _load_full_state(ema, None, ckpt["ema"], None, fsdp, "EMA", ckpt_path)
         step, position = int(ckpt["step"]), int(ckpt["data_position"])
         history = [float(v) for v in ckpt["losses"].tolist()]
+        if main:
+            truncate_metrics(run_dir / "metrics.jsonl", step)
         saved = ckpt["rng"]["generator"]
         if isinstance(saved, dict) and set(saved) == set(RNG_STREAMS):
             for name, g in gens.items():
