@@ -181,3 +181,12 @@ def test_new_plugin_manager_has_all_hookspecs():
     pm = new_plugin_manager()
     names = {h for h in dir(pm.hook) if h.startswith("fvdm_")}
     assert {f"fvdm_register_{k}" for k in KINDS} | {"fvdm_choose_attention_kernel"} == names
+
+
+def test_plugin_calling_sys_exit_on_import_is_reported_not_fatal(tmp_path):
+    root = make_dist(tmp_path / "site", "fvdm-quitter", "0.2", "fvdm_quitter_plugin", "import sys\nsys.exit(3)\n")
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{REPO}"}
+    out = subprocess.run([sys.executable, "-m", "fvdm", "plugins", "--json"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    failed = [p for p in json.loads(out.stdout)["plugins"] if p["status"] == "failed"]
+    assert [p["name"] for p in failed] == ["fvdm-quitter"] and "SystemExit" in failed[0]["error"]

@@ -111,7 +111,7 @@ def _register_one(
         return
     try:
         plugin = load()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() on import must not end the host
         _fail(records, rec, exc, "import", strict)
         return
     try:
@@ -191,7 +191,7 @@ def load_plugins(
             registry.current_origin = origins.get(impl.plugin_name, "local")
             try:
                 impl.function(registry=registry)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 registry.remove_plugin(impl.plugin_name)  # nothing half-registered survives
                 rec = rec_by_name.get(impl.plugin_name)
                 if rec is None:
