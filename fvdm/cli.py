@@ -42,8 +42,26 @@ def main(argv: list[str] | None = None) -> int:
     except (FvdmError, FileNotFoundError, ValueError) as exc:
         if os.environ.get("FVDM_DEBUG"):
             raise
-        print(f"fvdm {args.command}: error: {exc}\n(set FVDM_DEBUG=1 for a traceback)", file=sys.stderr)
+        print(f"fvdm {args.command}: error: {_message(exc)}\n(set FVDM_DEBUG=1 for a traceback)", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a raw traceback
+        if os.environ.get("FVDM_DEBUG"):
+            raise
+        print(f"fvdm {args.command}: error: {type(exc).__name__}: {_message(exc)}\n(unexpected: rerun with "
+              "FVDM_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return 1
+
+
+def _message(exc: BaseException) -> str:
+    """pydantic's multi-line dump -> one line of `field: problem`; other messages as they are."""
+    errors = getattr(exc, "errors", None)
+    if type(exc).__name__ == "ValidationError" and callable(errors):
+        parts = []
+        for e in errors():
+            loc = ".".join(str(x) for x in e.get("loc", ())) or "value"
+            parts.append(f"{loc}: {e.get('msg', '')} (got {e.get('input')!r})")
+        return f"invalid value{'s' if len(parts) > 1 else ''}: " + "; ".join(parts)
+    return str(exc)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Numeric CLI flags out of range are refused by argparse with one line naming the flag (not silently defaulted)."""
+"""CLI errors are one line naming the problem: out-of-range flags, unusable devices, pydantic dumps, unexpected exceptions."""
 
 from __future__ import annotations
 
@@ -48,3 +48,25 @@ def test_unusable_device_is_one_line_at_parse_time(argv, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "argument --device:" in err and ("sees no CUDA device" in err or "is not a torch device" in err)
+
+
+def test_pydantic_errors_are_one_line(capsys, tmp_path):
+    assert main(["bench", "run", "digits_zero_shot", "--quick", "--set", "badkey=1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "fvdm bench: error: invalid value: badkey: Extra inputs are not permitted (got 1)"
+    assert "pydantic" not in "\n".join(err) and len(err) == 2
+
+
+def test_unexpected_exceptions_are_one_line_with_debug_hint(capsys, monkeypatch):
+    import fvdm.commands.plugins as cmd
+
+    def boom(args):
+        raise RuntimeError("something deep broke")
+
+    monkeypatch.setattr(cmd, "run", boom)  # the parser is built per call, so it picks this up
+    assert main(["plugins"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "fvdm plugins: error: RuntimeError: something deep broke" and "FVDM_DEBUG=1" in err[1]
+    monkeypatch.setenv("FVDM_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="something deep broke"):
+        main(["plugins"])
