@@ -148,3 +148,33 @@ def test_stale_temp_files_of_dead_writers_are_cleaned_on_start(trained, tmp_path
                         "train": {"steps": 1, "batch_size": 2, "tensorboard": False, "log_every": 1}})
     train(cfg, plugins, run_dir=run_dir, overwrite=True, progress=False)
     assert not stale.exists() and f"removed {stale.name}" in capsys.readouterr().err
+
+
+def test_damaged_tensor_data_is_detected_on_load(trained, tmp_path):
+    """Bit flips in tensor data load silently with weights_only=True; the stored tensor hashes catch them."""
+    from fvdm.core.checkpoint import tensor_digest
+
+    _, ckpt, _ = trained
+    state = torch.load(ckpt, weights_only=True)
+    assert set(state["tensor_sha256"]) == {"model", "ema", "optimizer"}
+    assert state["tensor_sha256"]["model"] == tensor_digest(state["model"])
+    name = next(k for k, v in state["model"].items() if v.is_floating_point() and v.numel() > 1)
+    flipped = state["model"][name].clone()
+    flipped.view(torch.int32).view(-1)[0] ^= 1 << 20  # one bit of one float32, as a disk error would
+    state["model"][name] = flipped
+    bad = tmp_path / "flipped.pt"
+    torch.save(state, bad)  # the stored hashes are the originals
+    with pytest.raises(CheckpointError, match="damaged: the tensors of model do not match"):
+        load_checkpoint(bad)
+
+
+def test_non_finite_weights_are_refused_even_with_matching_hashes(trained, tmp_path):
+    from fvdm.core.checkpoint import save_checkpoint
+
+    _, ckpt, _ = trained
+    state = torch.load(ckpt, weights_only=True)
+    name = next(k for k, v in state["ema"].items() if v.is_floating_point())
+    state["ema"][name] = torch.full_like(state["ema"][name], float("nan"))
+    save_checkpoint(state, tmp_path / "nan.pt")  # hashed after the NaN went in: the hashes match
+    with pytest.raises(CheckpointError, match="non-finite value.*ema weight"):
+        load_checkpoint(tmp_path / "nan.pt")

@@ -43,6 +43,57 @@ class CheckpointError(FvdmError, ValueError):
     """A checkpoint file is missing, corrupt, or does not match the config it is used with."""
 
 
+# -- integrity -------------------------------------------------------------------------------------
+
+#: parts of a checkpoint whose tensors are hashed on save and verified on load
+HASHED_PARTS = ("model", "ema", "optimizer")
+
+
+def tensor_digest(tree: Any) -> str:
+    """sha256 over every tensor in a nested dict/list (key path, dtype, shape, raw bytes), in sorted key order.
+
+    ``torch.load(weights_only=True)`` does not check the zip's CRCs, so flipped bits in tensor data
+    load silently; this digest, stored at save time, catches them.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, torch.Tensor):
+            t = node.detach().cpu().contiguous()
+            h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(node, dict):
+            for k in sorted(node, key=str):
+                walk(node[k], f"{key}.{k}")
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+
+    walk(tree, "")
+    return h.hexdigest()
+
+
+def verify_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Raise CheckpointError on a tensor-hash mismatch or non-finite model/EMA weights."""
+    stored = ckpt.get("tensor_sha256")
+    if isinstance(stored, dict):
+        bad = [part for part in HASHED_PARTS
+               if part in stored and ckpt.get(part) is not None and tensor_digest(ckpt[part]) != stored[part]]
+        if bad:
+            raise CheckpointError(f"checkpoint {path} is damaged: the tensors of {', '.join(bad)} do not match the "
+                                  "hashes stored when it was written (bit flips or a partial copy); use another "
+                                  "checkpoint of the run or retrain")
+    for part in ("model", "ema"):
+        for name, t in (ckpt.get(part) or {}).items():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                n = int((~torch.isfinite(t)).sum())
+                raise CheckpointError(f"checkpoint {path} has {n} non-finite value(s) in {part} weight {name!r}: "
+                                      "the run diverged before it was saved; use an earlier checkpoint or "
+                                      "retrain with a lower train.lr")
+
+
 # -- writing ---------------------------------------------------------------------------------------
 
 def clean_stale_temps(directory: str | Path) -> list[Path]:
@@ -75,6 +126,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if state.get("format") == FORMAT:  # integrity hashes of the tensors, checked by load_checkpoint
+        state = {**state, "tensor_sha256": {p: tensor_digest(state[p]) for p in HASHED_PARTS
+                                            if state.get(p) is not None}}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -133,6 +187,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}: incomplete checkpoint")
+    verify_checkpoint(ckpt, path)
     return ckpt
 
 
