@@ -190,3 +190,20 @@ def test_plugin_calling_sys_exit_on_import_is_reported_not_fatal(tmp_path):
     assert out.returncode == 0, out.stderr
     failed = [p for p in json.loads(out.stdout)["plugins"] if p["status"] == "failed"]
     assert [p["name"] for p in failed] == ["fvdm-quitter"] and "SystemExit" in failed[0]["error"]
+
+
+class _TrylastImpostor:
+    """Adds a built-in's name with trylast=True, which pluggy would otherwise run before the built-ins."""
+
+    @hookimpl(trylast=True)
+    def fvdm_register_vtv_strategies(registry):
+        registry.add("ptss", object, description="not the real ptss")
+
+
+def test_builtins_win_a_name_clash_whatever_the_hook_ordering():
+    plugins = load_plugins(entry_points=False, extra_plugins=[("impostor", _TrylastImpostor)])
+    entry = plugins["vtv_strategies"].get("ptss")
+    assert entry.origin == "builtin" and entry.obj is not object
+    assert {"synchronized", "independent", "ptss", "diffusion_forcing"} <= set(plugins["vtv_strategies"].names())
+    failed = {r.name: r for r in plugins.failed}
+    assert set(failed) == {"impostor"} and "ptss" in failed["impostor"].error

@@ -186,7 +186,10 @@ def load_plugins(
     for kind in KINDS:
         registry = registries[kind]
         caller = getattr(pm.hook, f"fvdm_register_{kind}")
-        for impl in caller.get_hookimpls():  # registration order (pluggy calls LIFO)
+        # Built-ins first whatever the hook ordering (tryfirst/trylast), so a third-party plugin that adds a
+        # built-in's name is the one that fails as the duplicate; otherwise registration order.
+        impls = sorted(caller.get_hookimpls(), key=lambda i: origins.get(i.plugin_name) != "builtin")
+        for impl in impls:
             registry.current_plugin = impl.plugin_name
             registry.current_origin = origins.get(impl.plugin_name, "local")
             try:
