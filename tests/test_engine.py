@@ -308,3 +308,18 @@ def test_resume_truncates_metrics_logged_after_the_checkpoint(plugins, tmp_path)
     steps = [json.loads(line)["step"] for line in open(run / "metrics.jsonl")]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert all(json.loads(line)["loss"] != 9.0 for line in open(run / "metrics.jsonl"))
+
+
+def test_run_records_where_each_plugin_came_from(plugins, tmp_path):
+    from fvdm.core.config import load_config
+
+    cfg = parse_config(tiny(tmp_path, steps=1, log_every=1))
+    res = train(cfg, plugins, run_dir=tmp_path / "o", progress=False)
+    ck = load_checkpoint(tmp_path / "o")
+    assert ck["plugin_origins"]["vtv"] == {"kind": "vtv_strategies", "name": "ptss", "origin": "builtin",
+                                           "plugin": "fvdm.vtv"}
+    assert ck["plugin_origins"]["backbone"]["origin"] == "builtin"
+    text = (tmp_path / "o" / "config.yaml").read_text()
+    assert "# vtv: vtv_strategies 'ptss' from builtin (plugin fvdm.vtv)" in text
+    assert load_config(tmp_path / "o" / "config.yaml").vtv.name == "ptss"  # the comments do not stop it loading
+    assert res["step"] == 1

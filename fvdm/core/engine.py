@@ -271,6 +271,28 @@ def default_run_dir(cfg: ExperimentConfig, plugins: Any) -> Path:
     return Path(cfg.run_root) / f"{cfg.name}-{config_hash(cfg, plugins)}"
 
 
+#: config field -> registry kind, for the provenance of every plugin a run uses
+PLUGIN_FIELDS = {"data": "datasets", "backbone": "backbones", "noise_schedule": "noise_schedules",
+                 "vtv": "vtv_strategies", "autoencoder": "autoencoders", "sample.sampler": "samplers",
+                 "sample.schedule": "sampling_schedules"}
+
+
+def plugin_origins(cfg: ExperimentConfig, plugins: Any) -> dict[str, dict[str, str]]:
+    """Which registered item (and from which distribution/version) each plugin field of ``cfg`` resolved to:
+    a run trained with a third-party ``ptss`` must not look like one trained with the built-in."""
+    out = {}
+    for field, kind in PLUGIN_FIELDS.items():
+        node: Any = cfg
+        for part in field.split("."):
+            node = getattr(node, part, None)
+        name = getattr(node, "name", None)
+        if name is None or name not in plugins[kind]:
+            continue
+        entry = plugins[kind].get(name)
+        out[field] = {"kind": kind, "name": str(name), "origin": str(entry.origin), "plugin": str(entry.plugin)}
+    return out
+
+
 def truncate_metrics(path: Path, step: int) -> int:
     """Drop metrics.jsonl rows logged after ``step`` (a run killed after its last checkpoint logged steps the
     resumed run logs again); returns how many rows were dropped. Unparseable lines (a torn last write) go too."""
@@ -496,7 +518,11 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     writer = None
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(parse_config(canonical), run_dir / "config.yaml")
+        origins = plugin_origins(cfg, plugins)
+        header = "".join(f"# {field}: {o['kind']} {o['name']!r} from {o['origin']} (plugin {o['plugin']})\n"
+                         for field, o in origins.items())
+        (run_dir / "config.yaml").write_text("# fvdm train config; the plugins it resolved to:\n" + header
+                                             + dump_config(parse_config(canonical)))
         writer = _tb_writer(run_dir, tc.tensorboard)
         print(f"fvdm train: {run_dir} | {type(raw).__name__} {n_params / 1e6:.2f}M params | data {data_name} "
               f"{info['num_frames']}x{info['channels']}x{info['resolution']}^2 | batch {tc.batch_size} "
@@ -537,7 +563,7 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
                 "config": json.dumps(canonical, sort_keys=True), "config_hash": chash,
                 "data_info": info, "model_info": spec, "world_size": world,
                 "losses": torch.tensor(history, dtype=torch.float64),
-                "torch_version": str(torch.__version__),
+                "torch_version": str(torch.__version__), "plugin_origins": plugin_origins(cfg, plugins),
             }, ckpt_path)
         last_ckpt_step = step
         D.barrier(dinfo)
