@@ -171,10 +171,25 @@ def test_refuses_to_overwrite_and_checks_config_on_resume(plugins, tmp_path):
     longer = train(parse_config(tiny(tmp_path, steps=5)), plugins, run_dir=run, resume=True, progress=False)
     assert longer["step"] == 5 and len(longer["loss_history"]) == 5
     ck = run / "checkpoints" / "last.pt"
-    ck.write_bytes(ck.read_bytes()[:1000])  # truncated by a crash outside fvdm
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+    assert sorted(p.name for p in ck.parent.glob("step-*.pt")) == ["step-00000003.pt", "step-00000005.pt"]
+    for p in ck.parent.glob("*.pt"):
+        p.write_bytes(p.read_bytes()[:1000])  # every checkpoint truncated by a crash outside fvdm
+    with pytest.raises(CheckpointError, match="no checkpoint in .* loads .*truncated or corrupt"):
         train(parse_config(tiny(tmp_path, steps=6)), plugins, run_dir=run, resume=True, progress=False)
     assert len(ck.read_bytes()) == 1000  # nothing overwritten
+
+
+def test_resume_falls_back_to_the_newest_valid_checkpoint(plugins, tmp_path, capsys):
+    cfg = parse_config(tiny(tmp_path, steps=9, ckpt_every=3, keep_last=2))
+    run = tmp_path / "r"
+    straight = train(cfg, plugins, run_dir=tmp_path / "s", progress=False)
+    train(cfg, plugins, run_dir=run, max_steps=6, progress=False)
+    ck = run / "checkpoints"
+    assert sorted(p.name for p in ck.glob("step-*.pt")) == ["step-00000003.pt", "step-00000006.pt"]  # keep_last 2
+    (ck / "last.pt").write_bytes((ck / "last.pt").read_bytes()[:500])  # damages step 6 too (same file)
+    res = train(cfg, plugins, run_dir=run, resume=True, progress=False)
+    assert "resuming from step-00000003.pt (step 3): skipped" in capsys.readouterr().err
+    assert res["step"] == 9 and res["loss_history"] == straight["losses"]  # still bit-identical from step 3
 
 
 def test_batch_must_divide_over_accumulation(plugins, tmp_path):

@@ -34,7 +34,7 @@ REQUIRED_KEYS = ("format", "version", "step", "model", "ema", "config", "config_
 #: config keys that may differ when resuming: they change how long/how loud a run is, not what it learns
 RESUME_MUTABLE = (
     "name", "run_root", "sample",
-    "train.steps", "train.log_every", "train.ckpt_every", "train.sample_every", "train.tensorboard",
+    "train.steps", "train.log_every", "train.ckpt_every", "train.keep_last", "train.sample_every", "train.tensorboard",
     "train.num_workers", "train.compile", "train.parallel", "train.sample_batch",
 )
 
@@ -151,6 +151,52 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 # -- reading ---------------------------------------------------------------------------------------
+
+def publish_checkpoint(state: dict[str, Any], ckpt_dir: str | Path, step: int, keep_last: int) -> Path:
+    """Write ``step-<step>.pt`` atomically, point ``last.pt`` at it (a hard link where the filesystem allows,
+    else a copy; replaced atomically), and delete step files beyond the newest ``keep_last``."""
+    ckpt_dir = Path(ckpt_dir)
+    path = save_checkpoint(state, ckpt_dir / f"step-{step:08d}.pt")
+    last = ckpt_dir / "last.pt"
+    tmp = last.with_name(f".{last.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:  # no hard links here: a copy (still renamed into place atomically)
+        import shutil
+
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, last)
+    for old in step_checkpoints(ckpt_dir)[keep_last:]:
+        old.unlink(missing_ok=True)
+    return last
+
+
+def step_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """``step-<N>.pt`` files of a run, newest first."""
+    return sorted(Path(ckpt_dir).glob("step-*.pt"), key=lambda p: p.stem, reverse=True)
+
+
+def load_newest_valid(ckpt_dir: str | Path) -> tuple[dict[str, Any], Path, list[str]]:
+    """``last.pt``, else the newest ``step-<N>.pt`` that loads and verifies: (checkpoint, its path, the
+    one-line reasons the newer candidates were skipped). Raises the last error when none loads."""
+    ckpt_dir = Path(ckpt_dir)
+    candidates = [ckpt_dir / "last.pt", *step_checkpoints(ckpt_dir)]
+    skipped: list[str] = []
+    err: CheckpointError | None = None
+    for cand in candidates:
+        if not cand.is_file():
+            continue
+        try:
+            return load_checkpoint(cand), cand, skipped
+        except CheckpointError as exc:
+            err = exc
+            skipped.append(str(exc).splitlines()[0])
+    if err is None:
+        raise CheckpointError(f"no checkpoint in {ckpt_dir}; run without --resume")
+    raise CheckpointError(f"no checkpoint in {ckpt_dir} loads ({len(skipped)} tried; newest: {skipped[0]}); "
+                          "retrain, or copy a good checkpoint there") from err
+
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` and check it is a complete fvdm checkpoint."""

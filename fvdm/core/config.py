@@ -67,6 +67,8 @@ class TrainSettings(PluginConfig):
     num_workers: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
     ckpt_every: int = Field(500, ge=1, description="also written at the end of every call")
+    keep_last: int = Field(2, ge=1, description="step-<N>.pt checkpoints kept beside last.pt; --resume falls back "
+                                                "to the newest one that loads if last.pt is damaged")
     sample_every: int = Field(0, ge=0, description="0 disables sample GIFs during training")
     sample_batch: int = Field(4, ge=1, description="videos per sample GIF")
     eval_every: int = Field(0, ge=0, description="0 disables; else FVD-style eval of EMA samples every N steps")

@@ -37,8 +37,8 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from fvdm.core import distributed as D
 from fvdm.core.checkpoint import (
-    FORMAT, VERSION, CheckpointError, capture_rng, check_resume_config, load_checkpoint, load_state_strict,
-    clean_stale_temps, restore_rng, save_checkpoint,
+    FORMAT, VERSION, CheckpointError, capture_rng, check_resume_config, load_state_strict,
+    clean_stale_temps, load_newest_valid, publish_checkpoint, restore_rng,
 )
 from fvdm.core.config import ExperimentConfig, canonical_dict, config_hash, dump_config, parse_config, resolve_config
 from fvdm.core.ema import ema_decay_at, ema_update, make_ema
@@ -436,8 +436,11 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
                     if others else "")
             raise CheckpointError(f"nothing to resume: {ckpt_path} does not exist; run without --resume, "
                                   f"or pass the run's --run-dir.{hint}")
-        ckpt = load_checkpoint(ckpt_path)
-        check_resume_config(ckpt, canonical, ckpt_path)
+        ckpt, used, skipped = load_newest_valid(ckpt_path.parent)
+        if skipped and main:
+            print(f"fvdm train: resuming from {used.name} (step {int(ckpt['step'])}): skipped {len(skipped)} newer "
+                  f"checkpoint(s): {'; '.join(skipped)}", file=sys.stderr, flush=True)
+        check_resume_config(ckpt, canonical, used)
     elif ckpt_path.exists() and not overwrite:
         raise CheckpointError(f"{ckpt_path} already exists; pass --resume to continue that run, --overwrite to "
                               "start it again, or --run-dir for a new directory. Nothing was overwritten.")
@@ -556,7 +559,7 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
             ranks_rng = [None] * world  # type: ignore[list-item]
             dist.all_gather_object(ranks_rng, capture_rng())
         if main:
-            save_checkpoint({
+            publish_checkpoint({
                 "format": FORMAT, "version": VERSION, "step": step, "data_position": position,
                 "model": model_sd, "ema": ema_sd, "optimizer": opt_sd,
                 "rng": {"generator": {name: g.get_state().cpu() for name, g in gens.items()}, "ranks": ranks_rng},
@@ -564,7 +567,7 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
                 "data_info": info, "model_info": spec, "world_size": world,
                 "losses": torch.tensor(history, dtype=torch.float64),
                 "torch_version": str(torch.__version__), "plugin_origins": plugin_origins(cfg, plugins),
-            }, ckpt_path)
+            }, ckpt_path.parent, step, tc.keep_last)
         last_ckpt_step = step
         D.barrier(dinfo)
 
