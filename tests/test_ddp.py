@@ -49,7 +49,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, parallel):
     for key in ("model", "ema"):
         for name in a[key]:
             torch.testing.assert_close(b[key][name], a[key][name], rtol=0, atol=1e-5, msg=f"{key}.{name}")
-    assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == ["last.pt"]
+    assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == ["last.pt", "step-00000004.pt"]
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
