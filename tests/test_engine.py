@@ -338,3 +338,24 @@ def test_run_records_where_each_plugin_came_from(plugins, tmp_path):
     assert "# vtv: vtv_strategies 'ptss' from builtin (plugin fvdm.vtv)" in text
     assert load_config(tmp_path / "o" / "config.yaml").vtv.name == "ptss"  # the comments do not stop it loading
     assert res["step"] == 1
+
+
+def test_stream_that_cannot_form_a_batch_fails_instead_of_spinning(tmp_path):
+    """8 clips for a batch of 16 (or every shard bad) used to loop forever on drop_last=True."""
+    from torch.utils.data import IterableDataset
+
+    from fvdm.core.engine import make_loader
+    from fvdm.core.errors import FvdmError
+
+    class Few(IterableDataset):
+        def __iter__(self):
+            for _ in range(3):
+                yield {"video": torch.zeros(4, 1, 16, 16)}
+
+        def skip_counts(self):
+            return {"decode": 5}
+
+    cfg = parse_config(tiny(tmp_path, batch_size=4))
+    it = make_loader(Few(), cfg, 0, 4, 0, 1, 4)
+    with pytest.raises(FvdmError, match=r"gave no batch of 4 clips on rank 0 of 1 .*skipped \{'decode': 5\}"):
+        next(it)

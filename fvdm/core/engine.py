@@ -228,7 +228,18 @@ def make_loader(dataset: Any, cfg: ExperimentConfig, start: int, global_micro: i
 
         def forever() -> Iterator[dict[str, Any]]:
             while True:
-                yield from loader
+                batches = 0
+                for batch in loader:
+                    batches += 1
+                    yield batch
+                if batches == 0:  # a pass that forms no batch would repeat forever: stop with the reason
+                    skips = dataset.skip_counts() if callable(getattr(dataset, "skip_counts", None)) else {}
+                    skipped = f"; the reader skipped {skips}" if any(skips.values()) else ""
+                    raise FvdmError(
+                        f"a full pass over {type(dataset).__name__} gave no batch of {micro} clips on rank {rank} "
+                        f"of {world} (train.batch_size {cfg.train.batch_size}): the stream has fewer usable clips "
+                        f"than one batch{skipped}; check the shards with `fvdm data inspect SHARDS`, "
+                        "add data, or lower train.batch_size")
         return forever()
     sampler = StreamBatchSampler(len(dataset), cfg.seed, start, global_micro, rank, micro)
     return iter(DataLoader(dataset, batch_sampler=sampler, **common))
