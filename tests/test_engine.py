@@ -162,8 +162,8 @@ def test_refuses_to_overwrite_and_checks_config_on_resume(plugins, tmp_path):
     before = (run / "checkpoints" / "last.pt").read_bytes()
     with pytest.raises(CheckpointError, match="already exists; pass --resume"):
         train(cfg, plugins, run_dir=run, progress=False)
-    other = parse_config(tiny(tmp_path, steps=6, lr=5e-4))  # more steps is allowed, another lr is not
-    with pytest.raises(CheckpointError, match=r"train.lr: checkpoint has 0.001, config has 0.0005"):
+    other = parse_config(tiny(tmp_path, steps=6, batch_size=2))  # more steps is allowed, another batch is not
+    with pytest.raises(CheckpointError, match=r"train.batch_size: checkpoint has 4, config has 2"):
         train(other, plugins, run_dir=run, resume=True, progress=False)
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
     with pytest.raises(CheckpointError, match="nothing to resume"):
@@ -359,3 +359,27 @@ def test_stream_that_cannot_form_a_batch_fails_instead_of_spinning(tmp_path):
     it = make_loader(Few(), cfg, 0, 4, 0, 1, 4)
     with pytest.raises(FvdmError, match=r"gave no batch of 4 clips on rank 0 of 1 .*skipped \{'decode': 5\}"):
         next(it)
+
+
+def test_loss_spike_stops_before_saving_and_lr_can_change_on_resume(plugins, tmp_path, monkeypatch):
+    """A finite blow-up (loss 1e4 x the running median) stops like a NaN would; the advice (resume the same
+    run dir with a lower lr) works."""
+    from fvdm.plugins.noise_schedules.ddpm import DDPMSchedule
+
+    calls = {"n": 0}
+    orig = DDPMSchedule.loss
+
+    def spiky(self, *args):
+        calls["n"] += 1
+        out = orig(self, *args)
+        return out * 1e4 if calls["n"] == 110 else out
+
+    monkeypatch.setattr(DDPMSchedule, "loss", spiky)
+    cfg = parse_config(tiny(tmp_path, steps=120, ckpt_every=100, log_every=50))
+    run = tmp_path / "r"
+    with pytest.raises(NonFiniteLossError, match=r"loss spike at step 110 .*--run-dir .*--resume -o train.lr="):
+        train(cfg, plugins, run_dir=run, progress=False)
+    assert load_checkpoint(run)["step"] == 100  # the checkpoint from before the spike is the one kept
+    lower = parse_config(tiny(tmp_path, steps=120, ckpt_every=100, log_every=50, lr=5e-4))
+    res = train(lower, plugins, run_dir=run, resume=True, progress=False)
+    assert res["step"] == 120

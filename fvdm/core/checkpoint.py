@@ -35,6 +35,8 @@ REQUIRED_KEYS = ("format", "version", "step", "model", "ema", "config", "config_
 RESUME_MUTABLE = (
     "name", "run_root", "sample",
     "train.steps", "train.log_every", "train.ckpt_every", "train.keep_last", "train.sample_every", "train.tensorboard",
+    # the fixes a divergence asks for: changing them on --resume continues from the saved state
+    "train.lr", "train.warmup_steps", "train.grad_clip", "train.spike_factor",
     "train.num_workers", "train.compile", "train.parallel", "train.sample_batch",
 )
 

@@ -56,6 +56,9 @@ class TrainSettings(PluginConfig):
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = Field(0, ge=0, description="linear lr warmup from lr/warmup_steps to lr")
     grad_clip: float | None = Field(1.0, gt=0, description="max grad norm; null disables (the norm is still logged)")
+    spike_factor: float = Field(
+        50.0, ge=0, description="stop as diverged when a step's loss exceeds this many times the median of the "
+        "last 200 losses (after 100 steps), before the step is applied or saved; 0 disables")
     ema_decay: float = Field(0.9999, ge=0, le=1)
     ema_warmup: bool = Field(
         True, description="use min(ema_decay, (1+step)/(10+step)) so short runs get a useful EMA")

@@ -21,9 +21,10 @@ import contextlib
 import importlib.util
 import inspect
 import json
-import os
 import math
+import os
 import random
+import statistics
 import sys
 import time
 import warnings
@@ -633,7 +634,10 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
         step_loss = float(D.all_reduce_mean(loss_acc, dinfo))
         gnorm = float(grad_norm)
-        if not (math.isfinite(step_loss) and math.isfinite(gnorm)):
+        recent = history[-200:]
+        spike = (tc.spike_factor > 0 and len(history) >= 100 and math.isfinite(step_loss)
+                 and step_loss > tc.spike_factor * statistics.median(recent))
+        if spike or not (math.isfinite(step_loss) and math.isfinite(gnorm)):
             opt.zero_grad(set_to_none=True)
             where = (f"last good checkpoint: {ckpt_path} (step {last_ckpt_step})" if last_ckpt_step is not None
                      else "no checkpoint was written yet")
@@ -641,10 +645,14 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
                 bar.close()
             if writer is not None:
                 writer.close()
+            what = (f"loss spike at step {step + 1} (loss={step_loss:.4g} > {tc.spike_factor:g} x the median "
+                    f"{statistics.median(recent):.4g} of the last {len(recent)} steps)" if spike
+                    else f"non-finite loss at step {step + 1} (loss={step_loss}, grad norm={gnorm})")
             raise NonFiniteLossError(
-                f"non-finite loss at step {step + 1} (loss={step_loss}, grad norm={gnorm}); training stopped and "
-                f"this step was not applied or saved. {where}. Fix: lower train.lr, keep train.grad_clip set, "
-                "add train.warmup_steps, disable train.bf16, or check the data; then resume with --resume."
+                f"{what}; training stopped and this step was not applied or saved. {where}. Fix: continue that "
+                f"checkpoint with a lower lr: fvdm train CONFIG --run-dir {run_dir} --resume -o train.lr=<lower> "
+                "(train.warmup_steps, train.grad_clip and train.spike_factor may change on --resume too), or "
+                "disable train.bf16 / check the data."
             )
         opt.step()
         opt.zero_grad(set_to_none=True)
