@@ -283,3 +283,18 @@ def test_unavailable_without_optional_deps(monkeypatch):
         with pytest.raises(Exception, match=rf"fvdm\[{extra}\]"):
             P["datasets"].build({"name": name, "urls" if name == "webdataset" else "root": "x"})
     assert P["datasets"].get("moving_digits").availability().ok
+
+
+def test_truncated_shard_yields_every_complete_sample_before_the_cut(tmp_path):
+    from fvdm.plugins.datasets.webdataset_reader import iter_tar_samples
+
+    members = [(f"s{i}.bin", bytes([i]) * 4000) for i in range(3)]  # 3 one-member samples
+    write_tar(tmp_path / "t.tar", members)
+    data = (tmp_path / "t.tar").read_bytes()
+    cut = data.index(b"\x02" * 4000) + 1000  # inside the third sample's data
+    (tmp_path / "t.tar").write_bytes(data[:cut])
+    got = []
+    with pytest.raises(vio.BadSampleError, match="truncated"):
+        for key, files in iter_tar_samples(str(tmp_path / "t.tar")):
+            got.append((key, files["bin"]))
+    assert got == [("s0", b"\x00" * 4000), ("s1", b"\x01" * 4000)]  # s1 used to be lost with the cut

@@ -110,8 +110,9 @@ def split_key(member_name: str) -> tuple[str, str]:
 def iter_tar_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Stream ``(key, {ext: bytes})`` groups from one shard.
 
-    A corrupt or truncated shard raises :class:`BadSampleError` after the complete
-    samples before the damage were yielded; the damaged sample is dropped.
+    A corrupt or truncated shard raises :class:`BadSampleError` after every complete
+    sample before the damage was yielded (a sample is complete once the next sample's
+    header has been read); the damaged sample is dropped.
     """
     stream = None
     try:
@@ -124,13 +125,15 @@ def iter_tar_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
                 k, ext = split_key(member.name)
                 if k.startswith(".") or not ext or os.path.basename(k).startswith("_"):
                     continue  # hidden files and webdataset metadata (__key__...)
+                if key is not None and k != key:
+                    # the next sample's header means the pending one is complete: hand it on before reading
+                    # on (a cut inside the next sample must not take this one with it)
+                    yield key, files
+                    files = {}
                 f = tar.extractfile(member)
                 data = f.read() if f is not None else b""
                 if len(data) != member.size:
                     raise EOFError(f"member {member.name} truncated ({len(data)} of {member.size} bytes)")
-                if key is not None and k != key:
-                    yield key, files
-                    files = {}
                 key = k
                 files[ext] = data
             if key is not None:
