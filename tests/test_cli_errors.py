@@ -70,3 +70,21 @@ def test_unexpected_exceptions_are_one_line_with_debug_hint(capsys, monkeypatch)
     monkeypatch.setenv("FVDM_DEBUG", "1")
     with pytest.raises(RuntimeError, match="something deep broke"):
         main(["plugins"])
+
+
+def test_data_errors_are_fvdm_errors_and_one_line(capsys, monkeypatch):
+    """BadSampleError (on_error: raise) and 'nothing usable' used to escape the CLI as raw tracebacks."""
+    import fvdm.commands.data as cmd
+    from fvdm.core.errors import DataError, FvdmError
+    from fvdm.plugins.datasets.video_io import BadSampleError
+
+    assert issubclass(BadSampleError, DataError) and issubclass(DataError, FvdmError)
+    assert issubclass(BadSampleError, RuntimeError)  # callers catching RuntimeError keep working
+
+    def refuse(args):
+        raise BadSampleError("clips/broken.mp4", "corrupt video (InvalidDataError: moov atom not found)")
+
+    monkeypatch.setattr(cmd, "_pack", refuse)
+    assert main(["data", "pack", "src", "dst", "--frames", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "fvdm data: error: clips/broken.mp4: corrupt video (InvalidDataError: moov atom not found)"

@@ -31,3 +31,7 @@ class ConfigError(FvdmError, ValueError):
         where = f" in {source}" if source else ""
         lines = [f"{len(errors)} config error(s){where}:"] + [f"  {p}: {m}" for p, m in errors]
         super().__init__("\n".join(lines))
+
+
+class DataError(FvdmError, RuntimeError):
+    """A dataset cannot deliver usable clips (every video/shard unusable, a sample refused with on_error: raise)."""

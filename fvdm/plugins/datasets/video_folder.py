@@ -28,6 +28,7 @@ from pydantic import Field
 
 from fvdm.core.interfaces import PluginConfig
 from fvdm.plugins.datasets import video_io as vio
+from fvdm.core.errors import DataError
 
 
 def scan_videos(root: Path) -> list[tuple[str, str, list[str] | None]]:
@@ -218,6 +219,6 @@ class VideoFolder(torch.utils.data.Dataset):
             except vio.BadSampleError as err:
                 self.skips.handle(err, self.cfg.on_error)  # raises in on_error: raise
                 self._bad.add(i)  # counted once; later requests skip it without decoding again
-        raise RuntimeError(
+        raise DataError(
             f"video_folder: {min(n, self.cfg.max_consecutive_skips)} videos in a row from index {index} were "
             f"unusable (skipped so far: {self.skip_counts()}); check {self.root} or lower num_frames")

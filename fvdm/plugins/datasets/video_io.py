@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fvdm.core.errors import DataError
+
 log = logging.getLogger("fvdm.data")
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".gif")
@@ -30,7 +32,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ARRAY_EXTS = (".npy", ".npz")
 
 
-class BadSampleError(RuntimeError):
+class BadSampleError(DataError):
     """A sample could not be used; ``source`` names the file, ``kind`` the reason class.
 
     kinds: ``corrupt`` (unreadable/truncated video, shard or array), ``short`` (fewer

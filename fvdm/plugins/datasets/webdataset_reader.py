@@ -40,6 +40,7 @@ from pydantic import Field, model_validator
 
 from fvdm.core.interfaces import PluginConfig
 from fvdm.plugins.datasets import video_io as vio
+from fvdm.core.errors import DataError
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)  # http:, https:, pipe:, s3:, gs:, file:
 SHARD_EXTS = (".tar", ".tar.gz", ".tgz")
@@ -382,7 +383,7 @@ class WebDatasetVideos(torch.utils.data.IterableDataset):
                     return
             empty_draws = 0 if got else empty_draws + 1
             if empty_draws > 2 * len(self.shards) + 8:  # never spin forever on unusable shards
-                raise RuntimeError(
+                raise DataError(
                     f"webdataset: {empty_draws} shard draws in a row gave no usable clip "
                     f"(skipped so far: {self.skip_counts()}); check the shards with `fvdm data inspect`")
 
