@@ -298,3 +298,22 @@ def test_truncated_shard_yields_every_complete_sample_before_the_cut(tmp_path):
         for key, files in iter_tar_samples(str(tmp_path / "t.tar")):
             got.append((key, files["bin"]))
     assert got == [("s0", b"\x00" * 4000), ("s1", b"\x01" * 4000)]  # s1 used to be lost with the cut
+
+
+def test_manifest_checksums_are_verified_when_the_dataset_opens(tmp_path):
+    """Flipped bytes in a shard decode into corrupt frames without error; the manifest's sha256 catches them."""
+    from fvdm.plugins.datasets.pack import make_digits
+
+    m = make_digits(tmp_path / "d", split="val", num_clips=8, num_frames=4, resolution=16, shard_size=4000,
+                    progress=False)
+    assert m["num_shards"] >= 2
+    first = tmp_path / "d" / m["shards"][0]["name"]
+    raw = bytearray(first.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # inside a sample's data: the tar still parses
+    first.write_bytes(bytes(raw))
+    with pytest.raises(vio.BadSampleError, match="sha256 differs from manifest.json"):
+        wds(tmp_path / "d", num_frames=4, on_error="raise")
+    with pytest.warns(RuntimeWarning, match="sha256 differs"):
+        ds = wds(tmp_path / "d", num_frames=4)
+    assert str(first) not in ds.shards and ds.skip_counts()["corrupt"] == 1
+    assert len(wds(tmp_path / "d", num_frames=4, verify_checksums=False).shards) == m["num_shards"]
