@@ -111,3 +111,22 @@ def test_parse_size():
     assert vio.parse_size("1GB") == 10**9 and vio.parse_size("64k") == 64000 and vio.parse_size("1MiB") == 2**20
     with pytest.raises(ValueError, match="cannot parse size"):
         vio.parse_size("lots")
+
+
+def test_inspect_verify_decodes_every_sample(tmp_path, capsys):
+    """Without --verify only the grid's samples are decoded; --verify finds a bad member anywhere (exit 1)."""
+    from fvdm.cli import main
+    from fvdm.plugins.datasets.fixtures import synthetic_clip, write_tar
+    from fvdm.plugins.datasets.pack import encode_sample
+
+    members = []
+    for i in range(3):
+        members += list(encode_sample(f"c{i}", synthetic_clip(i, 4), "npy", None, {}).items())
+    k = [n for n, _ in members].index("c2.npy")
+    members[k] = ("c2.npy", b"not an npy array")  # the last sample's frames are damaged
+    write_tar(tmp_path / "s-000.tar", members)
+    assert main(["data", "inspect", str(tmp_path / "s-000.tar"), "--grid", "", "--grid-samples", "1"]) == 0
+    capsys.readouterr()
+    assert main(["data", "inspect", str(tmp_path / "s-000.tar"), "--grid", "", "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert "3 samples in 1 shard(s), 2 decoded" in out and "ERROR" in out and "c2" in out

@@ -53,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ins.add_argument("--grid-samples", type=int, default=8)
     ins.add_argument("--grid-frames", type=int, default=8)
     ins.add_argument("--no-verify", action="store_true", help="skip sha256 checks")
+    ins.add_argument("--verify", action="store_true",
+                     help="also decode every sample (not only the grid's); exit 1 on any bad member or checksum")
     ins.add_argument("--json", action="store_true", help="print the report as JSON")
     ins.set_defaults(func=_inspect)
 
@@ -95,11 +97,13 @@ def _inspect(args: argparse.Namespace) -> int:
     from fvdm.plugins.datasets.pack import inspect_shards
 
     rep = inspect_shards(args.shards if len(args.shards) > 1 else args.shards[0], grid=args.grid or None,
-                         grid_samples=args.grid_samples, grid_frames=args.grid_frames, verify=not args.no_verify)
+                         grid_samples=args.grid_samples, grid_frames=args.grid_frames, verify=not args.no_verify,
+                         decode_all=args.verify)
     if args.json:
         print(json.dumps(rep, indent=2))
     else:
-        print(f"{rep['num_samples']} samples in {rep['num_shards']} shard(s)")
+        decoded = f", {rep.get('decoded', 0)} decoded" if args.verify else ""
+        print(f"{rep['num_samples']} samples in {rep['num_shards']} shard(s){decoded}")
         for s in rep["shards"]:
             ok = {True: ", sha256 ok", False: ", SHA256 MISMATCH"}.get(s.get("sha256_ok"), "")
             print(f"  {s['name']}: {s['samples']} samples{ok}")

@@ -227,15 +227,18 @@ def make_digits(dst: "str | Path", *, split: str = "train", num_clips: int | Non
 
 
 def inspect_shards(urls: "str | list[str]", *, grid: "str | Path | None" = None, grid_samples: int = 8,
-                   grid_frames: int = 8, verify: bool = True) -> dict[str, Any]:
+                   grid_frames: int = 8, verify: bool = True, decode_all: bool = False) -> dict[str, Any]:
     """Count samples per shard, list member types and errors, check sha256 against the manifest,
-    and optionally save a grid PNG (one row per sample, ``grid_frames`` frames across)."""
+    and optionally save a grid PNG (one row per sample, ``grid_frames`` frames across).
+
+    ``decode_all`` decodes every sample's frames (not only the grid's), so a damaged member anywhere is
+    reported; ``report["decoded"]`` counts the samples that decoded."""
     from fvdm.plugins.datasets.webdataset_reader import expand_urls, iter_tar_samples
 
     shards = expand_urls(urls)
     if not shards:
         raise FileNotFoundError(f"no shards match {urls!r}")
-    expected = _manifest_checksums(shards)
+    expected = manifest_checksums(shards)
     report: dict[str, Any] = {"shards": [], "num_samples": 0, "errors": [], "extensions": {}, "labels": {}}
     rows: list[np.ndarray] = []
     for shard in shards:
@@ -249,9 +252,13 @@ def inspect_shards(urls: "str | list[str]", *, grid: "str | Path | None" = None,
                 if "cls" in files:
                     lab = files["cls"].decode(errors="replace").strip()
                     report["labels"][lab] = report["labels"].get(lab, 0) + 1
-                if grid is not None and len(rows) < grid_samples:
+                want_row = grid is not None and len(rows) < grid_samples
+                if want_row or decode_all:
                     try:
-                        rows.append(_sample_row(key, files, shard, grid_frames))
+                        row = _sample_row(key, files, shard, grid_frames)
+                        report["decoded"] = report.get("decoded", 0) + 1
+                        if want_row:
+                            rows.append(row)
                     except vio.BadSampleError as err:
                         report["errors"].append({"source": err.source, "kind": err.kind, "reason": err.reason})
         except vio.BadSampleError as err:
@@ -294,7 +301,8 @@ def save_grid(rows: list[np.ndarray], path: "str | Path", min_height: int = 64) 
     im.save(path)
 
 
-def _manifest_checksums(shards: Iterable[str]) -> dict[str, str]:
+def manifest_checksums(shards: Iterable[str]) -> dict[str, str]:
+    """Shard path -> sha256 from the manifest.json beside each (existing, local) shard."""
     out: dict[str, str] = {}
     for d in {str(Path(s).parent) for s in shards if os.path.exists(s)}:
         m = Path(d) / "manifest.json"

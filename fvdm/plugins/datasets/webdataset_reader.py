@@ -89,19 +89,6 @@ def _manifest_shards(path: Path) -> list[str]:
     return [str(Path(path).parent / s["name"]) for s in data.get("shards", [])]
 
 
-def manifest_checksums(urls: "str | list[str]") -> dict[str, str]:
-    """Local shard path -> sha256 recorded in the manifest.json of every directory / manifest in ``urls``."""
-    out: dict[str, str] = {}
-    for item in [urls] if isinstance(urls, str) else list(urls):
-        for part in str(item).split("::"):
-            p = Path(part[5:] if part.startswith("file:") else part).expanduser()
-            manifest = p / "manifest.json" if p.is_dir() else p
-            if manifest.name.endswith(".json") and manifest.is_file():
-                data = json.loads(manifest.read_text())
-                out.update({str(manifest.parent / s["name"]): s.get("sha256", "") for s in data.get("shards", [])})
-    return out
-
-
 def open_shard(url: str):
     """A readable binary stream for a local path or any URL webdataset's ``gopen`` knows."""
     if _URL.match(url) and not url.startswith("file:"):
@@ -279,9 +266,9 @@ class WebDatasetVideos(torch.utils.data.IterableDataset):
 
     def _verify_checksums(self) -> None:
         """Drop (or, on_error: raise, refuse) local shards whose bytes differ from the manifest's sha256."""
-        from fvdm.plugins.datasets.pack import sha256_file
+        from fvdm.plugins.datasets.pack import manifest_checksums, sha256_file
 
-        expected = manifest_checksums(self.cfg.urls)
+        expected = manifest_checksums(self.shards)
         bad = []
         for shard in self.shards:
             want = expected.get(shard)
