@@ -64,3 +64,39 @@ def test_single_process_needs_no_process_group(monkeypatch):
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     with pytest.raises(RuntimeError, match="torchrun --nproc-per-node"):
         init_distributed("cpu")
+
+
+def _dry_rank_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from fvdm.core import distributed as D
+    from fvdm.core.engine import next_batch
+    from fvdm.core.errors import FvdmError
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+
+    def stream():
+        if rank == 1:  # this rank's shard is bad: its stream cannot form a batch
+            raise FvdmError("rank 1: no batch of 4 clips")
+        while True:
+            yield {"video": torch.zeros(1)}
+
+    info = D.DistInfo(rank=rank, world_size=2)
+    try:
+        next_batch(stream(), info, torch.device("cpu"))
+        msg = "no error"
+    except FvdmError as exc:
+        msg = str(exc)
+    with open(f"{out_dir}/rank{rank}.txt", "w") as f:
+        f.write(msg)
+    dist.destroy_process_group()
+
+
+def test_a_rank_out_of_data_stops_every_rank(tmp_path):
+    """One bad shard of two used to stall both ranks (the healthy one waited in the gradient all-reduce)."""
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_dry_rank_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    assert (tmp_path / "rank1.txt").read_text() == "rank 1: no batch of 4 clips"
+    assert "1 other rank(s) ran out of data" in (tmp_path / "rank0.txt").read_text()

@@ -246,6 +246,25 @@ def make_loader(dataset: Any, cfg: ExperimentConfig, start: int, global_micro: i
     return iter(DataLoader(dataset, batch_sampler=sampler, **common))
 
 
+def next_batch(data_iter: Iterator[dict[str, Any]], dinfo: D.DistInfo, device: torch.device) -> dict[str, Any]:
+    """The next batch, with every rank agreeing that all ranks have one: a rank whose stream ran dry raises
+    its named error, and the others raise one naming that rank instead of waiting forever in the gradient
+    all-reduce (one bad shard of two used to stall both ranks)."""
+    err: FvdmError | None = None
+    try:
+        batch = next(data_iter)
+    except FvdmError as exc:
+        err, batch = exc, None
+    if dinfo.distributed:
+        ok = D.all_reduce_sum(torch.tensor([0.0 if err is not None else 1.0], device=device), dinfo)
+        if err is None and int(ok.item()) < dinfo.world_size:
+            raise FvdmError(f"rank {dinfo.rank}: {dinfo.world_size - int(ok.item())} other rank(s) ran out of "
+                            "data (see their error); stopping every rank instead of waiting")
+    if err is not None:
+        raise err
+    return batch
+
+
 def check_batch(video: Any, info: dict[str, int], micro: int, name: str, first: bool) -> None:
     """Fail loudly (naming the expectation) when a dataset yields the wrong thing."""
     want = (micro, info["num_frames"], info["channels"], info["resolution"], info["resolution"])
@@ -590,7 +609,7 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
             group["lr"] = lr
         loss_acc = torch.zeros((), dtype=torch.float64, device=device)
         for micro_step in range(tc.grad_accum):
-            batch = next(data_iter)
+            batch = next_batch(data_iter, dinfo, device)
             video = batch["video"]
             check_batch(video, info, micro, data_name, first)
             x = video.to(device, dtype=param_dtype, non_blocking=True)
