@@ -53,22 +53,20 @@ Design (every part is a config field; the defaults below are the pre-registered 
 
 Budgets (``standard`` is the default, ``quick`` with --quick). ``plan()`` counts what a
 budget costs (training steps; sampled clip-windows, each ``sample_steps`` model calls)
-and estimates the time from ``UNIT_COSTS``, measured with latte_tiny (patch 4, 0.33M
-parameters), batch 16, 16x32x32 clips, one thread per worker on the 2-core machine
-while three other jobs shared its cores: 1.31 s per training step, 0.035 s per
-conditional clip-window per DDIM step (metrics included), 0.043 s per unconditional
-clip per step, 45 s of setup (reference statistics, baselines). The README's earlier
-uncontended run (2 models x 1500 steps in 17 min, 2 workers) implies about 0.6 s per
-step, i.e. ``UNIT_COSTS`` / 2.2 on an idle machine. With the 9 default arms (6
-trained models per seed):
+and estimates the time from ``UNIT_COSTS``, measured in the committed standard run
+(unet_video, batch 8, 8x32x32 clips, bf16, 2 workers x 1 thread on the 2-core machine,
+mostly idle): 0.40 s per training step, 0.031 s per conditional clip-window per DDIM step
+(metrics included), about the same per unconditional clip per step, 74 s of setup
+(reference statistics, baselines). With the primary arms (5 arms, 2 trained models per
+seed):
 
-  standard  5 seeds x 300 steps (x1.25 for one model), 8 DDIM steps, 64 clips per
-            conditional task, 8 long videos, 256 unconditional clips: 9375 training
-            steps + 18,840 clip-windows -> ~70 min on an idle 2-core machine with
-            --threads 2 (2 workers), ~150 min on the shared one
-  quick     1 seed x 100 steps, 6 DDIM steps, 16 clips per task, 2 long videos:
-            ~6 min idle, ~12 min shared
+  standard  5 seeds x 1200 steps, 8 DDIM steps, 64 clips per conditional task, 8 long
+            videos, 256 unconditional clips: 12,000 training steps -> 62 min measured
+            (git f2912658, benchmarks/results/digits_zero_shot)
+  quick     1 seed x 400 steps, 8 DDIM steps, 32 clips per task, 2 long videos: ~6 min
+            estimated from the same unit costs (not timed as a whole)
 
+``arm_preset: all`` (6 models per seed) multiplies the training part by 3: a GPU budget.
 Re-measure when the backbone changes (``results.json`` records ``plan``, ``costs``
 (measured s per step and per clip) and the seconds of every training and task).
 ``--set device=cuda`` runs models, data, and every generator on the GPU, so a lent GPU
@@ -110,8 +108,8 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
          2.045, 2.042)  # two-sided 95% t quantiles, df = 1..30 (fallback without scipy)
 #: seconds per unit, one worker thread, latte_tiny batch 16, 2-core machine shared with 3 other jobs (see above)
-UNIT_COSTS = {"train_step": 1.31, "cond_window_step": 0.035, "uncond_clip_step": 0.043, "setup": 45.0}
-IDLE_SPEEDUP = 2.2  # the same machine without other jobs (README: 2 models x 1500 steps in 17 min)
+UNIT_COSTS = {"train_step": 0.40, "cond_window_step": 0.031, "uncond_clip_step": 0.031, "setup": 74.0}
+IDLE_SPEEDUP = 1.0  # UNIT_COSTS were measured on the (mostly) idle machine; the "shared" estimate is the same
 
 
 def _needs(what: str, fix: str) -> Exception:
