@@ -58,7 +58,7 @@ def score(ckpt: Path, plugins, n: int, steps: int, seed: int, out_png: Path) -> 
     res["fvd_digits"] = round(float(frechet_distance(*stats(real), *stats(fake))), 2)
     if "digit_recognisability" in plugins["evaluators"]:
         ev = plugins["evaluators"].build({"name": "digit_recognisability"})
-        r = ev.evaluate(fake)
+        r = ev.evaluate(fake.clamp(-1, 1))
         res["recognisability"] = round(r["value"], 4)
         res["mean_confidence"] = round(r["mean_confidence"], 4)
     return res

@@ -631,7 +631,7 @@ class DigitsZeroShotSuite:
         given = self.given(task)
         mask = torch.ones(fake.shape[:2], dtype=torch.bool)
         mask[:, given] = False  # score generated frames only
-        f01, g01 = (fake + 1) / 2, (gt + 1) / 2
+        f01, g01 = ((fake + 1) / 2).clamp(0, 1), ((gt + 1) / 2).clamp(0, 1)  # as the uint8 FVD path clamps
         res: dict[str, float] = {}
         for m in self.cfg.metrics:
             name = m["name"]

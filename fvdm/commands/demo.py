@@ -254,7 +254,7 @@ def _recognisability(loaded: Any, plugins: Any, cfg: Any, K: int, args: argparse
     val = plugins["datasets"].build({**cfg.data.spec(), "split": "val", "num_clips": n})
     real_v = torch.stack([val[i]["video"] for i in range(n)])
     ev = plugins["evaluators"].build({"name": "digit_recognisability"})
-    gen, real = ev.evaluate(fake_v), ev.evaluate(real_v)
+    gen, real = ev.evaluate(fake_v.clamp(-1, 1)), ev.evaluate(real_v)  # a sampler without x0 clipping may overshoot
     scale = auto_scale(fake_v.shape[-2])
     o.add("samples.png", lambda p, v=fake_v[:8], s=scale: write_png_grid(v, p, scale=s))
     o.add("samples.gif", lambda p, v=fake_v[:8], s=scale: write_gif(v, p, fps=6, scale=s))
