@@ -88,3 +88,18 @@ def test_data_errors_are_fvdm_errors_and_one_line(capsys, monkeypatch):
     assert main(["data", "pack", "src", "dst", "--frames", "4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == "fvdm data: error: clips/broken.mp4: corrupt video (InvalidDataError: moov atom not found)"
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["data", "pack", "{src}", "{dst}", "--frames", "0"],
+     "fvdm data: error: invalid value: num_frames: Input should be greater than or equal to 1 (got 0)"),
+    (["eval", "--real", "moving_digits", "--fake", "{src}", "--metric", "fvd_digits", "--set", "num_real=abc"],
+     "fvdm eval: error: invalid value: num_real: Input should be a valid integer, unable to parse string as an "
+     "integer (got 'abc')"),
+])
+def test_bad_values_deep_in_commands_are_one_line(argv, expect, tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    argv = [a.format(src=tmp_path / "src", dst=tmp_path / "dst") for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == expect and len(err) == 2
