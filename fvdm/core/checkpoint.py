@@ -98,6 +98,13 @@ def verify_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
 
 # -- writing ---------------------------------------------------------------------------------------
 
+def temp_path(path: str | Path) -> Path:
+    """Where a writer of ``path`` puts its temp file before the atomic rename: ``.<name>.tmp-<PID>`` beside it
+    (the one naming ``clean_stale_temps`` recognises)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 def clean_stale_temps(directory: str | Path) -> list[Path]:
     """Remove ``.<name>.tmp-<PID>`` files left by writers that died mid-write (kill -9 during a save).
 
@@ -131,7 +138,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     if state.get("format") == FORMAT:  # integrity hashes of the tensors, checked by load_checkpoint
         state = {**state, "tensor_sha256": {p: tensor_digest(state[p]) for p in HASHED_PARTS
                                             if state.get(p) is not None}}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(state, f)
@@ -160,7 +167,7 @@ def publish_checkpoint(state: dict[str, Any], ckpt_dir: str | Path, step: int, k
     ckpt_dir = Path(ckpt_dir)
     path = save_checkpoint(state, ckpt_dir / f"step-{step:08d}.pt")
     last = ckpt_dir / "last.pt"
-    tmp = last.with_name(f".{last.name}.tmp-{os.getpid()}")
+    tmp = temp_path(last)
     tmp.unlink(missing_ok=True)
     try:
         os.link(path, tmp)
@@ -186,9 +193,14 @@ def load_newest_valid(ckpt_dir: str | Path) -> tuple[dict[str, Any], Path, list[
     candidates = [ckpt_dir / "last.pt", *step_checkpoints(ckpt_dir)]
     skipped: list[str] = []
     err: CheckpointError | None = None
+    tried: set[tuple[int, int]] = set()
     for cand in candidates:
         if not cand.is_file():
             continue
+        st = cand.stat()
+        if (st.st_dev, st.st_ino) in tried:  # last.pt is a hard link to the newest step file: read it once
+            continue
+        tried.add((st.st_dev, st.st_ino))
         try:
             return load_checkpoint(cand), cand, skipped
         except CheckpointError as exc:

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from fvdm.core import distributed as D
 from fvdm.core.checkpoint import (
     FORMAT, VERSION, CheckpointError, capture_rng, check_resume_config, load_state_strict,
-    clean_stale_temps, load_newest_valid, publish_checkpoint, restore_rng,
+    clean_stale_temps, load_newest_valid, publish_checkpoint, restore_rng, temp_path,
 )
 from fvdm.core.config import ExperimentConfig, canonical_dict, config_hash, dump_config, parse_config, resolve_config
 from fvdm.core.ema import ema_decay_at, ema_update, make_ema
@@ -341,7 +341,7 @@ def truncate_metrics(path: Path, step: int) -> int:
             continue
         keep.append(line)
     if dropped:
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp = temp_path(path)
         tmp.write_text("".join(f"{line}\n" for line in keep))
         os.replace(tmp, path)
     return dropped
@@ -458,7 +458,7 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     if main and ckpt_path.parent.is_dir():
         for stale in clean_stale_temps(ckpt_path.parent):  # a kill -9 during a save leaves its temp file
             print(f"fvdm train: removed {stale.name} (left by a writer that died mid-save)", file=sys.stderr)
-    ckpt = None
+    ckpt, ckpt_src = None, ckpt_path  # ckpt_src: the file actually resumed from (a fallback if last.pt is bad)
     if resume:
         if not ckpt_path.is_file():
             others = sorted(str(p.parent.parent) for p in run_dir.parent.glob(f"{cfg.name}-*/checkpoints/last.pt"))
@@ -467,11 +467,11 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
                     if others else "")
             raise CheckpointError(f"nothing to resume: {ckpt_path} does not exist; run without --resume, "
                                   f"or pass the run's --run-dir.{hint}")
-        ckpt, used, skipped = load_newest_valid(ckpt_path.parent)
+        ckpt, ckpt_src, skipped = load_newest_valid(ckpt_path.parent)
         if skipped and main:
-            print(f"fvdm train: resuming from {used.name} (step {int(ckpt['step'])}): skipped {len(skipped)} newer "
-                  f"checkpoint(s): {'; '.join(skipped)}", file=sys.stderr, flush=True)
-        check_resume_config(ckpt, canonical, used)
+            print(f"fvdm train: resuming from {ckpt_src.name} (step {int(ckpt['step'])}): skipped {len(skipped)} "
+                  f"newer checkpoint(s): {'; '.join(skipped)}", file=sys.stderr, flush=True)
+        check_resume_config(ckpt, canonical, ckpt_src)
     elif ckpt_path.exists() and not overwrite:
         raise CheckpointError(f"{ckpt_path} already exists; pass --resume to continue that run, --overwrite to "
                               "start it again, or --run-dir for a new directory. Nothing was overwritten.")
@@ -503,8 +503,8 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     step, position, history = 0, 0, []
     gens = rng_streams(cfg.seed, device)  # t, noise, label dropout: same streams on every rank
     if ckpt is not None:
-        _load_full_state(raw, opt, ckpt["model"], ckpt.get("optimizer"), fsdp, "model", ckpt_path)
-        _load_full_state(ema, None, ckpt["ema"], None, fsdp, "EMA", ckpt_path)
+        _load_full_state(raw, opt, ckpt["model"], ckpt.get("optimizer"), fsdp, "model", ckpt_src)
+        _load_full_state(ema, None, ckpt["ema"], None, fsdp, "EMA", ckpt_src)
         step, position = int(ckpt["step"]), int(ckpt["data_position"])
         history = [float(v) for v in ckpt["losses"].tolist()]
         if main:
@@ -550,9 +550,9 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
 
     # -- logging (rank 0 only) -------------------------------------------------------------------------
     writer = None
+    origins = plugin_origins(cfg, plugins)  # fixed for the run: config.yaml header and every checkpoint
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        origins = plugin_origins(cfg, plugins)
         header = "".join(f"# {field}: {o['kind']} {o['name']!r} from {o['origin']} (plugin {o['plugin']})\n"
                          for field, o in origins.items())
         (run_dir / "config.yaml").write_text("# fvdm train config; the plugins it resolved to:\n" + header
@@ -597,7 +597,7 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
                 "config": json.dumps(canonical, sort_keys=True), "config_hash": chash,
                 "data_info": info, "model_info": spec, "world_size": world,
                 "losses": torch.tensor(history, dtype=torch.float64),
-                "torch_version": str(torch.__version__), "plugin_origins": plugin_origins(cfg, plugins),
+                "torch_version": str(torch.__version__), "plugin_origins": origins,
             }, ckpt_path.parent, step, tc.keep_last)
         last_ckpt_step = step
         D.barrier(dinfo)
