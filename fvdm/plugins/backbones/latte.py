@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from fvdm.core.interfaces import PluginConfig
-from fvdm.core.tensor import check_video
+from fvdm.plugins.backbones.common import check_inputs, forward_with_cfg
 from fvdm.plugins.backbones.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_1d, sincos_2d
 
 AttentionFn = Callable[..., torch.Tensor]
@@ -243,29 +243,7 @@ class Latte(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------------
     def _check_inputs(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None) -> None:
-        check_video(x, "x", channels=self.in_channels)
-        B, F, _, H, W = x.shape
-        if F > self.num_frames:
-            raise ValueError(
-                f"x has {F} frames but this backbone holds at most num_frames={self.num_frames} "
-                "(temporal position embedding); sample longer videos in chunks or build with a larger num_frames"
-            )
-        if H != self.input_size or W != self.input_size:
-            raise ValueError(
-                f"x has spatial size {H}x{W} but the backbone was built for input_size={self.input_size} "
-                "(latent size: resolution / autoencoder downsample); set backbone input_size accordingly"
-            )
-        if not isinstance(t_in, torch.Tensor) or tuple(t_in.shape) not in ((B, F), (B,)):
-            shape = tuple(t_in.shape) if isinstance(t_in, torch.Tensor) else type(t_in).__name__
-            raise ValueError(f"t_in must be per-frame (B, F) = {(B, F)} (or (B,) for one level per clip), got {shape}")
-        if t_in.dtype == torch.bool or t_in.is_complex():
-            raise TypeError(f"t_in must be real timestep inputs (schedule.timestep_input(t)), got {t_in.dtype}")
-        if self.y_embedder is None and y is not None:
-            raise ValueError("y was given but the backbone is unconditional (num_classes=0); pass y=None")
-        if self.y_embedder is not None and y is None:
-            raise ValueError(f"the backbone is class-conditional (num_classes={self.num_classes}); pass y (B,)")
-        if y is not None and tuple(y.shape) != (B,):
-            raise ValueError(f"y must have shape (B,) = ({B},), got {tuple(y.shape)}")
+        check_inputs(self, x, t_in, y)
 
     def conditioning(self, t_in: torch.Tensor, y: torch.Tensor | None = None, force_drop: torch.Tensor | None = None):
         """Per-frame conditioning c: (B, F, D) from t_in (B, F), or (B, 1, D) from a scalar t_in (B,)."""
@@ -311,22 +289,10 @@ class Latte(nn.Module):
         out = self.final_layer(h, c)  # (B, F, N, p*p*C_out)
         return rearrange(out, "b f (gh gw) (p q c) -> b f c (gh p) (gw q)", gh=g, p=p, q=p)
 
-    def forward_with_cfg(
-        self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor, cfg_scale: float,
-        guided_channels: int | None = None,
-    ) -> torch.Tensor:
-        """Classifier-free guidance in one batched pass; guidance on the first ``guided_channels``
-        output channels (default: the C predicted channels, not the learned variance)."""
-        if self.y_embedder is None or self.y_embedder.dropout_prob <= 0:
-            raise ValueError("forward_with_cfg needs a class-conditional model trained with class_dropout > 0")
-        B = x.shape[0]
-        t2 = torch.cat([t_in, t_in])
-        drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(x.device)
-        out = self.forward(torch.cat([x, x]), t2, torch.cat([y, y]), force_drop=drop)
-        cond, uncond = out[:B], out[B:]
-        k = self.in_channels if guided_channels is None else guided_channels
-        guided = uncond[:, :, :k] + cfg_scale * (cond[:, :, :k] - uncond[:, :, :k])
-        return torch.cat([guided, cond[:, :, k:]], dim=2)
+    def forward_with_cfg(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor, cfg_scale: float,
+                         guided_channels: int | None = None) -> torch.Tensor:
+        """Classifier-free guidance in one batched pass (see ``common.forward_with_cfg``)."""
+        return forward_with_cfg(self, x, t_in, y, cfg_scale, guided_channels)
 
     def num_params(self, trainable_only: bool = True) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from fvdm.core.interfaces import PluginConfig
-from fvdm.core.tensor import check_video
+from fvdm.plugins.backbones.common import check_inputs, forward_with_cfg
 from fvdm.plugins.backbones.embeddings import LabelEmbedder, TimestepEmbedder
 
 
@@ -205,22 +205,7 @@ class UNetVideo(nn.Module):
 
     # -- inputs ---------------------------------------------------------------------------------
     def _check_inputs(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None) -> None:
-        check_video(x, "x", channels=self.in_channels)
-        B, F, _, H, W = x.shape
-        if F > self.num_frames:
-            raise ValueError(f"x has {F} frames but this backbone holds at most num_frames={self.num_frames}; "
-                             "sample longer videos in windows or build with a larger num_frames")
-        if H != self.input_size or W != self.input_size:
-            raise ValueError(f"x has spatial size {H}x{W} but the backbone was built for input_size="
-                             f"{self.input_size}; set backbone input_size to the data's (latent) resolution")
-        if not isinstance(t_in, torch.Tensor) or tuple(t_in.shape) not in ((B, F), (B,)):
-            shape = tuple(t_in.shape) if isinstance(t_in, torch.Tensor) else type(t_in).__name__
-            raise ValueError(f"t_in must be per-frame (B, F) = {(B, F)} (or (B,) for one level per clip), got {shape}")
-        if self.y_embedder is None and y is not None:
-            raise ValueError("y was given but the backbone is unconditional (num_classes=0); pass y=None")
-        if self.y_embedder is not None and (y is None or tuple(y.shape) != (B,)):
-            raise ValueError(f"the backbone is class-conditional (num_classes={self.num_classes}); pass y of shape "
-                             f"({B},)")
+        check_inputs(self, x, t_in, y)
 
     def conditioning(self, t_in: torch.Tensor, y: torch.Tensor | None, frames: int,
                      force_drop: torch.Tensor | None = None) -> torch.Tensor:
@@ -265,15 +250,8 @@ class UNetVideo(nn.Module):
 
     def forward_with_cfg(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor, cfg_scale: float,
                          guided_channels: int | None = None) -> torch.Tensor:
-        """Classifier-free guidance in one batched pass, on the first ``guided_channels`` outputs."""
-        if self.y_embedder is None or self.y_embedder.dropout_prob <= 0:
-            raise ValueError("forward_with_cfg needs a class-conditional model trained with class_dropout > 0")
-        B = x.shape[0]
-        drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(x.device)
-        out = self.forward(torch.cat([x, x]), torch.cat([t_in, t_in]), torch.cat([y, y]), force_drop=drop)
-        cond, uncond = out[:B], out[B:]
-        k = self.in_channels if guided_channels is None else guided_channels
-        return torch.cat([uncond[:, :, :k] + cfg_scale * (cond[:, :, :k] - uncond[:, :, :k]), cond[:, :, k:]], dim=2)
+        """Classifier-free guidance in one batched pass (see ``common.forward_with_cfg``)."""
+        return forward_with_cfg(self, x, t_in, y, cfg_scale, guided_channels)
 
     def num_params(self, trainable_only: bool = True) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
