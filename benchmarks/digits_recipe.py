@@ -27,19 +27,13 @@ BASE = {**json.loads(json.dumps(DEMO_CONFIG)), "name": "digits_recipe", "train":
 
 
 def score(ckpt: Path, plugins, n: int, steps: int, seed: int, out_png: Path) -> dict:
-    from fvdm.commands.sample import make_context
+    from fvdm.commands.sample import sample_unconditional
     from fvdm.core.checkpoint import load_for_sampling
     from fvdm.core.media import write_png_grid
 
     loaded = load_for_sampling(ckpt, plugins)
-    task = plugins["tasks"].build({"name": "unconditional"})
-    vids = []
     t0 = time.perf_counter()
-    for b in range(0, n, 32):
-        ctx = make_context(loaded, plugins, steps=steps, batch_size=min(32, n - b), seed=seed + b)
-        with torch.no_grad():
-            vids.append(loaded.autoencoder.decode(task.run(ctx, {})))
-    fake = torch.cat(vids)  # (n, F, C, H, W) in [-1, 1]
+    fake = sample_unconditional(loaded, plugins, n, steps=steps, seed=seed, chunk=32)  # (n, F, C, H, W) in [-1, 1]
     sec = time.perf_counter() - t0
     write_png_grid(fake[:8], out_png)
     res = {"sample_seconds": round(sec, 1)}

@@ -221,7 +221,7 @@ def _run(args: argparse.Namespace) -> int:
             scale = auto_scale(both.shape[-2])  # nearest-neighbour: frames shown at >= 96 px
             o.add(f"{name}.gif", lambda p, v=both, s=scale: write_gif(v, p, fps=6, scale=s))
             o.add(f"{name}.png", lambda p, v=both, s=scale: write_png_grid(v, p, scale=s))
-        rec = _recognisability(loaded, plugins, cfg, K, args, o, make_context)
+        rec = _recognisability(loaded, plugins, cfg, K, args, o)
         total = time.perf_counter() - t_all
         o.add("report.md", lambda p: p.write_text(_report(cfg, tres, sres, K, rows, total, threads, args, rec)))
         o.add("results.json", lambda p: p.write_text(json.dumps(
@@ -233,23 +233,19 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recognisability(loaded: Any, plugins: Any, cfg: Any, K: int, args: argparse.Namespace, o: Any,
-                     make_context: Any) -> dict[str, Any]:
+def _recognisability(loaded: Any, plugins: Any, cfg: Any, K: int, args: argparse.Namespace, o: Any
+                     ) -> dict[str, Any]:
     """``--eval-clips`` unconditional samples and as many held-out real clips, scored by the per-frame digit
     detector (``digit_recognisability``); writes samples.png/gif (the first 8 samples)."""
     import torch
 
+    from fvdm.commands.sample import sample_unconditional
     from fvdm.core.media import auto_scale, write_gif, write_png_grid
 
     n = max(1, args.eval_clips)
-    task = plugins["tasks"].build({"name": "unconditional"})
     t0 = time.perf_counter()
-    fake = []
-    for b in range(0, n, 16):  # fixed chunks: the samples do not depend on a batch-size choice
-        ctx = make_context(loaded, plugins, steps=K, batch_size=min(16, n - b), seed=args.seed + 1000 + b)
-        with torch.no_grad():
-            fake.append(loaded.autoencoder.decode(task.run(ctx, {})))
-    fake_v = torch.cat(fake)  # (n, F, C, H, W) in [-1, 1]
+    # fixed chunks of 16, each with its own seed: the samples do not depend on a batch-size choice
+    fake_v = sample_unconditional(loaded, plugins, n, steps=K, seed=args.seed + 1000, chunk=16)  # (n, F, C, H, W)
     sec = time.perf_counter() - t0
     val = plugins["datasets"].build({**cfg.data.spec(), "split": "val", "num_clips": n})
     real_v = torch.stack([val[i]["video"] for i in range(n)])

@@ -106,6 +106,21 @@ def make_context(loaded: Any, plugins: Any, *, steps: int | None = None, sampler
     )
 
 
+def sample_unconditional(loaded: Any, plugins: Any, n: int, *, steps: int | None = None, seed: int = 0,
+                         chunk: int = 16) -> Any:
+    """``n`` unconditional clips (n, F, C, H, W) in pixel space, drawn ``chunk`` at a time, chunk ``b`` (the
+    clip index it starts at) with its own generator ``seed + b``: the clips do not depend on anything else."""
+    import torch
+
+    task = plugins["tasks"].build({"name": "unconditional"})
+    clips = []
+    for b in range(0, n, chunk):
+        ctx = make_context(loaded, plugins, steps=steps, batch_size=min(chunk, n - b), seed=seed + b)
+        with torch.no_grad():
+            clips.append(loaded.autoencoder.decode(task.run(ctx, {})))
+    return torch.cat(clips)
+
+
 def torch_generator(seed: int) -> Any:
     import torch
 
