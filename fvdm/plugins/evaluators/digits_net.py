@@ -20,7 +20,7 @@ from torch import nn
 
 from fvdm.core.interfaces import PluginConfig
 from fvdm.plugins.evaluators.common import load_extractor_net, to_uint8_video
-from fvdm.plugins.evaluators.weights import PACKAGE_WEIGHTS_DIR
+from fvdm.plugins.evaluators.weights import pinned_sha256 as weights_pinned_sha256
 
 WEIGHTS_FILE = "digits_extractor.pt"
 RESOLUTION = 32
@@ -73,8 +73,8 @@ def to_net_input(videos: torch.Tensor) -> torch.Tensor:
 
 
 def pinned_sha256() -> str | None:
-    p = PACKAGE_WEIGHTS_DIR / (WEIGHTS_FILE + ".sha256")
-    return p.read_text().split()[0] if p.is_file() else None
+    """The committed sha256 of the bundled weights."""
+    return weights_pinned_sha256(WEIGHTS_FILE)
 
 
 class DigitsExtractor:

@@ -132,6 +132,12 @@ def is_torchscript_archive(path: str | Path) -> bool:
         return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("constants.pkl") for n in zf.namelist())
 
 
+def pinned_sha256(filename: str) -> str | None:
+    """The sha256 committed next to a bundled weights file (``<filename>.sha256``), or None."""
+    p = PACKAGE_WEIGHTS_DIR / (filename + ".sha256")
+    return p.read_text().split()[0] if p.is_file() else None
+
+
 def write_trained_weights(model: Any, out_dir: str | Path, filename: str, info: dict) -> dict:
     """Save a project-trained net's float32 state dict as ``out_dir/filename`` with its ``.sha256`` and a
     provenance JSON (``<stem>.json``: sha256, size, parameter count, torch version + ``info``); returns it."""
