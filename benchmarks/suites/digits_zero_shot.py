@@ -307,6 +307,7 @@ class DigitsZeroShotSuite:
 
     def __init__(self, cfg: "DigitsZeroShotSuite.Config"):
         self.cfg = cfg
+        self._evaluators: dict[str, Any] = {}  # metrics entry -> built evaluator (weights loaded once per process)
 
     # -- the design, checked before anything runs ------------------------------------------
     def models(self) -> dict[str, dict[str, Any]]:
@@ -638,11 +639,15 @@ class DigitsZeroShotSuite:
             if name == "fvd":
                 res["fvd"] = self._fvd(fvd, real["stats"], fake)
                 continue
-            spec = {k: v for k, v in m.items() if k not in ("higher_is_better", "needs_trajectories")}
-            entry = plugins["evaluators"].get(name)
-            if entry.config is not None and "value_range" in entry.config.model_fields and "value_range" not in spec:
-                spec["value_range"] = "0_1"  # we hand evaluators [0, 1] clips; say so to those that ask
-            ev = plugins["evaluators"].build(spec)
+            key = repr(sorted(m.items()))  # the whole entry: one name may appear with different params
+            ev = self._evaluators.get(key)
+            if ev is None:
+                spec = {k: v for k, v in m.items() if k not in ("higher_is_better", "needs_trajectories")}
+                entry = plugins["evaluators"].get(name)
+                if (entry.config is not None and "value_range" in entry.config.model_fields
+                        and "value_range" not in spec):
+                    spec["value_range"] = "0_1"  # we hand evaluators [0, 1] clips; say so to those that ask
+                ev = self._evaluators[key] = plugins["evaluators"].build(spec)
             # what a time-aware metric may need: scored frames, given frames (context), ground truth
             extras = {"mask": mask, "given": given, "context": given, "task": task}
             if real.get("trajectories") is not None:
