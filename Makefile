@@ -40,7 +40,7 @@ test-oracles:
 
 ## Speed ratios (1 thread) and the paper's zero-shot table at CPU scale (~25 min, 2 cores).
 bench: install
-	$(BIN)/fvdm bench run speed --threads 1 --out bench_out/speed
+	$(BIN)/python -m fvdm bench run speed --threads 1 --out bench_out/speed  # -m: imports the scripts in benchmarks/
 
 bench-digits: install
 	$(BIN)/fvdm bench run digits_zero_shot --threads 2 --out bench_out/digits

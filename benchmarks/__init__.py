@@ -1,21 +1,6 @@
-"""Benchmark suites run by ``fvdm bench`` (speed, digits_zero_shot, dataset protocols).
+"""Stand-alone benchmark scripts (``python -m benchmarks.<name>`` from a source checkout).
 
-This package is the built-in plugin ``fvdm.benchmarks``: it registers its suites
-through the same ``fvdm_register_benchmarks`` hook third-party packages use.
+Not part of the installed package: the registered benchmark suites and their runner
+live in ``fvdm.bench``. Each script here has a ``run(quick, threads) -> dict`` that
+the ``speed`` suite calls, and a command line of its own.
 """
-
-from fvdm.core.hookspecs import hookimpl
-
-
-@hookimpl
-def fvdm_register_benchmarks(registry):
-    # imports inside: suites pull in their optional deps only when they run
-    from benchmarks.suites.digits_zero_shot import DigitsZeroShotSuite
-    from benchmarks.suites.protocols import PROTOCOLS, ProtocolSuite
-    from benchmarks.suites.speed import SpeedSuite
-
-    registry.add("speed", SpeedSuite)
-    registry.add("digits_zero_shot", DigitsZeroShotSuite)
-    for name, config in PROTOCOLS.items():
-        registry.add(name, ProtocolSuite, config=config,
-                     description=f"StyleGAN-V FVD16/FVD128 protocol on {name} (user-supplied data and weights)")

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import torch
 
-from benchmarks.runner import write_json
+from fvdm.bench.runner import write_json
 
 CONFIGS = ("latte_s_2", "latte_b_2")
 KERNELS = ("math", "sdpa", "xformers", "flex")

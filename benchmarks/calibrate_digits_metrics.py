@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from benchmarks.runner import write_json
+    from fvdm.bench.runner import write_json
 
     write_json(result, out.with_suffix(".json"))
     out.with_suffix(".md").write_text(to_markdown(result))

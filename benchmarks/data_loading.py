@@ -35,24 +35,22 @@ from typing import Any
 
 import torch
 
-from benchmarks.runner import write_json
+from fvdm.bench.runner import write_json
 
 WORKERS = (0, 1, 2)
 
 
 def _demo_train_rate(batch: int, steps: int, threads: int) -> dict[str, Any]:
-    """Clips/s consumed by a train step of the default demo model (engine components when present)."""
+    """Clips/s consumed by a train step of the default demo model (built like the engine builds it)."""
     from fvdm.core.config import ExperimentConfig
     from fvdm.core.plugins import load_plugins
 
     plugins = load_plugins()
     cfg = ExperimentConfig()
-    try:
-        from fvdm.core.engine import build_components
+    from fvdm.core.build import build_components
 
-        dataset, model, schedule, vtv, _ae = build_components(cfg, plugins)
-    except Exception as exc:  # backbones/schedules not there yet: say so
-        return {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
+    parts = build_components(cfg, plugins)
+    dataset, model, schedule, vtv = parts.dataset, parts.model, parts.schedule, parts.vtv
     data = torch.stack([dataset[i]["video"] for i in range(batch)])  # (B, F, C, H, W)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)

@@ -16,7 +16,7 @@ import os
 import platform
 import time
 
-from benchmarks.runner import write_json
+from fvdm.bench.runner import write_json
 
 
 def _best(fn, reps: int) -> tuple[float, object]:

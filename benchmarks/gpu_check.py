@@ -125,7 +125,7 @@ def _digits_spec() -> dict[str, Any]:
     spec = dict(backbone={"name": "latte_tiny", "patch_size": 4}, frames=16, channels=1, size=32, batch=16,
                 source="fallback (digits suite config unreadable)")
     try:
-        from benchmarks.suites.digits_zero_shot import DigitsZeroShotSuite
+        from fvdm.bench.suites.digits_zero_shot import DigitsZeroShotSuite
 
         cfg = DigitsZeroShotSuite.Config()
         spec.update(backbone=dict(cfg.backbone), frames=int(cfg.num_frames), size=int(cfg.resolution),
@@ -288,7 +288,7 @@ def _markdown(res: dict[str, Any]) -> str:
 
 def run(device: str = "cuda", out: str | Path = "bench_out/gpu_check", smoke: bool = False, skip_digits: bool = False,
         peak_tflops: float | None = None, steps: int | None = None, threads: int | None = None) -> dict[str, Any]:
-    from benchmarks.runner import write_json
+    from fvdm.bench.runner import write_json
     from fvdm.core.plugins import load_plugins
 
     t_start = time.perf_counter()

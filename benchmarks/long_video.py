@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.runner import write_json
+from fvdm.bench.runner import write_json
 
 FULL = dict(frames=[16, 32, 64, 128], window=16, overlap=8, size=32, patch=4, steps=10, reps=3)
 QUICK = dict(frames=[16, 32, 64, 128], window=16, overlap=8, size=16, patch=4, steps=2, reps=2)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.runner import write_json
+from fvdm.bench.runner import write_json
 
 VARIANTS = ("scalar", "per_frame", "per_token")  # fp32; ``median_s`` and the overhead ratios
 BF16 = "per_frame_bf16"

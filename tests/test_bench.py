@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.runner import BenchmarkError, markdown_table, run_suite
+from fvdm.bench.runner import BenchmarkError, markdown_table, run_suite
 from fvdm.cli import main
 from fvdm.core import PluginConfig, hookimpl, load_plugins
 
@@ -37,7 +37,7 @@ class FailingSuite:
     """Fails like a suite whose dependency is missing."""
 
     def run(self, out_dir, *, quick=False, seed=0):
-        raise BenchmarkError("needs fvdm.core.engine: land the engine issue first")
+        raise BenchmarkError("needs the ucf101 videos: pass --data DIR")
 
 
 class ToyPlugin:
@@ -78,11 +78,11 @@ def test_same_seed_reproduces_numbers(tmp_path):
 
 
 def test_failed_suite_leaves_results_and_raises(tmp_path):
-    with pytest.raises(BenchmarkError, match="needs fvdm.core.engine"):
+    with pytest.raises(BenchmarkError, match="needs the ucf101 videos"):
         run_suite("toy_fail", tmp_path, plugins=_plugins())
     data = json.loads((tmp_path / "results.json").read_text())
-    assert data["status"] == "failed" and "needs fvdm.core.engine" in data["error"]
-    assert "needs fvdm.core.engine" in (tmp_path / "results.md").read_text()
+    assert data["status"] == "failed" and "needs the ucf101 videos" in data["error"]
+    assert "needs the ucf101 videos" in (tmp_path / "results.md").read_text()
 
 
 def test_markdown_table_formats():
@@ -324,7 +324,7 @@ def test_digits_zero_shot_micro_run_is_reproducible(tmp_path):
 
 
 def test_digits_sampling_noise_is_paired_per_clip_batch(tmp_path):
-    from benchmarks.suites.digits_zero_shot import DigitsZeroShotSuite
+    from fvdm.bench.suites.digits_zero_shot import DigitsZeroShotSuite
 
     suite = DigitsZeroShotSuite(DigitsZeroShotSuite.Config(eval_batch=3))
     ctx = type("Ctx", (), {"batch_size": 0, "generator": None})()
@@ -340,7 +340,7 @@ def test_digits_sampling_noise_is_paired_per_clip_batch(tmp_path):
 
 
 def test_digits_paired_statistics():
-    from benchmarks.suites import digits_zero_shot as dz
+    from fvdm.bench.suites import digits_zero_shot as dz
 
     r = dz.mean_ci([1.0, 2.0, 3.0])
     assert r["mean"] == 2.0 and r["std"] == 1.0
@@ -430,7 +430,7 @@ def test_digits_zero_shot_standard_budget_needs_five_seeds(tmp_path):
 
 
 def test_digits_zero_shot_accepts_third_party_strategy_and_time_aware_metric():
-    from benchmarks.suites.digits_zero_shot import Budget, DigitsZeroShotSuite
+    from fvdm.bench.suites.digits_zero_shot import Budget, DigitsZeroShotSuite
 
     plugins = _digits_plugins(("trajmetric", TrajMetricPlugin))
     cfg = DigitsZeroShotSuite.Config.model_validate({
@@ -447,7 +447,7 @@ def test_digits_zero_shot_accepts_third_party_strategy_and_time_aware_metric():
 
 
 def test_digits_zero_shot_default_design():
-    from benchmarks.suites.digits_zero_shot import DigitsZeroShotSuite
+    from fvdm.bench.suites.digits_zero_shot import DigitsZeroShotSuite
 
     primary = DigitsZeroShotSuite.Config()
     assert [a.name for a in primary.arms] == ["vanilla", "vanilla_native", "ptss_0.2", "ptss_0.2_replacement",
@@ -498,7 +498,7 @@ def test_device_flag_reaches_the_suite_and_cuda_without_cuda_is_one_line(tmp_pat
 
 def test_time_aware_metrics_see_real_clips_as_real():
     """The suite hands evaluators [0, 1] clips: ground truth scored as a 'generated' extension must look real."""
-    from benchmarks.suites.digits_zero_shot import DigitsZeroShotSuite
+    from fvdm.bench.suites.digits_zero_shot import DigitsZeroShotSuite
     from fvdm.plugins.evaluators.digits_truth import digits_truth
 
     plugins = load_plugins(entry_points=False)
@@ -526,7 +526,7 @@ def test_workers_exit_when_the_suite_process_dies(tmp_path):
     script.write_text(
         "import multiprocessing as mp, os, sys, time\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
-        "from benchmarks.suites.digits_zero_shot import _exit_with_parent\n"
+        "from fvdm.bench.suites.digits_zero_shot import _exit_with_parent\n"
         "def busy(path):\n"  # a worker in the middle of a long job (training), not idle on its queue
         "    open(path, 'w').write(str(os.getpid()))\n"
         "    time.sleep(60)\n"

@@ -11,9 +11,8 @@ import torch
 from fvdm.cli import main as cli_main
 from fvdm.core.checkpoint import CheckpointError, load_checkpoint
 from fvdm.core.config import parse_config
-from fvdm.core.engine import (
-    NonFiniteLossError, StreamBatchSampler, build_components, lr_at, save_gif, train,
-)
+from fvdm.core.build import build_components
+from fvdm.core.engine import NonFiniteLossError, StreamBatchSampler, lr_at, save_gif, train
 from fvdm.core.errors import ConfigError
 from fvdm.core.hookspecs import hookimpl
 from fvdm.core.interfaces import PluginConfig
@@ -92,7 +91,8 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(plugins, tmp_path, monkey
 def test_build_components_fills_backbone_from_data(plugins, tmp_path):
     d = tiny(tmp_path)
     d["data"].update(channels=3, class_conditional=True)
-    dataset, model, schedule, vtv, ae = build_components(parse_config(d), plugins)
+    parts = build_components(parse_config(d), plugins)
+    model, schedule = parts.model, parts.schedule
     assert (model.in_channels, model.input_size, model.num_frames, model.num_classes) == (3, 16, 4, 10)
     assert model.out_channels == schedule.out_channels(3) == 6  # learned sigma
 
@@ -106,7 +106,7 @@ def test_build_components_fills_backbone_from_data(plugins, tmp_path):
         build_components(parse_config(short), plugins)
     bigger = tiny(tmp_path)
     bigger["backbone"] = {"name": "latte_tiny", "num_frames": 8}  # capacity above the data's F is fine
-    assert build_components(parse_config(bigger), plugins)[1].num_frames == 8
+    assert build_components(parse_config(bigger), plugins).model.num_frames == 8
 
 
 class _BadDigits(torch.utils.data.Dataset):

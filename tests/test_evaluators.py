@@ -150,7 +150,7 @@ def test_extractors_registered_and_unbuildable_without_weights(tmp_path, monkeyp
     assert {"i3d", "inception_v3_fid", "digits"} <= set(P["feature_extractors"].names())
     assert {"fvd2048_16f", "fvd2048_128f", "fvd2048_128f_subsample8f", "fvd2048_16f_latte", "fid50k_full",
             "fid_pytorch", "psnr", "ssim"} <= set(P["evaluators"].names())
-    fvd = P["evaluators"].build("fvd2048_16f")
+    fvd = P["evaluators"].build("fvd2048_16f", plugins=P)
     with pytest.raises(WeightsError, match="i3d_torchscript.pt"):
         fvd.evaluate(torch.zeros(2, 16, 3, 8, 8), torch.zeros(2, 16, 3, 8, 8))
 

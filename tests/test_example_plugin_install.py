@@ -62,13 +62,13 @@ def test_config_validates_and_bad_param_uses_plugins_message(installed, tmp_path
     assert "fvdm-plugin-example 0.1.0" in out.stderr
 
 
-def test_uninstalled_name_is_unknown_with_hint(tmp_path):
+def test_uninstalled_name_is_unknown_with_where_to_look(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"vtv": {"name": "correlated_frames"}}))
     out = _fvdm("config", "validate", str(cfg), site=None)
     assert out.returncode == 1
     assert "unknown vtv_strategies 'correlated_frames'" in out.stderr
-    assert "pip install ./examples/fvdm-plugin-example" in out.stderr
+    assert "fvdm plugins --kind vtv_strategies" in out.stderr  # core hard-codes no third-party package names
 
 
 def test_short_training_and_sampling_run_use_the_plugin(installed, tmp_path):
@@ -99,10 +99,10 @@ def test_short_training_and_sampling_run_use_the_plugin(installed, tmp_path):
     assert "keyframes_first" in json.dumps(meta)
     assert (tmp_path / "samples" / "unconditional.png").is_file()
 
-    # the checkpoint names the plugin; without the package the name is unknown, with a hint
+    # the checkpoint names the plugin; without the package the name is unknown, with where to look
     out = _fvdm("train", str(cfg), "--run-dir", str(tmp_path / "run2"), "--no-progress", site=None)
     assert out.returncode != 0
-    assert "correlated_frames" in out.stderr and "pip install ./examples/fvdm-plugin-example" in out.stderr
+    assert "correlated_frames" in out.stderr and "fvdm plugins --kind vtv_strategies" in out.stderr
 
 
 def test_benchmark_suite_runs_by_name_and_own_tests_pass(installed, tmp_path):

@@ -55,7 +55,7 @@ def test_fresh_manager_every_call_and_every_kind_registers():
 
 def test_builtins_register_and_report_loaded():
     plugins = load_plugins(entry_points=False)
-    from fvdm.plugins import BUILTIN_PLUGINS
+    from fvdm.core.plugins import BUILTIN_PLUGINS
 
     recs = {r.name: r for r in plugins.records}
     assert set(BUILTIN_PLUGINS) <= set(recs)

@@ -100,7 +100,7 @@ def _deepcopy(x: Any) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from benchmarks.runner import run_suite
+    from fvdm.bench.runner import run_suite
     from fvdm.core.plugins import load_plugins
 
     plugins = load_plugins()

@@ -127,9 +127,7 @@ def evaluate_many(metrics: list[str], real: Any, fake: Any, *, plugins: Any, ove
         params = {k: v for k, v in overrides.items() if k in fields}
         if "progress" in fields:
             params.setdefault("progress", progress)
-        ev = plugins["evaluators"].build({"name": name, **params})
-        if hasattr(ev, "_plugins"):
-            ev._plugins = plugins
+        ev = plugins["evaluators"].build({"name": name, **params}, plugins=plugins)
         res = ev.evaluate(fake, real)
         res.setdefault("metric", name)
         results.append(res)

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fvdm.core.build import build_model, build_plugin
+from fvdm.core.config import parse_config
 from fvdm.core.errors import FvdmError
 
 FORMAT = "fvdm-checkpoint"
@@ -370,15 +372,12 @@ class LoadedModel:
 def load_for_sampling(path: str | Path, plugins: Any, *, use_ema: bool = True,
                       device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the model from the config stored in a checkpoint and load (EMA) weights, eval mode."""
-    from fvdm.core.config import parse_config
-    from fvdm.core.engine import build_model, build_plugin
-
     ckpt = load_checkpoint(path)
     cfg = parse_config(json.loads(ckpt["config"]), source=f"{path} (stored config)")
     schedule = build_plugin(plugins, "noise_schedules", cfg.noise_schedule.spec(), "noise_schedule")
     autoencoder = build_plugin(plugins, "autoencoders", cfg.autoencoder.spec(), "autoencoder")
     info = dict(ckpt["data_info"])
-    model, _ = build_model(plugins, dict(ckpt["model_info"]), check_against=None)
+    model = build_model(plugins, dict(ckpt["model_info"]), check_against=None)
     weights = ckpt["ema"] if use_ema else ckpt["model"]
     load_state_strict(model, weights, "EMA" if use_ema else "model", path)
     model.to(device).eval().requires_grad_(False)

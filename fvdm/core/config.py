@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fvdm.core.errors import ConfigError, UnknownPluginError
 from fvdm.core.interfaces import PluginConfig
-from fvdm.core.registry import is_validation_error, split_spec
+from fvdm.core.registry import is_validation_error
 
 
 class PluginRef(BaseModel):
@@ -204,13 +204,20 @@ def resolve_config(cfg: ExperimentConfig, plugins: Any, source: str | None = Non
     return resolved
 
 
-def canonical_dict(cfg: ExperimentConfig, plugins: Any | None = None) -> dict[str, Any]:
+def canonical_dict(cfg: ExperimentConfig, plugins: Any | None = None, *,
+                   resolved: dict[tuple[str, ...], tuple[Any, Any]] | None = None) -> dict[str, Any]:
     """The config as plain JSON data, plugin params filled with their defaults when
-    ``plugins`` is given (so ``{name: ptss}`` and ``{name: ptss, p: 0.2}`` are equal)."""
+    ``plugins`` is given (so ``{name: ptss}`` and ``{name: ptss, p: 0.2}`` are equal).
+
+    ``resolved``: ``resolve_config``'s result when the caller has it (no second validation).
+    Plugin names are written as registered, so an alias and its entry give the same dict.
+    """
     data = cfg.model_dump(mode="json", serialize_as_any=True)
-    if plugins is None:
-        return data
-    for path, (entry, pcfg) in resolve_config(cfg, plugins).items():
+    if resolved is None:
+        if plugins is None:
+            return data
+        resolved = resolve_config(cfg, plugins)
+    for path, (entry, pcfg) in resolved.items():
         node = data
         for p in path[:-1]:
             node = node[p]
@@ -218,10 +225,15 @@ def canonical_dict(cfg: ExperimentConfig, plugins: Any | None = None) -> dict[st
     return data
 
 
+def canonical_hash(canonical: dict[str, Any], length: int = 10) -> str:
+    """Short sha256 of a canonical config dict: names run directories."""
+    blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
 def config_hash(cfg: ExperimentConfig, plugins: Any | None = None, length: int = 10) -> str:
     """Short sha256 of the canonical config: names run directories."""
-    blob = json.dumps(canonical_dict(cfg, plugins), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+    return canonical_hash(canonical_dict(cfg, plugins), length)
 
 
 def dump_config(cfg: ExperimentConfig, path: str | Path | None = None, fmt: str | None = None) -> str:
@@ -287,7 +299,3 @@ def experiment_schema(plugins: Any | None = None) -> dict[str, Any]:
         prop.pop("allOf", None)
         prop["anyOf"] = options or [{"$ref": "#/$defs/PluginRef"}]
     return schema
-
-
-def split_plugin_spec(spec: Any) -> tuple[str, dict[str, Any]]:
-    return split_spec(spec)

@@ -18,7 +18,6 @@ the same noise tensors: paired seeds for comparing strategies.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import inspect
 import json
 import math
@@ -37,11 +36,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
 from fvdm.core import distributed as D
+from fvdm.core.build import build_components, set_attention
 from fvdm.core.checkpoint import (
     FORMAT, VERSION, CheckpointError, capture_rng, check_resume_config, load_state_strict,
     clean_stale_temps, load_newest_valid, publish_checkpoint, restore_rng, temp_path,
 )
-from fvdm.core.config import ExperimentConfig, canonical_dict, config_hash, dump_config, parse_config, resolve_config
+from fvdm.core.config import ExperimentConfig, canonical_dict, canonical_hash, dump_config, parse_config
 from fvdm.core.ema import ema_decay_at, ema_update, make_ema
 from fvdm.core.errors import ConfigError, FvdmError
 from fvdm.core.media import to_uint8, write_gif
@@ -50,113 +50,6 @@ from fvdm.core.tensor import check_timesteps
 
 class NonFiniteLossError(FvdmError, RuntimeError):
     """The loss or gradient norm became NaN/inf; training stopped without saving that step."""
-
-
-# ==================================================================================================
-# Components
-# ==================================================================================================
-
-def build_plugin(plugins: Any, kind: str, spec: dict[str, Any], field: str) -> Any:
-    """``plugins[kind].build(spec)`` with the config field named in errors."""
-    try:
-        return plugins[kind].build(spec)
-    except FvdmError:
-        raise
-    except Exception as exc:
-        msg = f"building {kind} {spec.get('name')!r} failed: {type(exc).__name__}: {exc}"
-        raise ConfigError([(field, msg)]) from exc
-
-
-def data_info(dataset: Any, autoencoder: Any) -> dict[str, int]:
-    """Shapes of the training data (pixel space) and of the space the backbone sees (latent)."""
-    try:
-        f, c, r = int(dataset.num_frames), int(dataset.channels), int(dataset.resolution)
-    except AttributeError as exc:
-        raise ConfigError([("data", f"dataset {type(dataset).__name__} lacks {exc.name!r}: datasets must expose "
-                                    "num_frames, channels, resolution, num_classes")]) from None
-    nc = int(getattr(dataset, "num_classes", 0) or 0)
-    if hasattr(autoencoder, "latent_shape"):
-        lc, lr = (int(v) for v in autoencoder.latent_shape(c, r))
-    else:
-        down = int(getattr(autoencoder, "downsample", 1) or 1)
-        if r % down:
-            raise ConfigError([("data", f"resolution {r} is not divisible by the autoencoder's downsample {down}")])
-        lc = getattr(autoencoder, "latent_channels", None)
-        lc, lr = (c if lc in (None, 0) else int(lc)), r // down
-    return {"num_frames": f, "channels": c, "resolution": r, "num_classes": nc,
-            "latent_channels": lc, "latent_resolution": lr}
-
-
-def backbone_spec(cfg: ExperimentConfig, plugins: Any, info: dict[str, int], schedule: Any) -> dict[str, Any]:
-    """The backbone spec with in_channels/input_size/num_frames/num_classes/learn_sigma filled in.
-
-    A value given in the config is kept when it is compatible (num_frames >= the data's
-    frames, num_classes 0 to train unconditionally) and is an error otherwise.
-    """
-    spec = cfg.backbone.spec()
-    entry = plugins["backbones"].get(spec["name"])
-    fields = set(entry.config.model_fields) if entry.config is not None else set()
-    want = {
-        "in_channels": info["latent_channels"],
-        "input_size": info["latent_resolution"],
-        "num_frames": info["num_frames"],
-        "num_classes": info["num_classes"],
-        "learn_sigma": bool(getattr(schedule, "learn_sigma", False)),
-    }
-    errors = []
-    for key, value in want.items():
-        if key not in fields:
-            continue
-        given = spec.get(key)
-        if given is None:
-            spec[key] = value
-        elif key == "num_frames" and given < value:
-            errors.append(("backbone.num_frames", f"{given} frames of capacity but the data has {value} frames per "
-                                                  f"clip; raise backbone.num_frames or lower the data's num_frames"))
-        elif key == "num_classes" and given not in (0, value):
-            errors.append(("backbone.num_classes", f"{given}, but the data has {value} classes; use {value}, "
-                                                   "0 (unconditional) or remove the key"))
-        elif key not in ("num_frames", "num_classes") and given != value:
-            errors.append((f"backbone.{key}", f"{given!r}, but data/autoencoder/noise schedule imply {value!r}; "
-                                              "remove the key (the engine fills it in)"))
-    if errors:
-        raise ConfigError(errors)
-    return spec
-
-
-def build_model(plugins: Any, spec: dict[str, Any], check_against: Any = None) -> tuple[torch.nn.Module, dict]:
-    """Build the backbone from a complete spec; check its output channels against the schedule."""
-    model = build_plugin(plugins, "backbones", spec, "backbone")
-    if check_against is not None and hasattr(model, "out_channels") and hasattr(check_against, "out_channels"):
-        want = check_against.out_channels(int(spec.get("in_channels", model.in_channels)))
-        if int(model.out_channels) != int(want):
-            raise ConfigError([("backbone", f"outputs {model.out_channels} channels but the noise schedule needs "
-                                            f"{want} (learn_sigma={getattr(check_against, 'learn_sigma', None)})")])
-    return model, spec
-
-
-def build_components(cfg: ExperimentConfig, plugins: Any) -> tuple[Any, torch.nn.Module, Any, Any, Any]:
-    """(dataset, model, schedule, vtv, autoencoder) for a config; the model fits the data."""
-    resolve_config(cfg, plugins)
-    dataset = build_plugin(plugins, "datasets", cfg.data.spec(), "data")
-    schedule = build_plugin(plugins, "noise_schedules", cfg.noise_schedule.spec(), "noise_schedule")
-    vtv = build_plugin(plugins, "vtv_strategies", cfg.vtv.spec(), "vtv")
-    autoencoder = build_plugin(plugins, "autoencoders", cfg.autoencoder.spec(), "autoencoder")
-    info = data_info(dataset, autoencoder)
-    model, _ = build_model(plugins, backbone_spec(cfg, plugins, info, schedule), check_against=schedule)
-    return dataset, model, schedule, vtv, autoencoder
-
-
-def set_attention(model: torch.nn.Module, cfg: ExperimentConfig, plugins: Any, device: torch.device,
-                  dtype: torch.dtype) -> str | None:
-    """Install the configured attention kernel when the selector and the model support it."""
-    if not hasattr(model, "set_attention_kernel") or importlib.util.find_spec("fvdm.core.attention") is None:
-        return None
-    from fvdm.core.attention import select_attention_kernel
-
-    fn = select_attention_kernel(plugins, cfg.attention, device=device, dtype=dtype)
-    model.set_attention_kernel(fn)
-    return str(getattr(fn, "name", None) or getattr(fn, "__name__", fn))
 
 
 # ==================================================================================================
@@ -296,10 +189,6 @@ def lr_at(step: int, tc: Any) -> float:
         frac = min(1.0, (step - tc.warmup_steps) / span)
         return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
     return tc.lr
-
-
-def default_run_dir(cfg: ExperimentConfig, plugins: Any) -> Path:
-    return Path(cfg.run_root) / f"{cfg.name}-{config_hash(cfg, plugins)}"
 
 
 #: config field -> registry kind, for the provenance of every plugin a run uses
@@ -444,16 +333,23 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     rank, world, device, main = dinfo.rank, dinfo.world_size, dinfo.device, dinfo.is_main
     fsdp = tc.parallel == "fsdp2" and dinfo.distributed
 
+    # -- components (same seed on every rank: identical init; DDP also broadcasts rank 0's) ------------
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    parts = build_components(cfg, plugins)  # validates the config against its plugins (once)
+    dataset, raw, schedule, vtv, autoencoder = parts.dataset, parts.model, parts.schedule, parts.vtv, parts.autoencoder
+    info, spec = parts.info, parts.spec
+
     # -- config, run dir, checkpoint to resume ---------------------------------------------------------
-    resolve_config(cfg, plugins)
-    canonical = canonical_dict(cfg, plugins)
-    chash = config_hash(cfg, plugins)
+    canonical = canonical_dict(cfg, resolved=parts.resolved)
+    chash = canonical_hash(canonical)
     if tc.batch_size % (world * tc.grad_accum):
         raise ConfigError([("train.batch_size", f"{tc.batch_size} is not divisible by ranks x grad_accum = {world} x "
                                                 f"{tc.grad_accum}; pick a multiple of {world * tc.grad_accum}")])
     global_micro = tc.batch_size // tc.grad_accum  # samples per micro-step over all ranks
     micro = global_micro // world  # samples per micro-step on this rank
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, plugins)
+    run_dir = Path(run_dir) if run_dir is not None else Path(cfg.run_root) / f"{cfg.name}-{chash}"
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     if main and ckpt_path.parent.is_dir():
         for stale in clean_stale_temps(ckpt_path.parent):  # a kill -9 during a save leaves its temp file
@@ -477,17 +373,6 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
                               "start it again, or --run-dir for a new directory. Nothing was overwritten.")
     D.barrier(dinfo)  # every rank has checked before rank 0 writes anything
 
-    # -- components (same seed on every rank: identical init; DDP also broadcasts rank 0's) ------------
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    random.seed(cfg.seed)
-    dataset = build_plugin(plugins, "datasets", cfg.data.spec(), "data")
-    schedule = build_plugin(plugins, "noise_schedules", cfg.noise_schedule.spec(), "noise_schedule")
-    vtv = build_plugin(plugins, "vtv_strategies", cfg.vtv.spec(), "vtv")
-    autoencoder = build_plugin(plugins, "autoencoders", cfg.autoencoder.spec(), "autoencoder")
-    info = data_info(dataset, autoencoder)
-    spec = backbone_spec(cfg, plugins, info, schedule)
-    raw, _ = build_model(plugins, spec, check_against=schedule)
     param_dtype = torch.float64 if tc.dtype == "float64" else torch.float32
     raw.to(device=device, dtype=param_dtype).train()
     if hasattr(autoencoder, "to"):
@@ -748,7 +633,7 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
 
 
 # ==================================================================================================
-# Sample GIFs during training (only when fvdm.core.sampling exists)
+# Sample GIFs and evaluation during training
 # ==================================================================================================
 
 def save_gif(video: torch.Tensor, path: str | Path, fps: int = 8) -> Path:
@@ -788,9 +673,7 @@ def _evaluate(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: Experi
         real = torch.stack([real_ds[i]["video"] for i in range(n)])  # (N, F, C, H, W) in [-1, 1]
         fake = torch.cat([_sample_videos(ema, schedule, autoencoder, cfg, plugins, info, spec, device,
                                          min(64, n - i), cfg.seed + 54321 + i) for i in range(0, n, 64)])
-        ev = plugins["evaluators"].build({"name": tc.eval_metric, "num_frames": info["num_frames"]})
-        if hasattr(ev, "_plugins"):
-            ev._plugins = plugins
+        ev = plugins["evaluators"].build({"name": tc.eval_metric, "num_frames": info["num_frames"]}, plugins=plugins)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # small-N notes go into the result, not the training log
             res = ev.evaluate(to_uint8(fake.cpu()), to_uint8(real))
@@ -809,9 +692,6 @@ def _evaluate(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: Experi
 def _write_samples(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: ExperimentConfig, plugins: Any,
                    info: dict[str, int], spec: dict[str, Any], device: torch.device, step: int, run_dir: Path,
                    writer: Any) -> None:
-    if importlib.util.find_spec("fvdm.core.sampling") is None:
-        _warn_once("sampling", "fvdm.core.sampling is not available: no sample GIFs during training")
-        return
     try:
         from einops import rearrange
 

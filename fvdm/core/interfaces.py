@@ -181,7 +181,7 @@ class BenchmarkSuite(Protocol):
     """A benchmark suite run by ``fvdm bench run NAME``; returns JSON-able results.
 
     ``run`` may also accept ``plugins=`` and ``threads=`` keywords; the runner passes
-    them when the signature asks for them (benchmarks/runner.py).
+    them when the signature asks for them (fvdm/bench/runner.py).
     """
 
     def run(self, out_dir: Any, *, quick: bool = False, seed: int = 0) -> dict[str, Any]: ...

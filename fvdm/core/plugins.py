@@ -29,6 +29,23 @@ from fvdm.core.registry import KINDS, Registries
 
 ENTRY_POINT_GROUP = "fvdm"
 
+#: The built-in plugins: plugin name -> module holding its ``@hookimpl`` functions. Names, not
+#: imports (as pytest lists its own plugins): core stays importable without any plugin module,
+#: and each is imported, registered and blockable exactly like a third-party entry point.
+BUILTIN_PLUGINS: dict[str, str] = {
+    "fvdm.noise_schedules": "fvdm.plugins.noise_schedules",
+    "fvdm.vtv": "fvdm.plugins.vtv",
+    "fvdm.backbones": "fvdm.plugins.backbones",
+    "fvdm.autoencoders": "fvdm.plugins.autoencoders",
+    "fvdm.attention": "fvdm.plugins.attention",
+    "fvdm.samplers": "fvdm.plugins.samplers",
+    "fvdm.sampling_schedules": "fvdm.plugins.sampling_schedules",
+    "fvdm.tasks": "fvdm.tasks",
+    "fvdm.datasets": "fvdm.plugins.datasets",
+    "fvdm.evaluators": "fvdm.plugins.evaluators",
+    "fvdm.benchmarks": "fvdm.bench",
+}
+
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
@@ -140,8 +157,6 @@ def load_plugins(
     ``extra_plugins`` are ``(name, plugin_object)`` pairs registered after the
     built-ins, as tests and notebooks do. ``block`` adds to ``FVDM_BLOCK_PLUGINS``.
     """
-    from fvdm.plugins import BUILTIN_PLUGINS  # the host wires built-ins in; core never imports plugin modules
-
     strict = _env_flag("FVDM_STRICT_PLUGINS") if strict is None else strict
     if entry_points is None:
         entry_points = not _env_flag("FVDM_DISABLE_PLUGIN_AUTOLOAD")

@@ -1,15 +1,18 @@
 """Typed registries: one per plugin kind, filled by ``fvdm_register_<kind>`` hooks.
 
-A plugin calls ``registry.add(name, obj, config=..., extra=..., available=...)``.
-The host builds objects by name with ``registry.build({"name": ..., **params})``:
+A plugin calls ``registry.add(name, obj, config=..., extra=..., available=..., aliases=...)``.
+The host builds objects by name with ``registry.build({"name": ..., **params}, plugins=...)``:
 the params are validated by the plugin's own pydantic ``Config`` and the object is
-constructed as ``obj(cfg)``.
+constructed as ``obj(cfg)``, or ``obj(cfg, plugins=plugins)`` when its constructor
+declares a ``plugins`` parameter (a plugin that builds other plugins gets the
+plugin manager from its caller instead of loading one behind the caller's back).
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
@@ -34,13 +37,6 @@ KINDS: tuple[str, ...] = (
     "benchmarks",
     "autoencoders",
 )
-
-#: Names that are not built in but that a known extra or package provides.
-KNOWN_PROVIDERS: dict[tuple[str, str], str] = {
-    ("vtv_strategies", "correlated_frames"): "pip install ./examples/fvdm-plugin-example",
-    ("sampling_schedules", "keyframes_first"): "pip install ./examples/fvdm-plugin-example",
-}
-
 
 @dataclass(frozen=True)
 class Availability:
@@ -67,7 +63,7 @@ class Entry(Generic[T]):
     extra: str | None = None  # e.g. "xformers": pip install 'fvdm[xformers]'
     description: str = ""
     available_fn: AvailabilityFn | None = None
-    aliases: tuple[str, ...] = field(default_factory=tuple)
+    aliases: tuple[str, ...] = field(default_factory=tuple)  # other names that look this entry up
 
     def availability(self, **ctx: Any) -> Availability:
         """Whether this item can run, decided now (per call) for the given context.
@@ -104,6 +100,7 @@ class Entry(Generic[T]):
             "extra": self.extra,
             "description": self.description,
             "has_config": self.config is not None,
+            "aliases": list(self.aliases),
         }
 
 
@@ -115,6 +112,7 @@ class Registry(Generic[T]):
             raise ValueError(f"unknown plugin kind {kind!r}; kinds are {', '.join(KINDS)}")
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._aliases: dict[str, str] = {}  # alias -> registered name
         # Set by the plugin manager while one plugin's hook runs.
         self.current_origin = "unknown"
         self.current_plugin = "unknown"
@@ -129,23 +127,27 @@ class Registry(Generic[T]):
         extra: str | None = None,
         description: str | None = None,
         available: AvailabilityFn | None = None,
+        aliases: tuple[str, ...] = (),
     ) -> Entry[T]:
         """Register ``obj`` under ``name``.
 
         ``config`` defaults to ``obj.Config`` when present. ``extra`` names the
         ``fvdm[...]`` extra the item needs. ``available`` is a function returning
         ``(ok, reason)``, called whenever availability is asked (per call, not at
-        import), with optional ``device``/``dtype`` keywords.
+        import), with optional ``device``/``dtype`` keywords. ``aliases`` are other
+        names that look the same entry up (a protocol's long name, an old name); they
+        share the namespace of names, so an alias can never shadow another entry.
         """
-        if not isinstance(name, str) or not name or any(c in name for c in "*?[] "):
-            raise ValueError(f"{self.kind}: invalid plugin name {name!r} (non-empty, no spaces or wildcards)")
-        if name in self._entries:
-            old = self._entries[name]
-            raise DuplicatePluginError(
-                f"{self.kind} {name!r} registered twice: first by {old.plugin} ({old.origin}), "
-                f"again by {self.current_plugin} ({self.current_origin}). "
-                "Rename one, or block one plugin with FVDM_BLOCK_PLUGINS=<plugin name>."
-            )
+        for n in (name, *aliases):
+            if not isinstance(n, str) or not n or any(c in n for c in "*?[] "):
+                raise ValueError(f"{self.kind}: invalid plugin name {n!r} (non-empty, no spaces or wildcards)")
+            if n in self:
+                old = self.get(n)
+                raise DuplicatePluginError(
+                    f"{self.kind} {n!r} registered twice: first by {old.plugin} ({old.origin}), "
+                    f"again by {self.current_plugin} ({self.current_origin}). "
+                    "Rename one, or block one plugin with FVDM_BLOCK_PLUGINS=<plugin name>."
+                )
         if config == "auto":
             config = getattr(obj, "Config", None)
         if config is not None and not (isinstance(config, type) and issubclass(config, BaseModel)):
@@ -163,17 +165,20 @@ class Registry(Generic[T]):
             extra=extra,
             description=description,
             available_fn=available,
+            aliases=tuple(aliases),
         )
         self._entries[name] = entry
+        self._aliases.update({a: name for a in aliases})
         return entry
 
     def remove_plugin(self, plugin: str) -> None:
         for name in [n for n, e in self._entries.items() if e.plugin == plugin]:
-            del self._entries[name]
+            for alias in self._entries.pop(name).aliases:
+                self._aliases.pop(alias, None)
 
     # -- lookup -------------------------------------------------------------------
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._aliases
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._entries))
@@ -195,15 +200,13 @@ class Registry(Generic[T]):
         if close:
             msg += f" Did you mean {close[0]!r}?"
         msg += f" Available: {', '.join(names) if names else '(none registered)'}."
-        hint = KNOWN_PROVIDERS.get((self.kind, name))
-        if hint:
-            msg += f" {name!r} is provided by a separate package: {hint}."
         msg += " Run `fvdm plugins --kind " + self.kind + "` to see every item with its origin."
         return msg
 
     def get(self, name: str) -> Entry[T]:
+        """The entry registered under ``name`` or under an alias ``name``."""
         try:
-            return self._entries[name]
+            return self._entries[self._aliases.get(name, name)]
         except KeyError:
             raise UnknownPluginError(self.unknown_message(name)) from None
 
@@ -229,13 +232,35 @@ class Registry(Generic[T]):
             return entry, None
         return entry, entry.config.model_validate(params)
 
-    def build(self, spec: "str | Mapping[str, Any]", **ctx: Any) -> Any:
-        """Validate ``spec`` and construct ``obj(cfg)`` (or return ``obj`` when it has no Config)."""
+    def build(self, spec: "str | Mapping[str, Any]", *, plugins: Any = None, **ctx: Any) -> Any:
+        """Validate ``spec`` and construct ``obj(cfg)`` (or return ``obj`` when it has no Config).
+
+        ``plugins`` (the plugin manager) is passed on to a constructor that declares a
+        ``plugins`` parameter; ``ctx`` (``device``, ``dtype``) goes to the availability check.
+        """
         entry, cfg = self.validate(spec)
+        return self.instantiate(entry, cfg, plugins=plugins, **ctx)
+
+    def instantiate(self, entry: Entry[T], cfg: BaseModel | None, *, plugins: Any = None, **ctx: Any) -> Any:
+        """Construct an entry from an already validated Config (``validate``'s result)."""
         self.require(entry.name, **ctx)
         if cfg is None:
             return entry.obj
-        return entry.obj(cfg)  # type: ignore[operator]
+        wants = plugins_parameter(entry.obj)
+        if wants is None or (plugins is None and wants.default is not inspect.Parameter.empty):
+            return entry.obj(cfg)  # type: ignore[operator]
+        if plugins is None:
+            raise TypeError(f"{self.kind} {entry.name!r} builds other plugins and needs the plugin manager: "
+                            "build it with registry.build(spec, plugins=plugins)")
+        return entry.obj(cfg, plugins=plugins)  # type: ignore[operator]
+
+
+def plugins_parameter(obj: Any) -> inspect.Parameter | None:
+    """The ``plugins`` parameter of ``obj``'s constructor (it takes the plugin manager), or None."""
+    try:
+        return inspect.signature(obj).parameters.get("plugins")
+    except (TypeError, ValueError):  # builtins and C types without a signature take no plugin manager
+        return None
 
 
 class ValidationErrorLike(ValueError):

@@ -25,9 +25,8 @@ class DFRollout(LongVideo):
     def matrix(self, sampling):
         plugins = sampling.plugins
         if plugins is None:
-            from fvdm.core.plugins import load_plugins
-
-            plugins = load_plugins()
+            raise ValueError("df_rollout builds its window schedule by name and needs the plugin manager: "
+                             "create the SamplingContext with plugins=plugins")
         spec = {"name": self.cfg.schedule}
         if self.cfg.schedule in ("pyramid", "trapezoid"):
             spec["u"] = self.cfg.u

@@ -25,11 +25,11 @@ def fvdm_register_evaluators(registry):
     from fvdm.plugins.evaluators import fid, fvd
     from fvdm.plugins.evaluators.recon import PSNRConfig, ReconMetric, SSIMConfig
 
+    # fvd2048_16f is the StyleGAN-V FVD16 protocol; its spelled-out name looks the same entry up
+    aliases = {"fvd2048_16f": ("stylegan_v_fvd2048_16f",)}
     for name, cfg in fvd.PRESETS.items():
-        registry.add(name, fvd.FVD, config=cfg, description=f"FVD preset {name} (see docs/evaluators.md)")
-    # The spelled-out name for the StyleGAN-V protocol; same preset.
-    registry.add("stylegan_v_fvd2048_16f", fvd.FVD, config=fvd.PRESETS["fvd2048_16f"],
-                 description="alias of fvd2048_16f: the StyleGAN-V FVD16 protocol")
+        registry.add(name, fvd.FVD, config=cfg, description=f"FVD preset {name} (see docs/evaluators.md)",
+                     aliases=aliases.get(name, ()))
     for name, cfg in fid.PRESETS.items():
         registry.add(name, fid.FID, config=cfg, description=f"FID preset {name} (see docs/evaluators.md)")
     registry.add("psnr", ReconMetric, config=PSNRConfig, description="per-frame PSNR against ground truth")

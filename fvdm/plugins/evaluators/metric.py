@@ -76,10 +76,10 @@ class FrechetMetric:
     # -- pieces -------------------------------------------------------------------------
     @property
     def plugins(self) -> Any:
+        """The plugin manager this metric was built with (it builds the extractor and dataset sources)."""
         if self._plugins is None:
-            from fvdm.core.plugins import load_plugins
-
-            self._plugins = load_plugins()
+            raise TypeError(f"{type(self).__name__} {self.cfg.metric!r} needs the plugin manager to build its "
+                            "feature extractor or a dataset: build it with registry.build(spec, plugins=plugins)")
         return self._plugins
 
     def extractor_spec(self) -> dict[str, Any]:

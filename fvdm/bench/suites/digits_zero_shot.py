@@ -113,13 +113,13 @@ IDLE_SPEEDUP = 1.0  # UNIT_COSTS were measured on the (mostly) idle machine; the
 
 
 def _needs(what: str, fix: str) -> Exception:
-    from benchmarks.runner import BenchmarkError
+    from fvdm.bench.runner import BenchmarkError
 
     return BenchmarkError(f"digits_zero_shot needs {what}; {fix}")
 
 
 def _refuse(msg: str) -> Exception:
-    from benchmarks.runner import BenchmarkError
+    from fvdm.bench.runner import BenchmarkError
 
     return BenchmarkError("digits_zero_shot: " + " ".join(str(msg).split()))  # one line, whatever msg holds
 

@@ -73,7 +73,7 @@ class ProtocolSuite:
         self.cfg = cfg
 
     def _check_inputs(self) -> None:
-        from benchmarks.runner import BenchmarkError
+        from fvdm.bench.runner import BenchmarkError
 
         c = self.cfg
         problems = []
@@ -91,13 +91,9 @@ class ProtocolSuite:
             raise BenchmarkError(f"protocol suite {c.dataset!r} needs " + "; ".join(problems)
                                  + ". See docs/benchmarks.md (protocol suites).")
 
-    def run(self, out_dir: Any, *, quick: bool = False, seed: int = 0, plugins: Any = None) -> dict[str, Any]:
-        from benchmarks.runner import BenchmarkError
+    def run(self, out_dir: Any, *, plugins: Any, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+        from fvdm.bench.runner import BenchmarkError
 
-        if plugins is None:
-            from fvdm.core.plugins import load_plugins
-
-            plugins = load_plugins()
         self._check_inputs()
         c = self.cfg
         metrics_to_run = c.quick_metrics if quick else c.metrics

@@ -300,7 +300,7 @@ def write_tensorboard(metrics: Mapping[str, Any], out_dir: Path) -> str | None:
 # -- the runner ------------------------------------------------------------------------
 def build_suite(plugins: Any, name: str, params: Mapping[str, Any] | None = None) -> Any:
     """Build the registered suite ``name`` with its Config validated from ``params``."""
-    return plugins["benchmarks"].build({"name": name, **dict(params or {})})
+    return plugins["benchmarks"].build({"name": name, **dict(params or {})}, plugins=plugins)
 
 
 def _call_run(suite: Any, out_dir: Path, *, quick: bool, seed: int, plugins: Any, threads: int) -> Any:

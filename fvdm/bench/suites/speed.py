@@ -1,6 +1,8 @@
 """The ``speed`` suite: runs the standalone speed benchmarks side by side, one process.
 
-Each module ``benchmarks.<name>`` exposes ``run(quick: bool, threads: int) -> dict``
+Each stand-alone script ``benchmarks/<name>.py`` of a source checkout (not installed with
+the package: run ``python -m fvdm bench run speed`` from the checkout's root) exposes
+``run(quick: bool, threads: int) -> dict``
 whose figures are ratios measured side by side in that one call (per-frame vs
 scalar timestep train step and MFU, attention kernels vs math, Fréchet distance vs
 scipy sqrtm, data loader clips/s vs training consumption, long-video sampling time
@@ -18,7 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
-from benchmarks.runner import flatten
+from fvdm.bench.runner import flatten
 from fvdm.core.interfaces import PluginConfig
 
 #: figure names that make the headline table (the rest stay in results.json and the detail table)
@@ -74,7 +76,9 @@ class SpeedSuite:
             try:
                 mod = importlib.import_module(modname)
             except ImportError as exc:
-                metrics[name] = {"status": "missing", "reason": f"cannot import {modname}: {exc}"}
+                hint = ("; the scripts are not installed: run `python -m fvdm bench run speed` from the root of "
+                        "a source checkout" if exc.name == self.cfg.package else "")
+                metrics[name] = {"status": "missing", "reason": f"cannot import {modname}: {exc}{hint}"}
                 notes.append(f"{name}: missing ({exc})")
                 rows.append([name, "status", "missing"])
                 continue

@@ -1,0 +1,172 @@
+"""One path from an experiment config to its components.
+
+    config --resolve_config--> {field: (entry, validated Config)}
+           --> dataset, noise schedule, VTV strategy, autoencoder
+           --> data_info (pixel and latent shapes) --> backbone spec (shapes filled in) --> backbone
+
+Training (``fvdm.core.engine``), loading a checkpoint for sampling
+(``fvdm.core.checkpoint.load_for_sampling``) and the benchmarks all build through
+here, so a backbone is sized the same way wherever it is made. Each plugin config is
+validated once (by ``resolve_config``) and constructed from that validated result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fvdm.core.config import ExperimentConfig, resolve_config
+from fvdm.core.errors import ConfigError, FvdmError
+
+
+def build_plugin(plugins: Any, kind: str, spec: dict[str, Any], field: str, *,
+                 resolved: tuple[Any, Any] | None = None) -> Any:
+    """``plugins[kind].build(spec, plugins=plugins)`` with the config field named in errors.
+
+    ``resolved`` is the ``(entry, validated Config)`` pair ``resolve_config`` already made for
+    this field: the object is then constructed from it without validating ``spec`` again.
+    """
+    registry = plugins[kind]
+    try:
+        if resolved is not None:
+            return registry.instantiate(*resolved, plugins=plugins)
+        return registry.build(spec, plugins=plugins)
+    except FvdmError:
+        raise
+    except Exception as exc:
+        msg = f"building {kind} {spec.get('name')!r} failed: {type(exc).__name__}: {exc}"
+        raise ConfigError([(field, msg)]) from exc
+
+
+def data_info(dataset: Any, autoencoder: Any) -> dict[str, int]:
+    """Shapes of the training data (pixel space) and of the space the backbone sees (latent)."""
+    try:
+        f, c, r = int(dataset.num_frames), int(dataset.channels), int(dataset.resolution)
+    except AttributeError as exc:
+        raise ConfigError([("data", f"dataset {type(dataset).__name__} lacks {exc.name!r}: datasets must expose "
+                                    "num_frames, channels, resolution, num_classes")]) from None
+    nc = int(getattr(dataset, "num_classes", 0) or 0)
+    if hasattr(autoencoder, "latent_shape"):
+        lc, lr = (int(v) for v in autoencoder.latent_shape(c, r))
+    else:
+        down = int(getattr(autoencoder, "downsample", 1) or 1)
+        if r % down:
+            raise ConfigError([("data", f"resolution {r} is not divisible by the autoencoder's downsample {down}")])
+        lc = getattr(autoencoder, "latent_channels", None)
+        lc, lr = (c if lc in (None, 0) else int(lc)), r // down
+    return {"num_frames": f, "channels": c, "resolution": r, "num_classes": nc,
+            "latent_channels": lc, "latent_resolution": lr}
+
+
+def backbone_spec(cfg: ExperimentConfig, plugins: Any, info: dict[str, int], schedule: Any) -> dict[str, Any]:
+    """The backbone spec with in_channels/input_size/num_frames/num_classes/learn_sigma filled in.
+
+    A value given in the config is kept when it is compatible (num_frames >= the data's
+    frames, num_classes 0 to train unconditionally) and is an error otherwise.
+    """
+    spec = cfg.backbone.spec()
+    entry = plugins["backbones"].get(spec["name"])
+    fields = set(entry.config.model_fields) if entry.config is not None else set()
+    want = {
+        "in_channels": info["latent_channels"],
+        "input_size": info["latent_resolution"],
+        "num_frames": info["num_frames"],
+        "num_classes": info["num_classes"],
+        "learn_sigma": bool(getattr(schedule, "learn_sigma", False)),
+    }
+    errors = []
+    for key, value in want.items():
+        if key not in fields:
+            continue
+        given = spec.get(key)
+        if given is None:
+            spec[key] = value
+        elif key == "num_frames" and given < value:
+            errors.append(("backbone.num_frames", f"{given} frames of capacity but the data has {value} frames per "
+                                                  f"clip; raise backbone.num_frames or lower the data's num_frames"))
+        elif key == "num_classes" and given not in (0, value):
+            errors.append(("backbone.num_classes", f"{given}, but the data has {value} classes; use {value}, "
+                                                   "0 (unconditional) or remove the key"))
+        elif key not in ("num_frames", "num_classes") and given != value:
+            errors.append((f"backbone.{key}", f"{given!r}, but data/autoencoder/noise schedule imply {value!r}; "
+                                              "remove the key (the engine fills it in)"))
+    if errors:
+        raise ConfigError(errors)
+    return spec
+
+
+def build_model(plugins: Any, spec: dict[str, Any], check_against: Any = None) -> torch.nn.Module:
+    """Build the backbone from a complete spec; check its output channels against the schedule."""
+    model = build_plugin(plugins, "backbones", spec, "backbone")
+    if check_against is not None and hasattr(model, "out_channels") and hasattr(check_against, "out_channels"):
+        want = check_against.out_channels(int(spec.get("in_channels", model.in_channels)))
+        if int(model.out_channels) != int(want):
+            raise ConfigError([("backbone", f"outputs {model.out_channels} channels but the noise schedule needs "
+                                            f"{want} (learn_sigma={getattr(check_against, 'learn_sigma', None)})")])
+    return model
+
+
+@dataclass
+class Components:
+    """What a config builds: the plugins a training run uses, and the shapes that sized the backbone.
+
+    ``info``: data_info (pixel and latent shapes); ``spec``: the backbone spec actually built
+    (stored in checkpoints as ``model_info``); ``resolved``: resolve_config's result, for
+    ``canonical_dict(cfg, resolved=...)`` without validating the config a third time.
+    """
+
+    dataset: Any
+    model: torch.nn.Module
+    schedule: Any
+    vtv: Any
+    autoencoder: Any
+    info: dict[str, int]
+    spec: dict[str, Any]
+    resolved: dict[tuple[str, ...], tuple[Any, Any]] = field(repr=False)
+
+
+def build_components(cfg: ExperimentConfig, plugins: Any) -> Components:
+    """Validate ``cfg`` against its plugins once and build every training component; the model fits the data."""
+    resolved = resolve_config(cfg, plugins)
+
+    def make(path: tuple[str, ...], kind: str) -> Any:
+        return build_plugin(plugins, kind, _ref(cfg, path).spec(), ".".join(path), resolved=resolved[path])
+
+    dataset = make(("data",), "datasets")
+    schedule = make(("noise_schedule",), "noise_schedules")
+    vtv = make(("vtv",), "vtv_strategies")
+    autoencoder = make(("autoencoder",), "autoencoders")
+    info = data_info(dataset, autoencoder)
+    # the backbone spec gains data-derived fields, so it is validated here (its resolved Config lacks them)
+    spec = backbone_spec(cfg, plugins, info, schedule)
+    model = build_model(plugins, spec, check_against=schedule)
+    return Components(dataset, model, schedule, vtv, autoencoder, info, spec, resolved)
+
+
+def _ref(cfg: ExperimentConfig, path: tuple[str, ...]) -> Any:
+    node: Any = cfg
+    for part in path:
+        node = getattr(node, part)
+    return node
+
+
+def set_attention(model: torch.nn.Module, cfg: ExperimentConfig, plugins: Any, device: torch.device,
+                  dtype: torch.dtype) -> str | None:
+    """Install the configured attention kernel when the model takes one; returns the kernel's name."""
+    if not hasattr(model, "set_attention_kernel"):
+        return None
+    from fvdm.core.attention import select_attention_kernel
+
+    fn = select_attention_kernel(plugins, cfg.attention, device=device, dtype=dtype)
+    model.set_attention_kernel(fn)
+    return str(getattr(fn, "name", None) or getattr(fn, "__name__", fn))
+
+
+def plugin_origins(resolved: dict[tuple[str, ...], tuple[Any, Any]]) -> dict[str, dict[str, str]]:
+    """Which registered item (and from which distribution/version) each plugin field resolved to:
+    a run trained with a third-party ``ptss`` must not look like one trained with the built-in."""
+    return {".".join(path): {"kind": entry.kind, "name": str(entry.name), "origin": str(entry.origin),
+                             "plugin": str(entry.plugin)}
+            for path, (entry, _) in resolved.items()}
