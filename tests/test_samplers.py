@@ -159,3 +159,63 @@ def test_cfg_mixes_prediction_channels_only(P):
     torch.testing.assert_close(plain, cond)
     with pytest.raises(ValueError, match="class-conditional"):
         make_model_fn(lambda x_, t_, y_=None: x_, sched, y=y, cfg_scale=2.0)
+
+
+# -- sampler state (multistep solvers) ------------------------------------------------------------------
+
+class RecordingMultistep:
+    """A two-step toy: x <- x + (t_to - t_from) * (this step's x0 guess + the previous step's) / 2.
+
+    Its state is (steps taken, previous x0 guess); it records the state each step received.
+    """
+
+    def __init__(self):
+        self.seen = []
+
+    def init_state(self, x):
+        return {"n": 0, "prev": torch.zeros_like(x)}
+
+    def step(self, model_fn, x, t_from, t_to, *, schedule, generator=None, state):
+        self.seen.append((state["n"], state["prev"].clone()))
+        guess = model_fn(x, t_from)
+        dt = append_dims(t_to - t_from, x.ndim)
+        return x + dt * (guess + state["prev"]) / 2, {"n": state["n"] + 1, "prev": guess}
+
+
+def test_multistep_sampler_gets_its_state_back_across_steps(P):
+    sched = ddpm(P)
+    S = P["sampling_schedules"].build("standard")(5, 3, num_timesteps=T)  # (6, 3)
+    x = torch.randn(2, 3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    guesses = []
+
+    def model_fn(x, t):
+        guesses.append(0.1 * x)
+        return guesses[-1]
+
+    sampler, states = RecordingMultistep(), []
+    sample_loop(model_fn, x, S, sampler=sampler, schedule=sched, callback=lambda info: states.append(info["state"]))
+    assert [n for n, _ in sampler.seen] == [0, 1, 2, 3, 4] and [s["n"] for s in states] == [1, 2, 3, 4, 5]
+    assert torch.equal(sampler.seen[0][1], torch.zeros_like(x))
+    for k in range(1, 5):  # step k received the prediction step k-1 made
+        assert torch.equal(sampler.seen[k][1], guesses[k - 1])
+    # an explicit starting state is used instead of init_state
+    sampler = RecordingMultistep()
+    sample_loop(model_fn, x, S, sampler=sampler, schedule=sched, state={"n": 10, "prev": torch.ones_like(x)})
+    assert sampler.seen[0][0] == 10 and torch.equal(sampler.seen[0][1], torch.ones_like(x))
+    with pytest.raises(ValueError, match="keeps none"):
+        sample_loop(model_fn, x, S, sampler=P["samplers"].build("ddim"), schedule=sched, state={"n": 0})
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "euler", "heun"])
+def test_stateless_samplers_step_exactly_as_a_plain_loop(P, name):
+    sched = ddpm(P) if name in ("ddpm", "ddim") else P["noise_schedules"].build("rectified_flow")
+    sampler = P["samplers"].build(name)
+    assert not hasattr(sampler, "init_state")
+    S = P["sampling_schedules"].build("standard")(4, 3, num_timesteps=getattr(sched, "num_timesteps", None))
+    x = torch.randn(2, 3, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    model_fn = gaussian_oracle(sched)
+    out = sample_loop(model_fn, x, S, sampler=sampler, schedule=sched, generator=torch.Generator().manual_seed(2))
+    ref, g = x, torch.Generator().manual_seed(2)
+    for k in range(S.shape[0] - 1):
+        ref = sampler.step(model_fn, ref, S[k].expand(2, 3), S[k + 1].expand(2, 3), schedule=sched, generator=g)
+    assert torch.equal(out, ref)

@@ -111,13 +111,31 @@ class SamplingSchedule(Protocol):
 class Sampler(Protocol):
     """One step from per-frame levels ``t_from`` to ``t_to`` (each (B, F)).
 
-    Frames with ``t_to == t_from`` are returned bit-identical. Stateless.
+    Frames with ``t_to == t_from`` are returned bit-identical. Stateless; a sampler that
+    needs earlier steps is a :class:`MultistepSampler`.
     """
 
     def step(
         self, model_fn: ModelFn, x: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor, *,
         schedule: NoiseSchedule, generator: torch.Generator | None = None,
     ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class MultistepSampler(Protocol):
+    """A sampler that needs earlier steps (DPM-Solver++ 2M, UniPC): its history is explicit state.
+
+    ``init_state(x)`` makes the state before the first step; ``step(..., state=s)`` returns
+    ``(x_next, new_state)``. The state is per frame (frames move at their own levels) and
+    frames whose level does not change keep their x and their state.
+    """
+
+    def init_state(self, x: torch.Tensor) -> Any: ...
+
+    def step(
+        self, model_fn: ModelFn, x: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor, *,
+        schedule: NoiseSchedule, generator: torch.Generator | None = None, state: Any,
+    ) -> tuple[torch.Tensor, Any]: ...
 
 
 @runtime_checkable

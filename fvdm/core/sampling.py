@@ -114,6 +114,7 @@ def sample_loop(
     vanilla_replacement: bool = False,
     generator: torch.Generator | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    state: Any = None,
 ) -> torch.Tensor:
     """Sample by stepping x through the rows of S; returns x at the last row (B, F, C, H, W).
 
@@ -122,7 +123,14 @@ def sample_loop(
     bool marks context frames, ``ctx_x0`` (B, F, C, H, W) holds their clean values
     (other frames ignored). ``multipliers``: scalar, (F,) or (B, F) noise multipliers
     of context frames (0 = hard, exact). ``callback`` gets a dict with ``step``
-    (1-based), ``num_steps``, ``x``, ``t`` after each row.
+    (1-based), ``num_steps``, ``x``, ``t`` (and ``state``) after each row.
+
+    Multistep samplers (those needing earlier steps' predictions) keep that history in
+    an explicit state object instead of hidden counters: a sampler with
+    ``init_state(x)`` gets ``state=`` in every ``step`` and returns ``(x, new_state)``;
+    the loop hands each step the state the previous step returned. ``state`` starts
+    from ``sampler.init_state(x)`` unless given. Stateless samplers (no ``init_state``)
+    are called exactly as before.
     """
     check_video(x)
     B, F = x.shape[:2]
@@ -153,6 +161,12 @@ def sample_loop(
         ctx5 = append_dims(ctx_b, x.ndim)
         x = torch.where(ctx5, a0 * ctx_x0 + s0 * x, x)
         x = torch.where(hard, ctx_x0, x) if not renoise else x
+    multistep = callable(getattr(sampler, "init_state", None))
+    if multistep and state is None:
+        state = sampler.init_state(x)
+    elif state is not None and not multistep:
+        raise ValueError(f"state was given but sampler {type(sampler).__name__} keeps none (it has no init_state); "
+                         "drop state= or use a multistep sampler")
     K = Se.shape[1] - 1
     for k in range(K):
         t_from, t_to = Se[:, k], Se[:, k + 1]
@@ -161,11 +175,15 @@ def sample_loop(
                 a, s = alpha_sigma(schedule, t_from, x.ndim, x.dtype)
                 noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
                 x = torch.where(hard, a * ctx_x0 + s * noise, x)
-            x = sampler.step(model_fn, x, t_from, t_to, schedule=schedule, generator=generator)
+            if multistep:
+                x, state = sampler.step(model_fn, x, t_from, t_to, schedule=schedule, generator=generator,
+                                        state=state)
+            else:
+                x = sampler.step(model_fn, x, t_from, t_to, schedule=schedule, generator=generator)
             if has_ctx:
                 x = torch.where(hard, ctx_x0, x)
         if callback is not None:
-            callback({"step": k + 1, "num_steps": K, "x": x, "t": t_to})
+            callback({"step": k + 1, "num_steps": K, "x": x, "t": t_to, "state": state})
     return torch.where(hard, ctx_x0, x) if has_ctx else x
 
 
