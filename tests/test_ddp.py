@@ -70,7 +70,7 @@ def _dry_rank_worker(rank: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
     from fvdm.core import distributed as D
-    from fvdm.core.engine import next_batch
+    from fvdm.core.data_stream import next_batch
     from fvdm.core.errors import FvdmError
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)

@@ -12,7 +12,8 @@ from fvdm.cli import main as cli_main
 from fvdm.core.checkpoint import CheckpointError, load_checkpoint
 from fvdm.core.config import parse_config
 from fvdm.core.build import build_components
-from fvdm.core.engine import NonFiniteLossError, StreamBatchSampler, lr_at, save_gif, train
+from fvdm.core.data_stream import StreamBatchSampler
+from fvdm.core.engine import NonFiniteLossError, lr_at, save_gif, train
 from fvdm.core.errors import ConfigError
 from fvdm.core.hookspecs import hookimpl
 from fvdm.core.interfaces import PluginConfig
@@ -250,13 +251,13 @@ def test_save_gif_roundtrip(tmp_path):
 def test_missing_tensorboard_warns_once_and_continues(tmp_path, monkeypatch):
     import sys
 
-    from fvdm.core import engine
+    from fvdm.core import errors, train_log
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
-    monkeypatch.setattr(engine, "_warned", set())
+    monkeypatch.setattr(errors, "_warned", set())
     with pytest.warns(RuntimeWarning, match="tensorboard is not installed"):
-        assert engine._tb_writer(tmp_path, True) is None
-    assert engine._tb_writer(tmp_path, True) is None  # second call: silent
+        assert train_log.tensorboard_writer(tmp_path, True) is None
+    assert train_log.tensorboard_writer(tmp_path, True) is None  # second call: silent
 
 
 def test_skipped_inputs_are_logged(plugins, tmp_path, monkeypatch, capsys):
@@ -344,7 +345,7 @@ def test_stream_that_cannot_form_a_batch_fails_instead_of_spinning(tmp_path):
     """8 clips for a batch of 16 (or every shard bad) used to loop forever on drop_last=True."""
     from torch.utils.data import IterableDataset
 
-    from fvdm.core.engine import make_loader
+    from fvdm.core.data_stream import make_loader
     from fvdm.core.errors import FvdmError
 
     class Few(IterableDataset):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -308,6 +309,36 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], w
             "The checkpoint comes from a different backbone/data config; use the config stored in it."
         )
     module.load_state_dict(state, strict=True)
+
+
+# -- resuming a run ---------------------------------------------------------------------------------
+
+def checkpoint_to_resume(ckpt_path: Path, canonical: dict[str, Any], name: str, resume: bool, overwrite: bool,
+                         main: bool) -> tuple[dict[str, Any] | None, Path]:
+    """(the checkpoint to resume and the file it came from, or None) after checking the run dir is usable:
+    resuming needs a checkpoint of the same config; a fresh run must not overwrite one by accident."""
+    if main and ckpt_path.parent.is_dir():
+        for stale in clean_stale_temps(ckpt_path.parent):  # a kill -9 during a save leaves its temp file
+            print(f"fvdm train: removed {stale.name} (left by a writer that died mid-save)", file=sys.stderr)
+    if not resume:
+        if ckpt_path.exists() and not overwrite:
+            raise CheckpointError(f"{ckpt_path} already exists; pass --resume to continue that run, --overwrite to "
+                                  "start it again, or --run-dir for a new directory. Nothing was overwritten.")
+        return None, ckpt_path
+    if not ckpt_path.is_file():
+        run_dir = ckpt_path.parent.parent
+        others = sorted(str(p.parent.parent) for p in run_dir.parent.glob(f"{name}-*/checkpoints/last.pt"))
+        hint = (f" Runs of {name!r} with a checkpoint: {', '.join(others)} (the run dir is named by the "
+                "config hash, so a changed config, e.g. train.steps, gets a new one): pass --run-dir DIR."
+                if others else "")
+        raise CheckpointError(f"nothing to resume: {ckpt_path} does not exist; run without --resume, "
+                              f"or pass the run's --run-dir.{hint}")
+    ckpt, src, skipped = load_newest_valid(ckpt_path.parent)  # src: a fallback if last.pt is bad
+    if skipped and main:
+        print(f"fvdm train: resuming from {src.name} (step {int(ckpt['step'])}): skipped {len(skipped)} "
+              f"newer checkpoint(s): {'; '.join(skipped)}", file=sys.stderr, flush=True)
+    check_resume_config(ckpt, canonical, src)
+    return ckpt, src
 
 
 # -- RNG states -----------------------------------------------------------------------------------

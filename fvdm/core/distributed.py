@@ -1,4 +1,5 @@
-"""Small torch.distributed helpers for runs launched by ``torchrun`` (no home-made launcher).
+"""torch.distributed for runs launched by ``torchrun`` (no home-made launcher): process group,
+collectives, DDP / FSDP2 wrapping and full-state gathering for checkpoints.
 
 ``torchrun --nproc-per-node N -m fvdm train CONFIG`` sets RANK / WORLD_SIZE /
 LOCAL_RANK / MASTER_ADDR / MASTER_PORT; :func:`init_distributed` reads them and
@@ -8,8 +9,10 @@ no WORLD_SIZE and runs as a single process without any process group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -105,3 +108,80 @@ def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def gather_objects(obj: object, info: DistInfo) -> list[object]:
+    """Every rank's ``obj``, in rank order (``[obj]`` on a single process)."""
+    if not info.distributed:
+        return [obj]
+    out: list[object] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# -- model state under DDP / FSDP2 -------------------------------------------------------------------
+
+def shard_fsdp2(model: torch.nn.Module) -> None:
+    """Shard ``model`` in place with FSDP2: the sub-modules of each transformer block, then the rest."""
+    from torch.distributed.fsdp import fully_shard
+
+    # Not the block itself: backbones may call a block's adaLN layer outside the block's forward,
+    # which would skip FSDP's unshard hook.
+    for mlist in (m for m in model.children() if isinstance(m, torch.nn.ModuleList)):
+        for block in mlist:
+            for child in block.children():
+                if any(True for _ in child.parameters()):
+                    fully_shard(child)
+    fully_shard(model)
+
+
+def wrap_model(raw: torch.nn.Module, info: DistInfo, *, compiled: bool, fsdp: bool) -> torch.nn.Module:
+    """The module the train step calls: ``raw``, compiled if asked, in DDP when several ranks run
+    without FSDP2 (FSDP2 shards ``raw`` in place, see :func:`shard_fsdp2`)."""
+    model: torch.nn.Module = torch.compile(raw) if compiled else raw
+    if info.distributed and not fsdp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    return model
+
+
+def grad_sync(model: torch.nn.Module, raw: torch.nn.Module, fsdp: bool, sync: bool) -> Any:
+    """Context for one micro-step's backward: gradients are all-reduced over ranks only when ``sync``
+    (the last micro-step of an optimizer step), so accumulation costs one reduction per step."""
+    if fsdp:
+        raw.set_requires_gradient_sync(sync)
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel) and not sync:
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def full_state(raw: torch.nn.Module, opt: torch.optim.Optimizer | None, fsdp: bool) -> tuple[dict, dict | None]:
+    """Full (unsharded, CPU-loadable) model and optimizer state dicts; collective under FSDP2."""
+    if not fsdp:
+        return raw.state_dict(), (opt.state_dict() if opt is not None else None)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    o = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_sd = get_model_state_dict(raw, options=o)
+    opt_sd = get_optimizer_state_dict(raw, opt, options=o) if opt is not None else None
+    return model_sd, opt_sd
+
+
+def load_full_state(raw: torch.nn.Module, opt: torch.optim.Optimizer | None, model_sd: dict, opt_sd: dict | None,
+                    fsdp: bool, load_strict: Callable[[torch.nn.Module, dict], None]) -> None:
+    """Load full state dicts into a plain or FSDP2-sharded model (and optimizer).
+
+    ``load_strict(module, state)`` loads an unsharded model with errors naming the mismatch.
+    """
+    if not fsdp:
+        load_strict(raw, model_sd)
+        if opt is not None and opt_sd is not None:
+            opt.load_state_dict(opt_sd)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    o = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(raw, model_sd, options=o)
+    if opt is not None and opt_sd is not None:
+        set_optimizer_state_dict(raw, opt, opt_sd, options=o)

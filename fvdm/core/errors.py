@@ -35,3 +35,15 @@ class ConfigError(FvdmError, ValueError):
 
 class DataError(FvdmError, RuntimeError):
     """A dataset cannot deliver usable clips (every video/shard unusable, a sample refused with on_error: raise)."""
+
+
+_warned: set[str] = set()
+
+
+def warn_once(key: str, msg: str) -> None:
+    """A RuntimeWarning the first time ``key`` is seen in this process (a per-step problem is said once)."""
+    import warnings
+
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)

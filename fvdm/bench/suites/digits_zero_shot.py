@@ -768,7 +768,7 @@ class DigitsZeroShotSuite:
         Each chunk gets its own generator seeded from (seed, task, chunk) on the sampling device, so
         clip i's noise is the same in every arm and does not depend on which tasks or arms ran before.
         """
-        from fvdm.core.engine import stream_seed
+        from fvdm.core.rng import stream_seed
 
         outs = []
         for i in range(0, n, self.cfg.eval_batch):
