@@ -13,7 +13,7 @@ from einops import rearrange, repeat
 
 from fvdm.core.plugins import load_plugins
 from fvdm.plugins.backbones.embeddings import timestep_features
-from fvdm.plugins.backbones.latte import Latte, LatteTinyConfig, build_latte
+from fvdm.plugins.backbones.latte import Latte, build_latte, size_config
 from fvdm.plugins.backbones.latte_import import import_latte_state_dict, infer_latte_config
 
 B, FR, C, S = 2, 4, 3, 8  # batch, frames, channels, spatial size (tiny: 4x4 patches of 2)
@@ -21,7 +21,7 @@ B, FR, C, S = 2, 4, 3, 8  # batch, frames, channels, spatial size (tiny: 4x4 pat
 
 def tiny(**kw) -> Latte:
     base = dict(in_channels=C, input_size=S, num_frames=6, hidden_size=32, num_heads=4, depth=4)
-    return Latte(LatteTinyConfig(**{**base, **kw}))
+    return Latte(size_config("latte_tiny")(**{**base, **kw}))
 
 
 def randomize(model: Latte, seed: int = 1) -> Latte:
@@ -327,7 +327,7 @@ def test_input_errors_are_clear():
     with pytest.raises(ValueError, match="no null class"):
         tiny(num_classes=2, class_dropout=0.0)(x, t, torch.tensor([2, 2]))
     with pytest.raises(ValueError, match="depth"):
-        LatteTinyConfig(depth=5)
+        size_config("latte_tiny")(depth=5)
 
 
 def test_gradient_flows_and_checkpointing_matches():

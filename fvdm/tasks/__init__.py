@@ -23,7 +23,6 @@ def fvdm_register_tasks(registry):
     registry.add("image_to_video", ImageToVideo)
     registry.add("interpolation", Interpolation)
     registry.add("infill", Infill)
-    registry.add("extension", Extension)
-    registry.add("prediction", Extension, description="Alias of extension: predict the frames after the given ones")
+    registry.add("extension", Extension, aliases=("prediction",))  # predicting what follows = extending
     registry.add("long_video", LongVideo)
     registry.add("df_rollout", DFRollout)

@@ -5,17 +5,11 @@ from fvdm.core.hookspecs import hookimpl
 
 @hookimpl
 def fvdm_register_backbones(registry):
-    from fvdm.plugins.backbones.latte import CONFIGS, Latte
+    from fvdm.plugins.backbones.latte import LATTE_SIZES, Latte, size_config
 
-    descriptions = {
-        "latte_tiny": "Latte-tiny (D=64, 2 spatial+2 temporal blocks, patch 2): tests and CPU demo",
-        "latte_s_2": "Latte-S/2 (D=384, depth 12, 6 heads) with per-frame timesteps",
-        "latte_b_2": "Latte-B/2 (D=768, depth 12, 12 heads) with per-frame timesteps",
-        "latte_l_2": "Latte-L/2 (D=1024, depth 24, 16 heads) with per-frame timesteps",
-        "latte_xl_2": "Latte-XL/2 (D=1152, depth 28, 16 heads) with per-frame timesteps",
-    }
-    for name, config in CONFIGS.items():
-        registry.add(name, Latte, config=config, description=descriptions[name])
+    for name, (d, depth, heads, use) in LATTE_SIZES.items():
+        registry.add(name, Latte, config=size_config(name),
+                     description=f"{use}: Latte (D={d}, depth {depth}, {heads} heads) with per-frame timesteps")
 
     from fvdm.plugins.backbones.unet import UNetVideo
 

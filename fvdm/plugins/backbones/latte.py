@@ -12,13 +12,14 @@ Parameter names follow Latte; ``latte_import.py`` maps Latte / FVDM checkpoints 
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as Fn
 from einops import rearrange
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, model_validator
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -69,36 +70,26 @@ class LatteConfig(PluginConfig):
         return self
 
 
-class LatteTinyConfig(LatteConfig):
-    """Tiny model for tests and the CPU demo."""
-
-    hidden_size: int = Field(64, ge=4)
-    depth: int = Field(4, ge=2)
-    num_heads: int = Field(4, ge=1)
-
-
-class LatteS2Config(LatteConfig):
-    hidden_size: int = Field(384, ge=4)
-    depth: int = Field(12, ge=2)
-    num_heads: int = Field(6, ge=1)
+#: Latte sizes, one row each (as DiT's ``DiT_models``): name -> (hidden_size, depth, num_heads, what for).
+#: depth counts blocks as Latte does (spatial and temporal alternate); patch size 2 throughout.
+LATTE_SIZES: dict[str, tuple[int, int, int, str]] = {
+    "latte_tiny": (64, 4, 4, "tests and the CPU demo"),
+    "latte_s_2": (384, 12, 6, "Latte-S/2"),
+    "latte_b_2": (768, 12, 12, "Latte-B/2"),
+    "latte_l_2": (1024, 24, 16, "Latte-L/2"),
+    "latte_xl_2": (1152, 28, 16, "Latte-XL/2"),
+}
 
 
-class LatteB2Config(LatteConfig):
-    hidden_size: int = Field(768, ge=4)
-    depth: int = Field(12, ge=2)
-    num_heads: int = Field(12, ge=1)
-
-
-class LatteL2Config(LatteConfig):
-    hidden_size: int = Field(1024, ge=4)
-    depth: int = Field(24, ge=2)
-    num_heads: int = Field(16, ge=1)
-
-
-class LatteXL2Config(LatteConfig):
-    hidden_size: int = Field(1152, ge=4)
-    depth: int = Field(28, ge=2)
-    num_heads: int = Field(16, ge=1)
+@functools.cache
+def size_config(name: str) -> type[LatteConfig]:
+    """The Config of Latte size ``name``: LatteConfig with that row's defaults (registered per size)."""
+    if name not in LATTE_SIZES:
+        raise KeyError(f"unknown Latte size {name!r}; choose one of {', '.join(LATTE_SIZES)}")
+    d, depth, heads, _ = LATTE_SIZES[name]
+    return create_model(f"LatteConfig_{name}", __base__=LatteConfig, __doc__=f"Latte backbone, size {name}.",
+                        hidden_size=(int, Field(d, ge=4)), depth=(int, Field(depth, ge=2)),
+                        num_heads=(int, Field(heads, ge=1)))
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -302,15 +293,4 @@ def build_latte(name_or_cfg: "str | LatteConfig" = "latte_tiny", **overrides) ->
     """Convenience constructor outside the registry: ``build_latte("latte_s_2", in_channels=4)``."""
     if isinstance(name_or_cfg, LatteConfig):
         return Latte(name_or_cfg, **overrides)
-    if name_or_cfg not in CONFIGS:
-        raise KeyError(f"unknown Latte size {name_or_cfg!r}; choose one of {', '.join(CONFIGS)}")
-    return Latte(CONFIGS[name_or_cfg](**overrides))
-
-
-CONFIGS: dict[str, type[LatteConfig]] = {
-    "latte_tiny": LatteTinyConfig,
-    "latte_s_2": LatteS2Config,
-    "latte_b_2": LatteB2Config,
-    "latte_l_2": LatteL2Config,
-    "latte_xl_2": LatteXL2Config,
-}
+    return Latte(size_config(name_or_cfg)(**overrides))
