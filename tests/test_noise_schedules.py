@@ -40,7 +40,7 @@ def diffusers_schedulers():
         # diffusers works in float32, where sqrt(1 - abar) at small n loses ~3e-6 to cancellation
         # (1 - 0.9999f). Keep its betas and formulas but run it in float64 (its add_noise casts
         # alphas_cumprod to the input dtype) so the comparison with fvdm's float32 output holds at 1e-6.
-        torch.testing.assert_close(ref.alphas_cumprod.double(), DDPMSchedule(beta_schedule=k).alphas_cumprod, atol=5e-7, rtol=0)
+        torch.testing.assert_close(ref.alphas_cumprod.double(), DDPMSchedule(DDPMSchedule.Config(beta_schedule=k)).alphas_cumprod, atol=5e-7, rtol=0)
         ref.alphas_cumprod = torch.cumprod(1.0 - ref.betas.double(), dim=0)
         out[k] = ref
     return out
@@ -52,7 +52,7 @@ def test_ddpm_matches_diffusers_synchronized(diffusers_schedulers, beta_schedule
     ref = diffusers_schedulers[beta_schedule]
     x0, noise = _video(B=B)
     for pred in ("epsilon", "v", "x0"):
-        s = DDPMSchedule(beta_schedule=beta_schedule, prediction=pred)
+        s = DDPMSchedule(DDPMSchedule.Config(beta_schedule=beta_schedule, prediction=pred))
         for n in STEPS:
             t = torch.full((B, 4), n / 999.0)
             xt, tgt = s.add_noise(x0, noise, t), s.target(x0, noise, t)
@@ -68,7 +68,7 @@ def test_ddpm_matches_diffusers_synchronized(diffusers_schedulers, beta_schedule
 @pytest.mark.parametrize("beta_schedule", list(DIFFUSERS_NAME))
 def test_ddpm_matches_diffusers_per_frame(diffusers_schedulers, beta_schedule):
     ref = diffusers_schedulers[beta_schedule]
-    s = DDPMSchedule(beta_schedule=beta_schedule, prediction="v")
+    s = DDPMSchedule(DDPMSchedule.Config(beta_schedule=beta_schedule, prediction="v"))
     x0, noise = _video(B=2, F=5)
     n = torch.tensor([[0, 1, 250, 617, 999], [999, 500, 3, 0, 998]])
     t = n.float() / 999
@@ -86,21 +86,21 @@ def test_ddpm_matches_diffusers_per_frame(diffusers_schedulers, beta_schedule):
 
 
 def test_ddpm_snap_and_timestep_input():
-    s = DDPMSchedule(num_timesteps=10)
+    s = DDPMSchedule(DDPMSchedule.Config(num_timesteps=10))
     u = torch.tensor([[0.0, 0.0999, 0.1, 0.55, 0.9999, 1.0]])
     n = torch.tensor([[0, 0, 1, 5, 9, 9]])
     torch.testing.assert_close(s.snap(u), n.float() / 9)
     assert torch.equal(s.timestep_input(s.snap(u)), n.float())
     # uniform over the T steps: u at bin centres hit every step once
     T = 1000
-    s = DDPMSchedule()
+    s = DDPMSchedule(DDPMSchedule.Config())
     u = ((torch.arange(T) + 0.5) / T)[None]
     assert torch.equal(s.steps(s.snap(u))[0], torch.arange(T))
 
 
 # -- rectified flow ----------------------------------------------------------------------
 def test_rectified_flow_closed_forms():
-    s = RectifiedFlowSchedule()
+    s = RectifiedFlowSchedule(RectifiedFlowSchedule.Config())
     assert (s.prediction, s.learn_sigma, s.continuous, s.num_timesteps) == ("flow", False, True, None)
     x0, noise = _video(B=1, F=3)
     t = torch.tensor([[0.0, 0.3, 1.0]])
@@ -121,7 +121,7 @@ def test_rectified_flow_closed_forms():
 def test_rectified_flow_shift_and_density():
     u = torch.linspace(0, 1, 11)[None]
     for shift in (1.0, 3.0, 0.5):
-        t = RectifiedFlowSchedule(shift=shift).snap(u)
+        t = RectifiedFlowSchedule(RectifiedFlowSchedule.Config(shift=shift)).snap(u)
         expected = np.array([shift * x / (1 + (shift - 1) * x) for x in u[0].tolist()])
         np.testing.assert_allclose(t[0].numpy(), expected, atol=1e-6)
         assert t[0, 0] == 0 and t[0, -1] == 1 and bool((t.diff(dim=1) >= 0).all())
@@ -130,7 +130,7 @@ def test_rectified_flow_shift_and_density():
     from scipy.stats import norm
 
     u = torch.tensor([[0.0, 0.01, 0.3, 0.5, 0.9, 1.0]])
-    t = RectifiedFlowSchedule(density="logit_normal", logit_mean=0.5, logit_std=0.8, shift=2.0).snap(u)
+    t = RectifiedFlowSchedule(RectifiedFlowSchedule.Config(density="logit_normal", logit_mean=0.5, logit_std=0.8, shift=2.0)).snap(u)
     base = expit(0.5 + 0.8 * norm.ppf(u[0].double().numpy()))
     np.testing.assert_allclose(t[0].numpy(), 2 * base / (1 + base), atol=1e-6)
 
@@ -186,7 +186,7 @@ def _np_model_posterior(eps_hat, v, xt, n, T=1000):
 
 
 def test_vb_kl_matches_numpy_closed_form():
-    s = DDPMSchedule()
+    s = DDPMSchedule(DDPMSchedule.Config())
     x0, noise = _video(B=1, F=2, C=1, H=2, W=2, dtype=torch.float64)
     n = [5, 700]
     t = _levels(n).double()[None]
@@ -209,7 +209,7 @@ def test_decoder_nll_at_step_zero_per_frame():
     """A frame at n=0 gets the decoder NLL even when its neighbours are noisier (the public code's flaw)."""
     from scipy.special import ndtr
 
-    s = DDPMSchedule()
+    s = DDPMSchedule(DDPMSchedule.Config())
     x0, noise = _video(B=1, F=3, C=1, H=4, W=4, dtype=torch.float64)
     x0 = x0.clamp(-1, 1)
     x0[0, 0, 0, 0] = torch.tensor([-1.0, 1.0, 0.5, -0.25], dtype=torch.float64)  # both edge bins
@@ -239,10 +239,10 @@ def test_vb_term_varies_with_frame_level_and_rescale():
     x0, noise = _video(B=2, F=4)
     out = torch.randn(2, 4, 4, 3, 3)
     t = torch.tensor([[0.1, 0.4, 0.7, 0.95]] * 2)
-    s = DDPMSchedule()
+    s = DDPMSchedule(DDPMSchedule.Config())
     vb = s.vb_terms(*s.split_output(out), x0, s.add_noise(x0, noise, t), t)
     assert vb.shape == (2, 4) and len(set(vb[0].tolist())) == 4
-    s100 = DDPMSchedule(num_timesteps=100)
+    s100 = DDPMSchedule(DDPMSchedule.Config(num_timesteps=100))
     xt = s100.add_noise(x0, noise, t)
     pred, var = s100.split_output(out)
     mse = ((pred - noise) ** 2).mean(dim=(2, 3, 4))
@@ -250,7 +250,7 @@ def test_vb_term_varies_with_frame_level_and_rescale():
 
 
 def test_hybrid_loss_stops_gradient_on_mean():
-    s = DDPMSchedule()
+    s = DDPMSchedule(DDPMSchedule.Config())
     x0, noise = _video(B=1, F=3)
     t = torch.tensor([[0.0, 0.5, 0.9]])
     xt = s.add_noise(x0, noise, t)
@@ -265,14 +265,14 @@ def test_plain_mse_and_min_snr():
     x0, noise = _video(B=2, F=3)
     t = torch.tensor([[0.0, 0.3, 1.0], [0.05, 0.5, 0.8]])
     out = torch.randn_like(x0)
-    s = DDPMSchedule(learn_sigma=False)
+    s = DDPMSchedule(DDPMSchedule.Config(learn_sigma=False))
     xt = s.add_noise(x0, noise, t)
     torch.testing.assert_close(s.loss(out, x0, xt, noise, t), ((out - noise) ** 2).mean(dim=(2, 3, 4)))
     _, abar, _, _ = _np_tables()
     snr = abar[s.steps(t).numpy()] / (1 - abar[s.steps(t).numpy()])
     for pred, closed in (("epsilon", np.minimum(snr, 5) / snr), ("v", np.minimum(snr, 5) / (snr + 1)),
                          ("x0", np.minimum(snr, 5))):
-        s = DDPMSchedule(learn_sigma=False, loss_weighting="min_snr", prediction=pred)
+        s = DDPMSchedule(DDPMSchedule.Config(learn_sigma=False, loss_weighting="min_snr", prediction=pred))
         w = s.loss_weights(t)
         np.testing.assert_allclose(w.numpy(), closed, rtol=1e-6)
         torch.testing.assert_close(s.loss(out, x0, xt, noise, t), w * ((out - s.target(x0, noise, t)) ** 2).mean(dim=(2, 3, 4)))
@@ -280,7 +280,7 @@ def test_plain_mse_and_min_snr():
 
 # -- respaced-step helpers ---------------------------------------------------------------
 def test_posterior_helpers_respaced_against_numpy():
-    s = DDPMSchedule()
+    s = DDPMSchedule(DDPMSchedule.Config())
     betas, abar, abar_prev, pv = _np_tables()
     # IDDPM respacing: betas of the kept steps from abar ratios
     kept = [0, 250, 500, 750, 999]
@@ -313,7 +313,7 @@ def test_posterior_helpers_respaced_against_numpy():
 
 # -- bad input and registration ----------------------------------------------------------
 def test_bad_inputs_fail_loudly():
-    s = DDPMSchedule()
+    s = DDPMSchedule(DDPMSchedule.Config())
     x0, noise = _video(B=2, F=3)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         s.add_noise(x0, noise, torch.full((2, 3), 1.5))
@@ -332,11 +332,11 @@ def test_bad_inputs_fail_loudly():
     with pytest.raises(ValueError, match="must not exceed"):
         s.posterior(torch.zeros(1, 2), torch.ones(1, 2))
     with pytest.raises(ValidationError, match="greater than or equal to 2"):
-        DDPMSchedule(num_timesteps=1)
+        DDPMSchedule(DDPMSchedule.Config(num_timesteps=1))
     with pytest.raises(ValidationError, match="beta_start"):
-        DDPMSchedule(beta_start=0.1, beta_end=0.01)
+        DDPMSchedule(DDPMSchedule.Config(beta_start=0.1, beta_end=0.01))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        RectifiedFlowSchedule().snap(torch.full((1, 2), -0.1))
+        RectifiedFlowSchedule(RectifiedFlowSchedule.Config()).snap(torch.full((1, 2), -0.1))
 
 
 def test_registration_and_config_errors():
@@ -359,7 +359,7 @@ def test_registration_and_config_errors():
 @pytest.mark.parametrize("beta_schedule", ["linear", "cosine"])
 def test_posterior_preserves_marginals(beta_schedule):
     """x_from ~ q(x_from | x0) then x_to ~ q(x_to | x_from, x0) must have q(x_to | x0)'s moments."""
-    s = DDPMSchedule(beta_schedule=beta_schedule)
+    s = DDPMSchedule(DDPMSchedule.Config(beta_schedule=beta_schedule))
     g = torch.Generator().manual_seed(0)
     n_from = torch.randint(1, 1000, (4, 6), generator=g)
     n_to = (torch.rand(4, 6, generator=g) * n_from).floor().long()

@@ -83,7 +83,7 @@ def test_ptss_per_batch_coin(vtv):
 
 def test_synchronized_rows_survive_snap(vtv):
     u = vtv.build({"name": "ptss", "p": 0.5})(256, 8, generator=_gen())
-    t = DDPMSchedule().snap(u)
+    t = DDPMSchedule(DDPMSchedule.Config()).snap(u)
     assert torch.equal(_synced(t), _synced(u))
 
 

@@ -19,6 +19,7 @@ import torch
 
 from fvdm.core.config import ExperimentConfig, resolve_config
 from fvdm.core.errors import ConfigError, FvdmError
+from fvdm.core.interfaces import Autoencoder, NoiseSchedule, VideoDataset, VTVStrategy
 
 
 def build_plugin(plugins: Any, kind: str, spec: dict[str, Any], field: str, *,
@@ -40,7 +41,7 @@ def build_plugin(plugins: Any, kind: str, spec: dict[str, Any], field: str, *,
         raise ConfigError([(field, msg)]) from exc
 
 
-def data_info(dataset: Any, autoencoder: Any) -> dict[str, int]:
+def data_info(dataset: VideoDataset, autoencoder: Autoencoder) -> dict[str, int]:
     """Shapes of the training data (pixel space) and of the space the backbone sees (latent)."""
     try:
         f, c, r = int(dataset.num_frames), int(dataset.channels), int(dataset.resolution)
@@ -60,7 +61,8 @@ def data_info(dataset: Any, autoencoder: Any) -> dict[str, int]:
             "latent_channels": lc, "latent_resolution": lr}
 
 
-def backbone_spec(cfg: ExperimentConfig, plugins: Any, info: dict[str, int], schedule: Any) -> dict[str, Any]:
+def backbone_spec(cfg: ExperimentConfig, plugins: Any, info: dict[str, int],
+                  schedule: NoiseSchedule) -> dict[str, Any]:
     """The backbone spec with in_channels/input_size/num_frames/num_classes/learn_sigma filled in.
 
     A value given in the config is kept when it is compatible (num_frames >= the data's
@@ -97,7 +99,7 @@ def backbone_spec(cfg: ExperimentConfig, plugins: Any, info: dict[str, int], sch
     return spec
 
 
-def build_model(plugins: Any, spec: dict[str, Any], check_against: Any = None) -> torch.nn.Module:
+def build_model(plugins: Any, spec: dict[str, Any], check_against: NoiseSchedule | None = None) -> torch.nn.Module:
     """Build the backbone from a complete spec; check its output channels against the schedule."""
     model = build_plugin(plugins, "backbones", spec, "backbone")
     if check_against is not None and hasattr(model, "out_channels") and hasattr(check_against, "out_channels"):
@@ -117,11 +119,11 @@ class Components:
     ``canonical_dict(cfg, resolved=...)`` without validating the config a third time.
     """
 
-    dataset: Any
-    model: torch.nn.Module
-    schedule: Any
-    vtv: Any
-    autoencoder: Any
+    dataset: VideoDataset
+    model: torch.nn.Module  # a Backbone
+    schedule: NoiseSchedule
+    vtv: VTVStrategy
+    autoencoder: Autoencoder
     info: dict[str, int]
     spec: dict[str, Any]
     resolved: dict[tuple[str, ...], tuple[Any, Any]] = field(repr=False)

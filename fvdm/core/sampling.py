@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from fvdm.core.interfaces import ModelFn
+from fvdm.core.interfaces import ModelFn, MultistepSampler, NoiseSchedule, Sampler
 from fvdm.core.tensor import append_dims, check_video
 
 
@@ -51,7 +51,7 @@ def check_matrix(S: torch.Tensor, num_frames: int | None = None, batch_size: int
 
 
 def alpha_sigma(
-    schedule: Any, t: torch.Tensor, ndim: int, dtype: torch.dtype | None = None,
+    schedule: NoiseSchedule, t: torch.Tensor, ndim: int, dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(alpha, sigma) at per-frame levels ``t`` (B, F), shaped for ``ndim`` via append_dims.
 
@@ -105,8 +105,8 @@ def sample_loop(
     x: torch.Tensor,
     S: torch.Tensor,
     *,
-    sampler: Any,
-    schedule: Any,
+    sampler: Sampler | MultistepSampler,
+    schedule: NoiseSchedule,
     ctx: torch.Tensor | None = None,
     ctx_x0: torch.Tensor | None = None,
     stabilization: float = 0.0,

@@ -19,9 +19,9 @@ class IdentityAutoencoder(nn.Module):
     downsample = 1
     scaling_factor = 1.0
 
-    def __init__(self, cfg: "IdentityAutoencoder.Config | None" = None):
+    def __init__(self, cfg: "IdentityAutoencoder.Config"):
         super().__init__()
-        self.cfg = cfg or self.Config()
+        self.cfg = cfg
         self.latent_channels = self.cfg.channels  # None until known; see latent_shape
 
     def latent_shape(self, channels: int, resolution: int) -> tuple[int, int]:

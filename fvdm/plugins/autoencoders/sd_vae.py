@@ -41,9 +41,9 @@ class SDVAE(nn.Module):
         sample_posterior: bool = Field(False, description="encode to a posterior sample instead of its mean")
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
-    def __init__(self, cfg: "SDVAE.Config | None" = None):
+    def __init__(self, cfg: "SDVAE.Config"):
         super().__init__()
-        self.cfg = cfg = cfg or self.Config()
+        self.cfg = cfg
         from diffusers import AutoencoderKL
 
         if cfg.pretrained_path is None or not Path(cfg.pretrained_path).expanduser().is_dir():

@@ -111,11 +111,7 @@ class DDPMSchedule:
 
     continuous = False
 
-    def __init__(self, cfg: "DDPMSchedule.Config | None" = None, **params):
-        if cfg is None:
-            cfg = self.Config(**params)
-        elif params:
-            raise TypeError("pass either a Config or keyword params, not both")
+    def __init__(self, cfg: "DDPMSchedule.Config"):
         self.cfg = cfg
         self.prediction: str = cfg.prediction
         self.learn_sigma: bool = cfg.learn_sigma

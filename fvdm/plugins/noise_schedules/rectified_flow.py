@@ -41,11 +41,7 @@ class RectifiedFlowSchedule:
     continuous = True
     num_timesteps = None
 
-    def __init__(self, cfg: "RectifiedFlowSchedule.Config | None" = None, **params):
-        if cfg is None:
-            cfg = self.Config(**params)
-        elif params:
-            raise TypeError("pass either a Config or keyword params, not both")
+    def __init__(self, cfg: "RectifiedFlowSchedule.Config"):
         self.cfg = cfg
 
     def __repr__(self) -> str:

@@ -7,28 +7,28 @@ With one level for all frames this is diffusers' ``DDIMScheduler.step`` (set_alp
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 
-from fvdm.core.interfaces import PluginConfig
+from fvdm.core.interfaces import ModelFn, NoiseSchedule, PluginConfig
 from fvdm.plugins.samplers.common import alpha_sigma, check_step, keep_unchanged, predict, randn_like
-
-
-class DDIMConfig(PluginConfig):
-    eta: float = Field(0.0, ge=0, le=1, description="0 = deterministic DDIM, 1 = DDPM-like noise")
-    clip_x0: float | None = Field(None, gt=0, description="clamp x0_hat to [-c, c] (diffusers clip_sample)")
 
 
 class DDIMSampler:
     """DDIM step from per-frame levels t_from to t_to (eta configurable)."""
 
-    Config = DDIMConfig
+    class Config(PluginConfig):
+        eta: float = Field(0.0, ge=0, le=1, description="0 = deterministic DDIM, 1 = DDPM-like noise")
+        clip_x0: float | None = Field(None, gt=0, description="clamp x0_hat to [-c, c] (diffusers clip_sample)")
+
     stochastic = False
 
-    def __init__(self, cfg: DDIMConfig | None = None):
-        self.cfg = cfg if cfg is not None else DDIMConfig()
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
         self.stochastic = self.cfg.eta > 0
 
-    def step(self, model_fn, x, t_from, t_to, *, schedule, generator=None):
+    def step(self, model_fn: ModelFn, x: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor, *,
+             schedule: NoiseSchedule, generator: torch.Generator | None = None) -> torch.Tensor:
         check_step(x, t_from, t_to)
         x0, eps, _ = predict(model_fn, x, t_from, schedule, self.cfg.clip_x0)
         a_t, s_t = alpha_sigma(schedule, t_from, x.ndim, x.dtype)

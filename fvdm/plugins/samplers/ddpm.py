@@ -16,27 +16,26 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from fvdm.core.interfaces import PluginConfig
+from fvdm.core.interfaces import ModelFn, NoiseSchedule, PluginConfig
 from fvdm.core.tensor import append_dims
 from fvdm.plugins.samplers.common import alpha_sigma, check_step, keep_unchanged, predict, randn_like
-
-
-class DDPMConfig(PluginConfig):
-    variance: Literal["auto", "small", "large"] = Field(
-        "auto", description="auto = learned when the schedule learns sigma, else small (posterior)")
-    clip_x0: float | None = Field(None, gt=0, description="clamp x0_hat to [-c, c]")
 
 
 class DDPMSampler:
     """DDPM ancestral step (learned, small or large variance) between per-frame levels."""
 
-    Config = DDPMConfig
+    class Config(PluginConfig):
+        variance: Literal["auto", "small", "large"] = Field(
+            "auto", description="auto = learned when the schedule learns sigma, else small (posterior)")
+        clip_x0: float | None = Field(None, gt=0, description="clamp x0_hat to [-c, c]")
+
     stochastic = True
 
-    def __init__(self, cfg: DDPMConfig | None = None):
-        self.cfg = cfg if cfg is not None else DDPMConfig()
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
 
-    def step(self, model_fn, x, t_from, t_to, *, schedule, generator=None):
+    def step(self, model_fn: ModelFn, x: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor, *,
+             schedule: NoiseSchedule, generator: torch.Generator | None = None) -> torch.Tensor:
         check_step(x, t_from, t_to)
         x0, eps, var_values = predict(model_fn, x, t_from, schedule, self.cfg.clip_x0)
         f64 = torch.float64  # coefficients in float64: sigma_t^2 - alpha_ts^2 sigma_s^2 cancels

@@ -8,24 +8,25 @@ v = eps_hat - x0_hat: the Euler sampler of Pusa / SD3.
 
 from __future__ import annotations
 
-from fvdm.core.interfaces import PluginConfig
+import torch
+
+from fvdm.core.interfaces import ModelFn, NoiseSchedule, PluginConfig
 from fvdm.plugins.samplers.common import alpha_sigma, check_step, keep_unchanged, predict
-
-
-class EulerConfig(PluginConfig):
-    """No parameters."""
 
 
 class EulerSampler:
     """Euler ODE step (rectified flow's sampler; first order for any schedule)."""
 
-    Config = EulerConfig
+    class Config(PluginConfig):
+        """No parameters."""
+
     stochastic = False
 
-    def __init__(self, cfg: EulerConfig | None = None):
+    def __init__(self, cfg: Config):
         self.cfg = cfg
 
-    def step(self, model_fn, x, t_from, t_to, *, schedule, generator=None):
+    def step(self, model_fn: ModelFn, x: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor, *,
+             schedule: NoiseSchedule, generator: torch.Generator | None = None) -> torch.Tensor:
         check_step(x, t_from, t_to)
         x0, eps, _ = predict(model_fn, x, t_from, schedule)
         a_t, s_t = alpha_sigma(schedule, t_from, x.ndim, x.dtype)

@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import torch
 
-from fvdm.core.interfaces import PluginConfig
+from fvdm.core.interfaces import ModelFn, NoiseSchedule, PluginConfig
 from fvdm.core.tensor import append_dims
 from fvdm.plugins.samplers.common import alpha_sigma, check_step, keep_unchanged, predict
-
-
-class HeunConfig(PluginConfig):
-    """No parameters."""
 
 
 class HeunSampler:
     """Heun ODE step: Euler predictor + trapezoidal corrector."""
 
-    Config = HeunConfig
+    class Config(PluginConfig):
+        """No parameters."""
+
     stochastic = False
 
-    def __init__(self, cfg: HeunConfig | None = None):
+    def __init__(self, cfg: Config):
         self.cfg = cfg
 
-    def step(self, model_fn, x, t_from, t_to, *, schedule, generator=None):
+    def step(self, model_fn: ModelFn, x: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor, *,
+             schedule: NoiseSchedule, generator: torch.Generator | None = None) -> torch.Tensor:
         check_step(x, t_from, t_to)
         a_t, s_t = alpha_sigma(schedule, t_from, x.ndim, x.dtype)
         a_s, s_s = alpha_sigma(schedule, t_to, x.ndim, x.dtype)

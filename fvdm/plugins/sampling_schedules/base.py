@@ -49,8 +49,8 @@ class MatrixSchedule:
 
     Config = MatrixScheduleConfig
 
-    def __init__(self, cfg: MatrixScheduleConfig | None = None):
-        self.cfg = cfg if cfg is not None else self.Config()
+    def __init__(self, cfg: MatrixScheduleConfig):
+        self.cfg = cfg
 
     def progress_matrix(self, num_steps: int, num_generated: int) -> torch.Tensor:
         """Integer matrix (rows, G) with entries 0..K; row 0 all K, last row all 0."""

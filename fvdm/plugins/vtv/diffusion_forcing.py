@@ -28,8 +28,8 @@ class DiffusionForcing:
         mode: Literal["uniform", "causal", "pyramid"] = "uniform"
         slope: float = Field(1.0, gt=0.0, description="pyramid: level gap from first to last frame")
 
-    def __init__(self, cfg: "DiffusionForcing.Config | None" = None, **params):
-        self.cfg = cfg or self.Config(**params)
+    def __init__(self, cfg: "DiffusionForcing.Config"):
+        self.cfg = cfg
 
     def __call__(self, batch_size: int, num_frames: int, *, generator: torch.Generator | None = None,
                  device: torch.device | str = "cpu") -> torch.Tensor:

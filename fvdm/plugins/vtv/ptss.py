@@ -25,8 +25,8 @@ class PTSS:
             "per_sample", description="one coin per clip, or one per batch as the public FVDM code"
         )
 
-    def __init__(self, cfg: "PTSS.Config | None" = None, **params):
-        self.cfg = cfg or self.Config(**params)
+    def __init__(self, cfg: "PTSS.Config"):
+        self.cfg = cfg
 
     def __call__(self, batch_size: int, num_frames: int, *, generator: torch.Generator | None = None,
                  device: torch.device | str = "cpu") -> torch.Tensor:

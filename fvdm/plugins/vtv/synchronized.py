@@ -14,8 +14,8 @@ class Synchronized:
     class Config(PluginConfig):
         pass
 
-    def __init__(self, cfg: "Synchronized.Config | None" = None):
-        self.cfg = cfg or self.Config()
+    def __init__(self, cfg: "Synchronized.Config"):
+        self.cfg = cfg
 
     def __call__(self, batch_size: int, num_frames: int, *, generator: torch.Generator | None = None,
                  device: torch.device | str = "cpu") -> torch.Tensor:
