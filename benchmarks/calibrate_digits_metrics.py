@@ -42,7 +42,7 @@ def load_split(split: str, n: int, frames: int) -> tuple[torch.Tensor, Any]:
     from fvdm.plugins.datasets.moving_digits import MovingDigits
     from fvdm.plugins.evaluators.digits_truth import digits_truth
 
-    ds = MovingDigits(split=split, num_clips=n, num_frames=frames)
+    ds = MovingDigits(MovingDigits.Config(split=split, num_clips=n, num_frames=frames))
     return ds.get_batch(range(n)), digits_truth(ds, range(n))
 
 

@@ -88,7 +88,7 @@ def _write_fixtures(root: Path, n: int) -> dict[str, dict[str, Any]]:
     common = {"num_frames": 16, "resolution": 32, "channels": 1}
     make_digits(root / "npy", num_clips=n, shard_size="1MB", progress=False)
     make_digits(root / "mp4", num_clips=n, shard_size="100k", storage="mp4", progress=False)
-    md = MovingDigits(num_clips=n, class_conditional=True)
+    md = MovingDigits(MovingDigits.Config(num_clips=n, class_conditional=True))
     for i in range(n):
         item = md[i]
         frames = vio.to_uint8_frames(item["video"])  # (F, H, W, 1)

@@ -36,8 +36,8 @@ def make_split(split: str, n: int, num_frames: int, seed: int, num_digits: int |
     """uint8 videos (n, F, 1, 32, 32), first-digit class (n,), digit count - 1 (n,), mean speed px/frame (n,)."""
     from fvdm.plugins.datasets.moving_digits import MovingDigits
 
-    ds = MovingDigits(split=split, num_clips=n, num_frames=num_frames, resolution=32, max_digits=MAX_DIGITS,
-                      num_digits=num_digits, seed=seed)
+    ds = MovingDigits(MovingDigits.Config(split=split, num_clips=n, num_frames=num_frames, resolution=32, max_digits=MAX_DIGITS,
+                      num_digits=num_digits, seed=seed))
     vids = torch.empty(n, num_frames, 1, 32, 32, dtype=torch.uint8)
     cls = torch.empty(n, dtype=torch.long)
     cnt = torch.empty(n, dtype=torch.long)

@@ -37,8 +37,8 @@ def make_frames(split: str, n_clips: int, num_frames: int, seed: int) -> tuple[t
     """uint8 frames (n*F, 1, 32, 32), centres (n*F, 3, 2) [y, x] px, labels (n*F, 3) (-1 = no digit)."""
     from fvdm.plugins.datasets.moving_digits import MovingDigits
 
-    ds = MovingDigits(split=split, num_clips=n_clips, num_frames=num_frames, resolution=32,
-                      max_digits=MAX_DIGITS, seed=seed)
+    ds = MovingDigits(MovingDigits.Config(split=split, num_clips=n_clips, num_frames=num_frames, resolution=32,
+                      max_digits=MAX_DIGITS, seed=seed))
     if ds.digit_size != DIGIT_SIZE:
         raise ValueError(f"moving_digits digit_size {ds.digit_size} != {DIGIT_SIZE} the net is built for")
     vids = torch.empty(n_clips, num_frames, 1, 32, 32, dtype=torch.uint8)

@@ -99,9 +99,10 @@ def test_builds_from_its_default_config_or_says_what_it_needs(kind, name, tmp_pa
 
 
 #: kinds whose classes follow the one plugin-class convention: ``__init__(self, cfg)``, the validated
-#: Config required (no fallback to defaults or keyword params), plus ``plugins`` when they build others
-CONVENTION_KINDS = ("noise_schedules", "vtv_strategies", "samplers", "sampling_schedules", "autoencoders",
-                    "benchmarks")
+#: Config required (no fallback to defaults or keyword params), plus keyword-only ``plugins`` when they
+#: build others and keyword-only ready-made parts tests inject (``model=``, ``extractor=``, ``detector=``)
+CONVENTION_KINDS = ("backbones", "noise_schedules", "vtv_strategies", "samplers", "sampling_schedules",
+                    "datasets", "evaluators", "feature_extractors", "autoencoders", "benchmarks")
 CLASSES = [(k, n) for k, n in ITEMS if k in CONVENTION_KINDS and isinstance(P[k].get(n).obj, type)]
 
 
@@ -112,4 +113,4 @@ def test_plugin_class_takes_its_validated_config_without_fallbacks(kind, name):
     entry = P[kind].get(name)
     params = list(inspect.signature(entry.obj).parameters.values())
     assert [p.name for p in params[:1]] == ["cfg"] and params[0].default is inspect.Parameter.empty
-    assert all(p.name == "plugins" and p.kind is p.KEYWORD_ONLY for p in params[1:]), params
+    assert all(p.kind is p.KEYWORD_ONLY and p.default is not inspect.Parameter.empty for p in params[1:]), params

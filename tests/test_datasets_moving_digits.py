@@ -32,19 +32,19 @@ def test_config_forbids_unknown_and_checks_ranges(plugins):
     with pytest.raises(Exception, match="extra"):
         plugins["datasets"].build({"name": "moving_digits", "num_frame": 8})
     with pytest.raises(Exception, match="min_digits"):
-        MovingDigits(min_digits=3, max_digits=1)
+        MovingDigits(MovingDigits.Config(min_digits=3, max_digits=1))
 
 
 def test_deterministic_and_worker_independent():
-    a = MovingDigits(num_clips=20, seed=3)
-    b = MovingDigits(num_clips=20, seed=3)
+    a = MovingDigits(MovingDigits.Config(num_clips=20, seed=3))
+    b = MovingDigits(MovingDigits.Config(num_clips=20, seed=3))
     # different access order (as different DataLoader workers would have) -> same clips
     order = list(range(20))[::-1]
     got_b = {i: b[i]["video"] for i in order}
     for i in range(20):
         assert torch.equal(a[i]["video"], got_b[i])
         assert torch.equal(a.ground_truth(i), a[i]["video"])
-    c = MovingDigits(num_clips=20, seed=4)
+    c = MovingDigits(MovingDigits.Config(num_clips=20, seed=4))
     assert not torch.equal(a[0]["video"], c[0]["video"])
     # a DataLoader with 2 workers yields the same clips as direct indexing
     dl = torch.utils.data.DataLoader(a, batch_size=5, num_workers=2, shuffle=False)
@@ -57,13 +57,13 @@ def test_splits_partition_digit_images():
     assert not (tr & va) and not (tr & te) and not (va & te)
     assert len(tr | va | te) == 1797
     assert abs(len(tr) - 0.8 * 1797) <= 1
-    ds = MovingDigits(split="test", num_clips=50)
+    ds = MovingDigits(MovingDigits.Config(split="test", num_clips=50))
     used = set(np.concatenate([ds.metadata(i)["digit_ids"] for i in range(50)]).tolist())
     assert used <= te
 
 
 def test_label_is_first_digit_class_and_digit_counts():
-    ds = MovingDigits(class_conditional=True, num_clips=30, split="val")
+    ds = MovingDigits(MovingDigits.Config(class_conditional=True, num_clips=30, split="val"))
     assert ds.num_classes == 10
     counts = set()
     for i in range(30):
@@ -71,12 +71,12 @@ def test_label_is_first_digit_class_and_digit_counts():
         assert ds[i]["label"] == int(meta["labels"][0])
         counts.add(len(meta["digit_ids"]))
     assert counts <= {1, 2, 3} and len(counts) > 1
-    assert {len(MovingDigits(num_digits=2).metadata(i)["digit_ids"]) for i in range(10)} == {2}
+    assert {len(MovingDigits(MovingDigits.Config(num_digits=2)).metadata(i)["digit_ids"]) for i in range(10)} == {2}
 
 
 def test_single_digit_frame_equals_pasted_digit():
     """Oracle: a one-digit clip is the upscaled digit pasted at its trajectory position."""
-    ds = MovingDigits(num_digits=1, num_clips=3, resolution=64, channels=3, num_frames=20)
+    ds = MovingDigits(MovingDigits.Config(num_digits=1, num_clips=3, resolution=64, channels=3, num_frames=20))
     assert ds.digit_size == 24
     digits = upscaled_digits(24)
     for i in range(3):
@@ -98,7 +98,7 @@ def test_bounce_reflects_and_keeps_speed():
     pos = _bounce(np.array([1.0]), np.array([-2.0]), np.arange(4.0), span=20)[:, 0]
     assert pos.tolist() == [1, 1, 3, 5]
     # digits stay inside the canvas for many frames and fast speeds
-    ds = MovingDigits(num_frames=64, speed_min=5, speed_max=9, num_clips=5)
+    ds = MovingDigits(MovingDigits.Config(num_frames=64, speed_min=5, speed_max=9, num_clips=5))
     for i in range(5):
         p = ds.trajectories(i)
         assert p.min() >= 0 and p.max() <= 32 - ds.digit_size

@@ -30,9 +30,9 @@ def test_pack_then_read_gives_the_same_frames(frame_tree, tmp_path):
     assert m["num_samples"] == 3 and m["num_shards"] == 3 and m["frame_size"] == [4, 16, 16, 3]
     assert m["classes"] == ["jump", "run"] and m["skipped"]["count"] == 0
     assert all(len(s["sha256"]) == 64 and s["samples"] == 1 for s in m["shards"])
-    folder = VideoFolder(root=str(frame_tree), num_frames=4, stride=2, offset="start")
-    shards = WebDatasetVideos(urls=str(tmp_path / "sh"), num_frames=4, offset="start", num_classes=2,
-                              shuffle_shards=False)
+    folder = VideoFolder(VideoFolder.Config(root=str(frame_tree), num_frames=4, stride=2, offset="start"))
+    shards = WebDatasetVideos(WebDatasetVideos.Config(urls=str(tmp_path / "sh"), num_frames=4, offset="start", num_classes=2,
+                              shuffle_shards=False))
     assert len(shards) == 3
     got = {it["key"]: it for it in shards}
     for i in range(len(folder)):
@@ -44,7 +44,7 @@ def test_pack_then_read_gives_the_same_frames(frame_tree, tmp_path):
 def test_pack_with_resize_mp4_and_all_clips(frame_tree, tmp_path):
     m = pack_folder(frame_tree, tmp_path / "r", frames=3, resize=8, channels=1, progress=False)
     assert m["num_samples"] == 3 * 4 and m["frame_size"] == [3, 8, 8, 1]  # 12 frames -> 4 clips of 3
-    folder = VideoFolder(root=str(frame_tree), num_frames=3, offset="start", resolution=8, channels=1)
+    folder = VideoFolder(VideoFolder.Config(root=str(frame_tree), num_frames=3, offset="start", resolution=8, channels=1))
     frames = dict(iter_samples_uint8(str(tmp_path / "r")))
     ref = folder[0]["video"]
     back = vio.to_model_clip(frames["jump__v_jump_00__c000"], channels=1, resolution=None)
@@ -76,9 +76,9 @@ def test_cli_make_digits_inspect_and_checksum(tmp_path, capsys):
                  "--shard-size", "20k", "--no-progress"]) == 0
     manifest = json.loads((dst / "manifest.json").read_text())
     assert manifest["num_samples"] == 12 and manifest["num_shards"] > 1
-    ds = WebDatasetVideos(urls=str(dst), num_frames=8, offset="start", channels=1, num_classes=10,
-                          shuffle_shards=False)
-    md = MovingDigits(split="val", num_clips=12, num_frames=8, class_conditional=True)
+    ds = WebDatasetVideos(WebDatasetVideos.Config(urls=str(dst), num_frames=8, offset="start", channels=1, num_classes=10,
+                          shuffle_shards=False))
+    md = MovingDigits(MovingDigits.Config(split="val", num_clips=12, num_frames=8, class_conditional=True))
     items = list(ds)
     assert len(items) == 12 and ds.resolution == 32
     for i, it in enumerate(items):

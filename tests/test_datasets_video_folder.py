@@ -42,7 +42,7 @@ def test_registered_mp4_folder_with_labels(ucf):
 def test_frame_folders_natural_order_warning(tmp_path):
     write_video_folder(tmp_path, {"a": 1}, as_frames=True, pad=False, frames=12)
     with pytest.warns(UserWarning, match="not zero-padded"):
-        ds = VideoFolder(root=str(tmp_path), num_frames=12, offset="start", labels="none")
+        ds = VideoFolder(VideoFolder.Config(root=str(tmp_path), num_frames=12, offset="start", labels="none"))
     assert ds.num_classes == 0 and "label" not in ds[0]
     assert ds.entries[0][2][:3] == ["0.png", "1.png", "2.png"] and ds.entries[0][2][10] == "10.png"
     exact = vio.to_model_clip(synthetic_clip(0, 12, 16, 16, 3), channels=3, resolution=None)
@@ -53,7 +53,7 @@ def test_padded_frames_do_not_warn_and_stride_resize_gray(tmp_path):
     write_video_folder(tmp_path, {"a": 1}, as_frames=True, frames=12)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ds = VideoFolder(root=str(tmp_path), num_frames=3, stride=4, offset="start", resolution=8, channels=1)
+        ds = VideoFolder(VideoFolder.Config(root=str(tmp_path), num_frames=3, stride=4, offset="start", resolution=8, channels=1))
     exp = vio.to_model_clip(synthetic_clip(0, 12, 16, 16, 3)[[0, 4, 8]], channels=1, resolution=8)
     assert torch.equal(ds[0]["video"], exp)
 
@@ -63,13 +63,13 @@ def test_split_file_and_class_index(ucf, tmp_path):
     split.write_text("Archery/v_Archery_01.avi 1\nBiking/v_Biking_00.avi 2\n")  # UCF lists name .avi files
     cind = tmp_path / "classInd.txt"
     cind.write_text("1 Biking\n2 Archery\n3 Diving\n")
-    ds = VideoFolder(root=str(ucf), split_file=str(split), class_index_file=str(cind), num_frames=4)
+    ds = VideoFolder(VideoFolder.Config(root=str(ucf), split_file=str(split), class_index_file=str(cind), num_frames=4))
     assert [ds.key(i) for i in range(len(ds))] == ["Archery/v_Archery_01", "Biking/v_Biking_00"]
     assert ds.num_classes == 3 and [ds[i]["label"] for i in range(2)] == [1, 0]
 
 
 def test_random_offset_depends_on_seed_epoch_not_workers(ucf):
-    ds = VideoFolder(root=str(ucf), num_frames=3, offset="random", flip=True, seed=2)
+    ds = VideoFolder(VideoFolder.Config(root=str(ucf), num_frames=3, offset="random", flip=True, seed=2))
     direct = torch.stack([ds[i]["video"] for i in range(4)])
     dl = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
     assert torch.equal(torch.cat([b["video"] for b in dl]), direct)
@@ -94,8 +94,8 @@ def bad_tree(tmp_path):
 
 
 def test_bad_videos_skipped_with_counts(bad_tree):
-    ds = VideoFolder(root=str(bad_tree / "bad"), num_frames=6, offset="start", labels="none", resolution=16)
-    ds2 = VideoFolder(root=str(bad_tree), num_frames=6, offset="start", resolution=16)
+    ds = VideoFolder(VideoFolder.Config(root=str(bad_tree / "bad"), num_frames=6, offset="start", labels="none", resolution=16))
+    ds2 = VideoFolder(VideoFolder.Config(root=str(bad_tree), num_frames=6, offset="start", resolution=16))
     with pytest.warns(RuntimeWarning, match="skipped"):
         keys = [ds2[i]["key"] for i in range(len(ds2))]
     # every bad video is replaced by the next usable one (the good video, wrapping around)
@@ -114,8 +114,8 @@ def test_bad_videos_skipped_with_counts(bad_tree):
     ("v_badimg", "0003.png: unreadable image"),
 ])
 def test_bad_video_raises_with_file_and_reason(bad_tree, name, reason):
-    ds = VideoFolder(root=str(bad_tree / "bad"), num_frames=6, offset="start", labels="none", resolution=16,
-                     on_error="raise")
+    ds = VideoFolder(VideoFolder.Config(root=str(bad_tree / "bad"), num_frames=6, offset="start", labels="none", resolution=16,
+                     on_error="raise"))
     i = [e[0] for e in ds.entries].index(name)
     with pytest.raises(vio.BadSampleError, match=reason) as exc:
         ds[i]
@@ -124,9 +124,9 @@ def test_bad_video_raises_with_file_and_reason(bad_tree, name, reason):
 
 def test_missing_root_and_empty(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a directory"):
-        VideoFolder(root=str(tmp_path / "nope"))
+        VideoFolder(VideoFolder.Config(root=str(tmp_path / "nope")))
     with pytest.raises(FileNotFoundError, match="no videos"):
-        VideoFolder(root=str(tmp_path))
+        VideoFolder(VideoFolder.Config(root=str(tmp_path)))
 
 
 def test_natural_sort_helper():

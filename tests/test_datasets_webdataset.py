@@ -18,7 +18,7 @@ from fvdm.plugins.datasets.webdataset_reader import WebDatasetVideos, expand_url
 
 def wds(urls, **kw):
     kw.setdefault("num_frames", 4)
-    return WebDatasetVideos(urls=[str(u) for u in urls] if isinstance(urls, list) else str(urls), **kw)
+    return WebDatasetVideos(WebDatasetVideos.Config(urls=[str(u) for u in urls] if isinstance(urls, list) else str(urls), **kw))
 
 
 @pytest.fixture(scope="module")

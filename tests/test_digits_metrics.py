@@ -14,7 +14,7 @@ def clips():
     from fvdm.plugins.datasets.moving_digits import MovingDigits
     from fvdm.plugins.evaluators.digits_truth import digits_truth
 
-    ds = MovingDigits(split="test", num_clips=12, num_frames=16)
+    ds = MovingDigits(MovingDigits.Config(split="test", num_clips=12, num_frames=16))
     return ds.get_batch(range(12)), digits_truth(ds, range(12))
 
 
@@ -25,9 +25,10 @@ def metrics():
     from fvdm.plugins.evaluators.digit_recognisability import DigitRecognisability
     from fvdm.plugins.evaluators.trajectory_error import TrajectoryError
 
-    rec = DigitRecognisability()
-    return {"rec": rec, "ident": DigitIdentity(detector=rec.detector), "traj": TrajectoryError(detector=rec.detector),
-            "jump": BoundaryJump()}
+    rec = DigitRecognisability(DigitRecognisability.Config())
+    return {"rec": rec, "ident": DigitIdentity(DigitIdentity.Config(), detector=rec.detector),
+            "traj": TrajectoryError(TrajectoryError.Config(), detector=rec.detector),
+            "jump": BoundaryJump(BoundaryJump.Config())}
 
 
 def test_registered():

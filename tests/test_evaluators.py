@@ -75,7 +75,7 @@ def test_wrong_keys_or_shapes_fail_clearly(net, path):
 
 
 def test_i3d_requires_nine_frames_and_gives_400d():
-    ext = I3DExtractor(model=init_random_(InceptionI3d()), weights_sha256="random")
+    ext = I3DExtractor(I3DExtractor.Config(), model=init_random_(InceptionI3d()), weights_sha256="random")
     with pytest.raises(ValueError, match="at least 9 frames"):
         ext(torch.zeros(1, 8, 3, 32, 32, dtype=torch.uint8))
     feats = ext(torch.randint(0, 256, (1, 9, 1, 24, 24), dtype=torch.uint8))  # grey repeated to RGB
@@ -121,12 +121,12 @@ def test_i3d_state_dict_from_weights_dir(tmp_path, monkeypatch):
 def test_missing_weights_error_names_file_hash_and_source(tmp_path, monkeypatch):
     monkeypatch.setenv("FVDM_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(WeightsError) as exc:
-        InceptionV3FIDExtractor()
+        InceptionV3FIDExtractor(InceptionV3FIDExtractor.Config())
     msg = str(exc.value)
     assert "pt_inception-2015-12-05-6726825d.pth" in msg and "6726825d" in msg
     assert "github.com/mseitzer/pytorch-fid/releases" in msg and "never downloads" in msg
     with pytest.raises(WeightsError) as exc:
-        I3DExtractor()
+        I3DExtractor(I3DExtractor.Config())
     assert "i3d_torchscript.pt" in str(exc.value) and "dropbox.com" in str(exc.value)
     assert "i3d_pretrained_400.pt" in str(exc.value)
     with pytest.raises(WeightsError, match="not found"):
@@ -166,12 +166,13 @@ def test_tf1_resize_closed_form_and_torch_preset():
     img = torch.randint(0, 256, (2, 3, 20, 30), dtype=torch.uint8)
     ref = 2 * F.interpolate(img.float() / 255, size=(299, 299), mode="bilinear", align_corners=False) - 1
     torch.testing.assert_close(ext.preprocess(img), ref)
-    tf = InceptionV3FIDExtractor(model=torch.nn.Identity())
+    tf = InceptionV3FIDExtractor(InceptionV3FIDExtractor.Config(), model=torch.nn.Identity())
     torch.testing.assert_close(tf.preprocess(img), (resize_tf1(img.float(), (299, 299)) - 128) / 128)
 
 
 def test_inception_extractor_frames_of_videos():
-    ext = InceptionV3FIDExtractor(model=init_random_(FIDInceptionV3()), weights_sha256="random")
+    ext = InceptionV3FIDExtractor(InceptionV3FIDExtractor.Config(), model=init_random_(FIDInceptionV3()),
+                                  weights_sha256="random")
     videos = torch.randint(0, 256, (1, 2, 1, 40, 40), dtype=torch.uint8)
     feats = ext(videos)
     assert feats.shape == (2, 2048)
@@ -281,4 +282,4 @@ def test_stats_inputs_need_no_extractor_and_refuse_ddof_change(tmp_path):
     res = FID(FIDPytorchConfig()).evaluate(str(tmp_path / "fake.npz"), str(tmp_path / "real.npz"))
     assert res["ddof"] == 1 and res["extractor_id"].startswith("inception_v3_fid") and res["value"] > 0
     with pytest.raises(ValueError, match="unknown sample count"):
-        FID().evaluate(str(tmp_path / "fake.npz"), str(tmp_path / "real.npz"))  # fid50k_full wants ddof 0
+        FID(FID.Config()).evaluate(str(tmp_path / "fake.npz"), str(tmp_path / "real.npz"))  # fid50k_full wants ddof 0

@@ -78,7 +78,7 @@ def test_eval_missing_weights_names_the_file(tmp_path, capsys, monkeypatch):
 def test_bundled_digits_weights_match_their_sha256():
     from fvdm.plugins.evaluators.digits_net import DigitsExtractor, pinned_sha256
 
-    ext = DigitsExtractor()
+    ext = DigitsExtractor(DigitsExtractor.Config())
     assert ext.weights_sha256 == pinned_sha256()
     feats = ext(torch.zeros(2, 16, 1, 32, 32, dtype=torch.uint8))
     assert feats.shape == (2, 64)

@@ -55,7 +55,7 @@ def test_i3d_matches_cd_fvd_port():
     ref = pytorch_i3d.InceptionI3d(400, in_channels=3)
     ref.load_state_dict(sd)  # strict: same names and shapes
     ref.eval()
-    ext = I3DExtractor(model=ours, weights_sha256="random")
+    ext = I3DExtractor(I3DExtractor.Config(), model=ours, weights_sha256="random")
     g = torch.Generator().manual_seed(1)
     videos = torch.randint(0, 256, (2, 10, 3, 40, 32), generator=g, dtype=torch.uint8)  # (B, F, C, H, W)
     with torch.no_grad():

@@ -169,9 +169,8 @@ class Latte(nn.Module):
 
     Config = LatteConfig
 
-    def __init__(self, cfg: LatteConfig | None = None, **overrides):
+    def __init__(self, cfg: LatteConfig):
         super().__init__()
-        cfg = type(self).Config(**overrides) if cfg is None else type(cfg).model_validate({**cfg.model_dump(), **overrides})
         self.config = cfg
         D = cfg.hidden_size
         self.in_channels = cfg.in_channels
@@ -291,6 +290,6 @@ class Latte(nn.Module):
 
 def build_latte(name_or_cfg: "str | LatteConfig" = "latte_tiny", **overrides) -> Latte:
     """Convenience constructor outside the registry: ``build_latte("latte_s_2", in_channels=4)``."""
-    if isinstance(name_or_cfg, LatteConfig):
-        return Latte(name_or_cfg, **overrides)
+    if isinstance(name_or_cfg, LatteConfig):  # overrides re-validated with the given Config's own class
+        return Latte(type(name_or_cfg).model_validate({**name_or_cfg.model_dump(), **overrides}))
     return Latte(size_config(name_or_cfg)(**overrides))

@@ -129,12 +129,7 @@ class MovingDigits(torch.utils.data.Dataset):
                 return self.num_digits, self.num_digits
             return self.min_digits, self.max_digits
 
-    def __init__(self, cfg: "MovingDigits.Config | None" = None, **overrides: Any):
-        if cfg is None:
-            cfg = self.Config(**overrides)
-        elif overrides:
-            cfg = cfg.model_copy(update=overrides)
-            cfg = self.Config.model_validate(cfg.model_dump())
+    def __init__(self, cfg: "MovingDigits.Config"):
         self.cfg = cfg
         self.num_frames = cfg.num_frames
         self.channels = cfg.channels

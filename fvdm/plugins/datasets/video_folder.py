@@ -83,8 +83,8 @@ class VideoFolder(torch.utils.data.Dataset):
         max_consecutive_skips: int = Field(32, ge=1, description="then fail instead of searching forever")
         seed: int = 0
 
-    def __init__(self, cfg: "VideoFolder.Config | None" = None, **kw: Any):
-        self.cfg = cfg = cfg if cfg is not None else self.Config(**kw)
+    def __init__(self, cfg: "VideoFolder.Config"):
+        self.cfg = cfg
         self.root = Path(cfg.root).expanduser()
         if not self.root.is_dir():
             raise FileNotFoundError(f"video_folder: root {self.root} is not a directory; set root: to a folder of "

@@ -246,9 +246,9 @@ class WebDatasetVideos(torch.utils.data.IterableDataset):
                 raise ValueError("epoch_length only applies with resampled: true")
             return self
 
-    def __init__(self, cfg: "WebDatasetVideos.Config | None" = None, **kw: Any):
+    def __init__(self, cfg: "WebDatasetVideos.Config"):
         super().__init__()
-        self.cfg = cfg = cfg if cfg is not None else self.Config(**kw)
+        self.cfg = cfg
         self.shards = expand_urls(cfg.urls)
         if not self.shards:
             raise FileNotFoundError(

@@ -33,8 +33,8 @@ class BoundaryJump:
         value_range: Literal["-1_1", "0_1"] = Field(
             "-1_1", description="float videos are in '-1_1' or '0_1'; uint8 always accepted")
 
-    def __init__(self, cfg: "BoundaryJump.Config | None" = None):
-        self.cfg = cfg or self.Config()
+    def __init__(self, cfg: "BoundaryJump.Config"):
+        self.cfg = cfg
 
     def evaluate(self, fake: Any, real: Any, **kwargs: Any) -> dict[str, Any]:
         """``fake``, ``real``: (B, F, C, H, W) with the same F (real = the ground-truth clips, or any real clips);

@@ -141,8 +141,8 @@ class DigitsFrameDetector:
         batch_size: int = 1024  # frames per forward pass
         device: str = "cpu"
 
-    def __init__(self, cfg: "DigitsFrameDetector.Config | None" = None, *, model: nn.Module | None = None):
-        self.cfg = cfg = cfg or self.Config()
+    def __init__(self, cfg: "DigitsFrameDetector.Config", *, model: nn.Module | None = None):
+        self.cfg = cfg
         self.device = torch.device(cfg.device)
         expected = cfg.sha256 or (pinned_sha256() if cfg.weights is None and model is None else None)
         net, self.weights_sha256 = load_extractor_net(DigitsFrameNet, WEIGHTS_FILE, cfg.weights, sha256=expected,
@@ -204,8 +204,8 @@ class FrameDigitsMetric:
 
     Config = FrameDigitsConfig
 
-    def __init__(self, cfg: FrameDigitsConfig | None = None, *, detector: DigitsFrameDetector | None = None):
-        self.cfg = cfg or self.Config()
+    def __init__(self, cfg: FrameDigitsConfig, *, detector: DigitsFrameDetector | None = None):
+        self.cfg = cfg
         self._detector = detector
 
     @property

@@ -90,9 +90,9 @@ class DigitsExtractor:
     per_frame = False
     min_frames = 1
 
-    def __init__(self, cfg: "DigitsExtractor.Config | None" = None, *, model: nn.Module | None = None,
+    def __init__(self, cfg: "DigitsExtractor.Config", *, model: nn.Module | None = None,
                  weights_sha256: str | None = None):
-        self.cfg = cfg = cfg or self.Config()
+        self.cfg = cfg
         self.device = torch.device(cfg.device)
         expected = cfg.sha256 or (pinned_sha256() if cfg.weights is None and model is None else None)
         net, self.weights_sha256 = load_extractor_net(DigitsNet, WEIGHTS_FILE, cfg.weights, sha256=expected,

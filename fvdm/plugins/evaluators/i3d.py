@@ -162,9 +162,9 @@ class I3DExtractor:
     per_frame = False
     min_frames = MIN_FRAMES
 
-    def __init__(self, cfg: "I3DExtractor.Config | None" = None, *, model: nn.Module | None = None,
+    def __init__(self, cfg: "I3DExtractor.Config", *, model: nn.Module | None = None,
                  weights_sha256: str | None = None, fmt: str | None = None):
-        self.cfg = cfg = cfg or self.Config()
+        self.cfg = cfg
         self.device = torch.device(cfg.device)
         if model is not None:  # tests/benchmarks: an already-built network
             self.model, self.format = model, fmt or ("torchscript" if isinstance(model, torch.jit.ScriptModule) else "state_dict")

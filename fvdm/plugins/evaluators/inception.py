@@ -211,9 +211,9 @@ class InceptionV3FIDExtractor:
     per_frame = True
     min_frames = 1
 
-    def __init__(self, cfg: "InceptionV3FIDExtractor.Config | None" = None, *, model: nn.Module | None = None,
+    def __init__(self, cfg: "InceptionV3FIDExtractor.Config", *, model: nn.Module | None = None,
                  weights_sha256: str | None = None):
-        self.cfg = cfg = cfg or self.Config()
+        self.cfg = cfg
         self.device = torch.device(cfg.device)
         net, self.weights_sha256 = load_extractor_net(FIDInceptionV3, "pt_inception", cfg.weights, sha256=cfg.sha256,
                                                       what="FID InceptionV3 state dict", model=model,

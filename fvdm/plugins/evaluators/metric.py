@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from fvdm.core.interfaces import PluginConfig
+from fvdm.core.interfaces import FeatureExtractor, PluginConfig
 from fvdm.plugins.evaluators.frechet import FeatureStats, frechet_from_stats
 from fvdm.plugins.evaluators.protocol import accumulate_features, select_clips
 from fvdm.plugins.evaluators.sources import DatasetSource, DirectorySource, ListSource, TensorSource, VideoSource
@@ -68,8 +68,8 @@ class FrechetMetric:
 
     Config = FrechetConfig
 
-    def __init__(self, cfg: FrechetConfig | None = None, *, extractor: Any = None, plugins: Any = None):
-        self.cfg = cfg or self.Config()
+    def __init__(self, cfg: FrechetConfig, *, extractor: FeatureExtractor | None = None, plugins: Any = None):
+        self.cfg = cfg
         self._extractor = extractor
         self._plugins = plugins
 

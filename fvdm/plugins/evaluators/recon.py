@@ -106,8 +106,8 @@ class ReconMetric:
         metric: Literal["psnr", "ssim"] = "psnr"
         win_size: int = Field(11, ge=3)
 
-    def __init__(self, cfg: "ReconMetric.Config | None" = None):
-        self.cfg = cfg or self.Config()
+    def __init__(self, cfg: "ReconMetric.Config"):
+        self.cfg = cfg
 
     def evaluate(self, fake: Any, real: Any, **kwargs: Any) -> dict[str, Any]:
         """``fake``/``real``: (B, F, C, H, W); ``mask`` (B, F) bool selects scored frames
