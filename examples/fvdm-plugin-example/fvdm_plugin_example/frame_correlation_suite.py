@@ -35,11 +35,8 @@ class FrameCorrelationSuite:
     def __init__(self, cfg: "FrameCorrelationSuite.Config"):
         self.cfg = cfg
 
-    def run(self, out_dir: Any, *, quick: bool = False, seed: int = 0, plugins: Any = None) -> dict[str, Any]:
-        if plugins is None:
-            from fvdm.core import load_plugins
-
-            plugins = load_plugins()
+    def run(self, out_dir: Any, *, plugins: Any, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+        # plugins: the host's plugin manager (the runner passes it), which builds the strategies compared
         n = 2000 if quick else self.cfg.num_clips
         f = self.cfg.num_frames
         specs = [("synchronized", {"name": "synchronized"}), ("independent", {"name": "independent"})]
