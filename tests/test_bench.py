@@ -554,3 +554,12 @@ def test_workers_exit_when_the_suite_process_dies(tmp_path):
     else:
         os.kill(child_pid, signal.SIGKILL)
         pytest.fail("the worker outlived its killed parent")
+
+
+def test_speed_suite_names_the_checkout_when_its_scripts_are_not_importable(tmp_path):
+    from fvdm.bench.suites.speed import SpeedSuite
+
+    suite = SpeedSuite(SpeedSuite.Config(modules=["attention"], package="no_such_scripts_package"))
+    res = suite.run(tmp_path, quick=True)
+    reason = res["metrics"]["attention"]["reason"]
+    assert res["metrics"]["attention"]["status"] == "missing" and "source checkout" in reason

@@ -114,3 +114,21 @@ def test_plugin_class_takes_its_validated_config_without_fallbacks(kind, name):
     params = list(inspect.signature(entry.obj).parameters.values())
     assert [p.name for p in params[:1]] == ["cfg"] and params[0].default is inspect.Parameter.empty
     assert all(p.kind is p.KEYWORD_ONLY and p.default is not inspect.Parameter.empty for p in params[1:]), params
+
+
+def test_plugins_that_build_plugins_use_the_callers_manager_and_never_load_one(monkeypatch):
+    import fvdm.core.plugins as core_plugins
+    from fvdm.tasks.base import SamplingContext
+
+    def no_loading(*a, **k):
+        raise AssertionError("a plugin loaded plugins behind the caller's back")
+
+    monkeypatch.setattr(core_plugins, "load_plugins", no_loading)
+    fvd = P["evaluators"].build("fvd_digits", plugins=P)
+    assert fvd.extractor.extractor_id.startswith("digits")  # built through the caller's manager
+    with pytest.raises(TypeError, match="needs the plugin manager"):
+        _ = P["evaluators"].build("fvd_digits").extractor
+    ctx = SamplingContext(model=None, schedule=None, sampler=None, matrix=None, num_frames=4, shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="needs the plugin manager"):
+        P["tasks"].build("df_rollout").matrix(ctx)
+    assert P["tasks"].build("df_rollout").matrix(SamplingContext(**{**ctx.__dict__, "plugins": P})) is not None

@@ -13,7 +13,8 @@ from fvdm.core.checkpoint import CheckpointError, load_checkpoint
 from fvdm.core.config import parse_config
 from fvdm.core.build import build_components
 from fvdm.core.data_stream import StreamBatchSampler
-from fvdm.core.engine import NonFiniteLossError, lr_at, save_gif, train
+from fvdm.core.engine import NonFiniteLossError, lr_at, train
+from fvdm.core.previews import save_gif
 from fvdm.core.errors import ConfigError
 from fvdm.core.hookspecs import hookimpl
 from fvdm.core.interfaces import PluginConfig

@@ -43,12 +43,12 @@ from fvdm.core.data_stream import check_batch, make_loader, next_batch
 from fvdm.core.divergence import NonFiniteLossError, diverged_error, divergence
 from fvdm.core.ema import ema_decay_at, ema_update, make_ema
 from fvdm.core.errors import ConfigError, warn_once
-from fvdm.core.previews import evaluate, save_gif, write_samples
+from fvdm.core.previews import evaluate, write_samples
 from fvdm.core.rng import restore_streams, rng_streams, stream_states
 from fvdm.core.tensor import check_timesteps
 from fvdm.core.train_log import LossByLevel, TrainLogger, truncate_metrics, write_config
 
-__all__ = ["NonFiniteLossError", "Run", "TrainState", "lr_at", "save_gif", "train"]
+__all__ = ["NonFiniteLossError", "Run", "TrainState", "lr_at", "train"]  # NonFiniteLossError: for callers to catch
 
 
 def lr_at(step: int, tc: Any) -> float:
