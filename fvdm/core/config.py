@@ -225,15 +225,15 @@ def canonical_dict(cfg: ExperimentConfig, plugins: Any | None = None, *,
     return data
 
 
-def canonical_hash(canonical: dict[str, Any], length: int = 10) -> str:
-    """Short sha256 of a canonical config dict: names run directories."""
-    blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
-
-
 def config_hash(cfg: ExperimentConfig, plugins: Any | None = None, length: int = 10) -> str:
     """Short sha256 of the canonical config: names run directories."""
     return canonical_hash(canonical_dict(cfg, plugins), length)
+
+
+def canonical_hash(canonical: dict[str, Any], length: int = 10) -> str:
+    """Short sha256 of a canonical config dict (``config_hash`` when the caller already has the dict)."""
+    blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 def dump_config(cfg: ExperimentConfig, path: str | Path | None = None, fmt: str | None = None) -> str:
