@@ -17,7 +17,9 @@ from einops import rearrange
 from fvdm.core import sampling
 from fvdm.core.config import ExperimentConfig
 from fvdm.core.errors import warn_once
+from fvdm.core.interfaces import Autoencoder, NoiseSchedule
 from fvdm.core.media import to_uint8, write_gif
+from fvdm.core.train_log import TrainLogger
 
 
 def save_gif(video: torch.Tensor, path: str | Path, fps: int = 8) -> Path:
@@ -26,8 +28,9 @@ def save_gif(video: torch.Tensor, path: str | Path, fps: int = 8) -> Path:
 
 
 @torch.no_grad()
-def sample_videos(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: ExperimentConfig, plugins: Any,
-                  info: dict[str, int], spec: dict[str, Any], device: torch.device, n: int, seed: int) -> torch.Tensor:
+def sample_videos(ema: torch.nn.Module, schedule: NoiseSchedule, autoencoder: Autoencoder, cfg: ExperimentConfig,
+                  plugins: Any, info: dict[str, int], spec: dict[str, Any], device: torch.device, n: int,
+                  seed: int) -> torch.Tensor:
     """n unconditional (or class-cycled) EMA samples in pixel space (n, F, C, H, W), from their own RNG."""
     nf = info["num_frames"]
     sampler = plugins["samplers"].build(cfg.sample.sampler.spec(), plugins=plugins)
@@ -43,8 +46,9 @@ def sample_videos(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: Ex
     return autoencoder.decode(x0)
 
 
-def write_samples(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: ExperimentConfig, plugins: Any,
-                  info: dict[str, int], spec: dict[str, Any], device: torch.device, step: int, logger: Any) -> None:
+def write_samples(ema: torch.nn.Module, schedule: NoiseSchedule, autoencoder: Autoencoder, cfg: ExperimentConfig,
+                  plugins: Any, info: dict[str, int], spec: dict[str, Any], device: torch.device, step: int,
+                  logger: TrainLogger) -> None:
     """``samples/step_<step>.gif`` of ``train.sample_batch`` EMA samples, and a frame grid in TensorBoard."""
     try:
         video = sample_videos(ema, schedule, autoencoder, cfg, plugins, info, spec, device,
@@ -56,8 +60,9 @@ def write_samples(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: Ex
         warn_once("sample_fail", f"sample GIF at step {step} failed ({type(exc).__name__}: {exc}); training continues")
 
 
-def evaluate(ema: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: ExperimentConfig, plugins: Any,
-             info: dict[str, int], spec: dict[str, Any], device: torch.device, step: int, logger: Any) -> None:
+def evaluate(ema: torch.nn.Module, schedule: NoiseSchedule, autoencoder: Autoencoder, cfg: ExperimentConfig,
+             plugins: Any, info: dict[str, int], spec: dict[str, Any], device: torch.device, step: int,
+             logger: TrainLogger) -> None:
     """``train.eval_metric`` of EMA samples against the data's test split -> metrics.jsonl, TensorBoard, log."""
     tc = cfg.train
     try:

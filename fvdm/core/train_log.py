@@ -22,6 +22,7 @@ from fvdm.core import distributed as D
 from fvdm.core.checkpoint import temp_path
 from fvdm.core.config import dump_config, parse_config
 from fvdm.core.errors import warn_once
+from fvdm.core.interfaces import VideoDataset
 
 
 class LossByLevel:
@@ -77,7 +78,8 @@ def write_config(run_dir: Path, canonical: dict[str, Any], origins: dict[str, di
     header = "".join(f"# {field}: {o['kind']} {o['name']!r} from {o['origin']} (plugin {o['plugin']})\n"
                      for field, o in origins.items())
     path = run_dir / "config.yaml"
-    path.write_text("# fvdm train config; the plugins it resolved to:\n" + header + dump_config(parse_config(canonical)))
+    path.write_text("# fvdm train config; the plugins it resolved to:\n" + header
+                    + dump_config(parse_config(canonical)))
     return path
 
 
@@ -106,7 +108,7 @@ class TrainLogger:
     is left out of the window it falls in.
     """
 
-    def __init__(self, run_dir: Path, dataset: Any, *, main: bool, tensorboard: bool, progress: bool | None,
+    def __init__(self, run_dir: Path, dataset: VideoDataset, *, main: bool, tensorboard: bool, progress: bool | None,
                  step: int, end: int, batch_size: int):
         self.run_dir, self.dataset, self.main = run_dir, dataset, main
         self.end, self.batch_size = end, batch_size
