@@ -63,7 +63,7 @@ def _cpu_model() -> str:
 
 def git_revision(path: str | Path | None = None) -> dict[str, Any]:
     """``git rev-parse HEAD`` (and whether the tree is dirty) of the checkout holding fvdm."""
-    cwd = Path(path) if path is not None else Path(__file__).resolve().parents[1]
+    cwd = Path(path) if path is not None else Path(__file__).resolve().parents[2]  # the checkout: fvdm/bench/..
     out: dict[str, Any] = {"revision": None, "dirty": None}
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
