@@ -247,6 +247,24 @@ def canonical_dict(cfg: ExperimentConfig, plugins: Any | None = None) -> dict[st
     return data
 
 
+#: Backbone fields the build derives from the data, the autoencoder and the noise schedule when a config leaves
+#: them out (a value the config gives is checked against them instead). A backbone Config's own default for
+#: them (latte's in_channels 4) is a placeholder, so ``config show`` must not print it as if it were chosen.
+DERIVED_BACKBONE_KEYS = ("in_channels", "input_size", "num_frames", "num_classes", "learn_sigma")
+
+
+def shown_dict(cfg: ExperimentConfig, plugins: Any) -> dict[str, Any]:
+    """The config ``fvdm config show`` prints: every plugin default filled in except the backbone fields the
+    build derives (unless the config gives them), so the output trains exactly as the input does and has the
+    same hash (re-filling the left-out defaults gives the same canonical dict)."""
+    data = canonical_dict(cfg, plugins)
+    given = set(cfg.backbone.params)
+    for key in DERIVED_BACKBONE_KEYS:
+        if key not in given:
+            data["backbone"].pop(key, None)
+    return data
+
+
 def config_hash(cfg: ExperimentConfig, plugins: Any | None = None, length: int = 10) -> str:
     """Short sha256 of the canonical config: names run directories."""
     blob = json.dumps(canonical_dict(cfg, plugins), sort_keys=True, separators=(",", ":"))
