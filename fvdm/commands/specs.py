@@ -92,16 +92,25 @@ def config_errors(exc: Any, model: type[BaseModel] | None) -> str:
     return "; ".join(parts)
 
 
-def describe_model(model: type[BaseModel] | None, indent: str = "  ") -> list[str]:
-    """One line per field: ``name: type = default  description`` (for ``--describe`` and ``bench show``)."""
+def describe_model(model: type[BaseModel] | None, indent: str = "  ", prefix: str = "",
+                   defaults: BaseModel | None = None) -> list[str]:
+    """One line per field: ``name: type = default  description`` (for ``--describe`` and ``bench show``);
+    a field that is itself a model lists its fields with dotted names (``quick.seeds``), as ``--set`` takes
+    them, with the values of that field's default (``defaults``), not of the nested class."""
     if model is None or not model.model_fields:
         return [f"{indent}(no parameters)"]
     lines = []
     for name, field in model.model_fields.items():
-        ann = type_name(field.annotation)
-        default = "required" if field.is_required() else f"= {_short(field.get_default(call_default_factory=True))}"
+        ann = field.annotation
         desc = f"  {field.description}" if field.description else ""
-        lines.append(f"{indent}{name}: {ann} {default}{desc}")
+        value = None if field.is_required() else (
+            getattr(defaults, name) if defaults is not None else field.get_default(call_default_factory=True))
+        if isinstance(value, BaseModel) and type(value).model_config.get("extra") != "allow":  # not a plugin spec
+            lines.append(f"{indent}{prefix}{name}:{desc}")
+            lines.extend(describe_model(type(value), indent + "  ", f"{prefix}{name}.", value))
+            continue
+        default = "required" if field.is_required() else f"= {_short(value)}"
+        lines.append(f"{indent}{prefix}{name}: {type_name(ann)} {default}{desc}")
     return lines
 
 
