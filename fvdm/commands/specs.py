@@ -110,7 +110,9 @@ def describe_model(model: type[BaseModel] | None, indent: str = "  ", prefix: st
             lines.extend(describe_model(type(value), indent + "  ", f"{prefix}{name}.", value))
             continue
         default = "required" if field.is_required() else f"= {_short(value)}"
-        lines.append(f"{indent}{prefix}{name}: {type_name(ann)} {default}{desc}")
+        # pydantic moves a top-level FilePath's marker into field.metadata (inside Optional it stays)
+        kind = "file" if any("path_type='file'" in repr(m) for m in field.metadata) else type_name(ann)
+        lines.append(f"{indent}{prefix}{name}: {kind} {default}{desc}")
     return lines
 
 
