@@ -56,3 +56,10 @@ def test_bench_show_lists_config_fields_with_nested_defaults(capsys):
 def test_bench_show_unknown_suite_suggests(capsys):
     assert main(["bench", "show", "sped"]) == 2
     assert "Did you mean 'speed'?" in capsys.readouterr().err
+
+
+def test_bench_set_typos_get_a_close_match_and_the_right_fields(capsys, tmp_path):
+    assert main(["bench", "run", "digits_zero_shot", "--set", "quick.sedes=1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()[0]
+    assert "quick.sedes: unknown parameter. Did you mean 'seeds'? Parameters: seeds, train_steps" in err
+    assert "fvdm bench show digits_zero_shot" in err and not any(tmp_path.iterdir())

@@ -117,6 +117,16 @@ def _params(args: argparse.Namespace, entry: Any) -> dict[str, Any]:
                 node[part] = {}
             node = node[part]
         node[parts[-1]] = yaml.safe_load(v)
+    if entry.config is not None:  # here, so a misspelled key gets a close match and the fields to look up
+        from pydantic import ValidationError
+
+        from fvdm.commands.specs import config_errors
+
+        try:
+            entry.config.model_validate(params)
+        except ValidationError as exc:
+            raise ValueError(f"suite {entry.name!r} ({entry.origin}): {config_errors(exc, entry.config)}; "
+                             f"see `fvdm bench show {entry.name}`") from None
     return params
 
 

@@ -149,7 +149,6 @@ def torch_generator(seed: int) -> Any:
     return torch.Generator().manual_seed(int(seed))
 
 
-
 # -- jobs: settings layers -> resolved, validated plans -> outputs ------------------------------------------
 
 def cli_layer(args: argparse.Namespace) -> dict[str, Any]:

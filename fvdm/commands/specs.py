@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from fvdm.core.config import close_key_hint
+from fvdm.core.config import close_key_hint, model_at
 from fvdm.core.registry import ValidationErrorLike
 
 
@@ -83,7 +83,8 @@ def config_errors(exc: Any, model: type[BaseModel] | None) -> str:
         loc = tuple(err.get("loc", ()))
         key = ".".join(str(p) for p in loc) or "value"
         if err.get("type") == "extra_forbidden":
-            known = ", ".join(model.model_fields) if model is not None else "none"
+            holder = model_at(model, loc[:-1])  # the (nested) model the key was given to
+            known = ", ".join(holder.model_fields) if holder is not None else "none"
             parts.append(f"{key}: unknown parameter.{close_key_hint(model, loc)} Parameters: {known}")
         elif err.get("type") == "missing":
             parts.append(f"{key}: required")
