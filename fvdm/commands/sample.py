@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -185,34 +186,82 @@ def merge_layers(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def plan_job(job: dict[str, Any], plugins: Any, cache: dict[str, Any]) -> dict[str, Any]:
-    """Resolve and validate one job without sampling: the task, sampler and schedule specs with every
-    parameter, the task's inputs (files read, in model space) and the output settings."""
-    from pydantic import ValidationError
+@dataclass
+class Plan:
+    """One job, resolved and validated, ready to sample: what NAME.json records comes from here."""
 
-    from fvdm.core.media import WRITERS
-    from fvdm.tasks.inputs import InputReader, TaskInputs, inputs_record
+    job: dict[str, Any]
+    loaded: Any  # the checkpoint (LoadedModel)
+    task: Any
+    task_spec: dict[str, Any]  # name + every option, defaults filled in
+    sampler: dict[str, Any]  # likewise
+    schedule: dict[str, Any]  # the schedule the task samples with
+    context_schedule: dict[str, Any]  # the sampling context's (differs when the task has its own)
+    inputs: dict[str, Any]  # run()'s inputs, model space
+    inputs_record: dict[str, Any]  # the user's inputs, files with their sha256
+    formats: list[str]
 
-    task_spec = as_spec(job.get("task"), "task")
-    if not task_spec or "name" not in task_spec:
-        raise ValueError("give --task NAME (or a 'task' in every job)")
-    entry = plugins["tasks"].get(task_spec["name"])  # unknown task: a close match, before any work
-    name = entry.name
+
+def route_task_flags(job: dict[str, Any], entry: Any, input_model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(task spec, raw inputs) of a job: each task flag goes to the task's option or input field of its name;
+    a flag the task has no field for is an error, never dropped."""
+    task_spec = dict(as_spec(job.get("task"), "task") or {})
     options = set(entry.config.model_fields) if entry.config is not None else set()
-    input_model = getattr(entry.obj, "Inputs", TaskInputs)
     raw_inputs = dict(job.get("inputs") or {})
     for flag in TASK_FLAGS:
         if job.get(flag) is None:
             continue
         field = FLAG_FIELDS.get(flag, flag)
         if field in options:
-            task_spec.setdefault(field, job[flag])
+            task_spec.setdefault(field, job[flag])  # an explicit spec parameter wins over a flag
         elif field in input_model.model_fields:
             raw_inputs.setdefault(field, job[flag])
         else:
-            raise ValueError(f"task {name!r} takes no --{flag.replace('_', '-')} (options: {', '.join(sorted(options))};"
-                             f" inputs: {', '.join(input_model.model_fields)}); see `fvdm sample --task {name} "
-                             "--describe`")
+            raise ValueError(f"task {entry.name!r} takes no --{flag.replace('_', '-')} (options: "
+                             f"{', '.join(sorted(options))}; inputs: {', '.join(input_model.model_fields)}); "
+                             f"see `fvdm sample --task {entry.name} --describe`")
+    return task_spec, raw_inputs
+
+
+def resolve_schedules(job: dict[str, Any], entry: Any, task_spec: dict[str, Any], plugins: Any,
+                      checkpoint_schedule: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the schedule the task samples with, the sampling context's), both resolved in full. A task whose Config
+    has a ``schedule`` field samples with it and takes the job's schedule there (``task_spec`` is updated)."""
+    registry = plugins["sampling_schedules"]
+    _, context = resolve_spec(registry, checkpoint_schedule.spec(), "sample.schedule")
+    if entry.config is not None and "schedule" in entry.config.model_fields:
+        default = entry.config.model_fields["schedule"].get_default(call_default_factory=True)
+        spec = merge_spec(merge_spec(default, task_spec.get("schedule")), job.get("schedule"), "schedule")
+        _, task_spec["schedule"] = resolve_spec(registry, spec, "schedule")
+        return task_spec["schedule"], context
+    try:
+        _, schedule = resolve_spec(registry, merge_spec(checkpoint_schedule.spec(), job.get("schedule")), "schedule")
+    except ValueError as exc:
+        if "name" in (as_spec(job.get("schedule"), "schedule") or {"name": None}):
+            raise
+        raise ValueError(f"{exc} (parameters without --schedule NAME apply to the checkpoint's schedule "
+                         f"{checkpoint_schedule.name!r}; add --schedule NAME)") from None
+    return schedule, schedule
+
+
+def plan_job(job: dict[str, Any], plugins: Any, cache: dict[str, Any]) -> Plan:
+    """Resolve and validate one job without sampling: the task, sampler and schedule specs with every
+    parameter, the task's inputs (files checked, then read into model space) and the output settings."""
+    from pydantic import ValidationError
+
+    from fvdm.core.media import WRITERS
+    from fvdm.tasks.inputs import InputReader, TaskInputs, inputs_record
+
+    name = (as_spec(job.get("task"), "task") or {}).get("name")
+    if not name:
+        raise ValueError("give --task NAME (or a 'task' in every job)")
+    entry = plugins["tasks"].get(name)  # unknown task: a close match, before any work
+    input_model = getattr(entry.obj, "Inputs", TaskInputs)
+    task_spec, raw_inputs = route_task_flags(job, entry, input_model)
+    try:
+        given = input_model.model_validate(raw_inputs)  # a missing input file fails here, before loading
+    except ValidationError as exc:
+        raise ValueError(f"task {entry.name!r} inputs: {config_errors(exc, input_model)}") from None
     formats = [f.strip() for f in str(job.get("formats") or "gif,png,mp4").split(",") if f.strip()]
     bad = [f for f in formats if f not in WRITERS]
     if bad:
@@ -221,42 +270,22 @@ def plan_job(job: dict[str, Any], plugins: Any, cache: dict[str, Any]) -> dict[s
         raise ValueError("give --checkpoint (or a 'checkpoint' in every job)")
     if not job.get("out"):
         raise ValueError("give --out DIR")
-    loaded = load_cached(job, plugins, cache)
 
+    loaded = load_cached(job, plugins, cache)
     sc = loaded.config.sample
     _, sampler = resolve_spec(plugins["samplers"], merge_spec(sc.sampler.spec(), job.get("sampler")), "sampler")
-    if "schedule" in options:  # the task samples with its own schedule (e.g. df_rollout's windows)
-        default = entry.config.model_fields["schedule"].get_default(call_default_factory=True)
-        spec = merge_spec(merge_spec(default, task_spec.get("schedule")), job.get("schedule"), "schedule")
-        _, schedule = resolve_spec(plugins["sampling_schedules"], spec, "schedule")
-        task_spec["schedule"] = schedule
-        _, context_schedule = resolve_spec(plugins["sampling_schedules"], sc.schedule.spec(), "sample.schedule")
-    else:
-        spec = merge_spec(sc.schedule.spec(), job.get("schedule"), "schedule")
-        try:
-            _, schedule = resolve_spec(plugins["sampling_schedules"], spec, "schedule")
-        except ValueError as exc:
-            if "name" in (as_spec(job.get("schedule"), "schedule") or {"name": None}):
-                raise
-            raise ValueError(f"{exc} (parameters without --schedule NAME apply to the checkpoint's schedule "
-                             f"{sc.schedule.name!r}; add --schedule NAME)") from None
-        context_schedule = schedule
+    schedule, context_schedule = resolve_schedules(job, entry, task_spec, plugins, sc.schedule)
     _, task_spec = resolve_spec(plugins["tasks"], task_spec, "task")
     task = plugins["tasks"].build(task_spec)
-    try:
-        given = input_model.model_validate(raw_inputs)
-    except ValidationError as exc:
-        raise ValueError(f"task {name!r} inputs: {config_errors(exc, input_model)}") from None
+    if hasattr(task, "window_size"):
+        task.window_size(loaded.num_frames)  # a --window too large: one line before any file is read
     reader = InputReader(shape=(loaded.channels, loaded.resolution, loaded.resolution),
                          num_frames=loaded.num_frames, num_classes=loaded.num_classes,
                          batch_size=int(job.get("batch_size") or 1), encode=loaded.autoencoder.encode,
                          on_mismatch=job.get("on_mismatch") or "resize")
-    if hasattr(task, "window_size"):
-        task.window_size(loaded.num_frames)  # a --window too large: one line before any file is read
-    inputs = task.read_inputs(given, reader)
-    return {"job": job, "loaded": loaded, "task": task, "task_spec": task_spec, "sampler": sampler,
-            "schedule": schedule, "context_schedule": context_schedule, "inputs": inputs,
-            "inputs_record": inputs_record(given), "formats": formats}
+    return Plan(job=job, loaded=loaded, task=task, task_spec=task_spec, sampler=sampler, schedule=schedule,
+                context_schedule=context_schedule, inputs=task.read_inputs(given, reader),
+                inputs_record=inputs_record(given), formats=formats)
 
 
 def load_cached(job: dict[str, Any], plugins: Any, cache: dict[str, Any]) -> Any:
@@ -272,31 +301,31 @@ def load_cached(job: dict[str, Any], plugins: Any, cache: dict[str, Any]) -> Any
     return cache[key]
 
 
-def run_plan(plan: dict[str, Any], plugins: Any, *, progress: bool = True) -> dict[str, Any]:
+def run_plan(plan: Plan, plugins: Any, *, progress: bool = True) -> dict[str, Any]:
     """Sample one planned job and write its outputs atomically; returns its summary (with ``video``)."""
     import torch
 
     from fvdm.core.media import WRITERS, AtomicOutputs
 
-    job, loaded, task_name = plan["job"], plan["loaded"], plan["task_spec"]["name"]
+    job, loaded, task_name = plan.job, plan.loaded, plan.task_spec["name"]
     stem = job.get("name") or task_name
     report = progress_reporter(stem, progress)
-    ctx = make_context(loaded, plugins, steps=job.get("steps"), sampler=plan["sampler"],
-                       schedule=plan["context_schedule"], cfg_scale=job.get("cfg_scale"),
+    ctx = make_context(loaded, plugins, steps=job.get("steps"), sampler=plan.sampler,
+                       schedule=plan.context_schedule, cfg_scale=job.get("cfg_scale"),
                        batch_size=int(job.get("batch_size") or 1), seed=int(job.get("seed") or 0),
                        device=job.get("device") or "cpu", callback=report)
     t0 = time.perf_counter()
     try:
         with torch.no_grad():
-            video = loaded.autoencoder.decode(plan["task"].run(ctx, plan["inputs"]))
+            video = loaded.autoencoder.decode(plan.task.run(ctx, plan.inputs))
     finally:
         report(None)
     seconds = time.perf_counter() - t0
-    formats = plan["formats"]
-    summary = {"task": task_name, "task_spec": plan["task_spec"], "inputs": plan["inputs_record"],
+    formats = plan.formats
+    summary = {"task": task_name, "task_spec": plan.task_spec, "inputs": plan.inputs_record,
                "checkpoint": str(job["checkpoint"]), "ema": not job.get("no_ema"),
                "frames": int(video.shape[1]), "batch": int(video.shape[0]), "steps": ctx.steps,
-               "sampler": plan["sampler"], "schedule": plan["schedule"], "cfg_scale": ctx.cfg_scale,
+               "sampler": plan.sampler, "schedule": plan.schedule, "cfg_scale": ctx.cfg_scale,
                "seed": int(job.get("seed") or 0), "seconds": round(seconds, 3),
                "files": [f"{stem}.{f}" for f in formats] + [f"{stem}.json"]}
     fps = int(job.get("fps") or 8)
@@ -427,5 +456,5 @@ def _run(args: argparse.Namespace) -> int:
     for plan in plans:
         s = run_plan(plan, plugins, progress=not args.no_progress)
         print(f"fvdm sample: {s['task']}: {s['batch']}x{s['frames']} frames in {s['seconds']:.1f}s -> "
-              f"{', '.join(str(Path(plan['job']['out']) / f) for f in s['files'])}")
+              f"{', '.join(str(Path(plan.job['out']) / f) for f in s['files'])}")
     return 0
