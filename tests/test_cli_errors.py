@@ -105,3 +105,14 @@ def test_bad_values_deep_in_commands_are_one_line(argv, expect, tmp_path, capsys
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == expect and len(err) == 2
+
+
+def test_eval_set_key_no_metric_has_is_refused_with_a_close_match(tmp_path, capsys):
+    """Dropping it silently would evaluate with the default the user meant to change."""
+    (tmp_path / "src").mkdir()
+    argv = ["eval", "--real", "moving_digits", "--fake", str(tmp_path / "src"), "--metric", "fvd_digits",
+            "--set", "num_reel=5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("fvdm eval: error: --set num_reel: no chosen metric (fvd_digits) has this field. "
+                             "Did you mean 'num_real'?") and len(err) == 2
