@@ -1,9 +1,18 @@
 # The two commands: `make demo` (main job) and `make test` (test suite).
-# Each creates .venv, installs the CPU torch build first, then the project.
+# Each creates .venv, installs the pinned torch first (see TORCH_INDEX), then the project.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
+# PyTorch's wheel index for the torch install; empty = pip's configured indexes. `torch==2.13.0` names a
+# version, not a build: pip takes the first matching wheel its indexes offer, which is the CPU build only
+# where a CPU wheel is found first (a local wheelhouse, as on the CI machine); from plain PyPI on Linux it
+# is the CUDA build (several GB). For the CPU build there:
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# TORCH_INDEX_FLAG=--extra-index-url keeps pip's indexes as well (then the newest matching wheel wins).
+TORCH_INDEX ?=
+TORCH_INDEX_FLAG ?= --index-url
+TORCH_INSTALL := $(TORCH_PIN) $(if $(strip $(TORCH_INDEX)),$(TORCH_INDEX_FLAG) $(TORCH_INDEX))
 ORACLE_VENV ?= .venv-oracle
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 export OMP_NUM_THREADS ?= 1
@@ -14,11 +23,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 install: $(BIN)/python
-	$(PIP) install $(TORCH_PIN)
+	$(PIP) install $(TORCH_INSTALL)
 	$(PIP) install -e ".[all]"
 
 install-test: $(BIN)/python
-	$(PIP) install $(TORCH_PIN)
+	$(PIP) install $(TORCH_INSTALL)
 	$(PIP) install -e ".[test,all]"
 
 ## Main job: train a small FVDM model on the built-in moving-digits data, sample every task, write a report.

@@ -12,7 +12,7 @@ over many repetitions, medians reported:
 
 A train step is forward + MSE + backward + AdamW. FLOPs per step come from
 torch.utils.flop_counter.FlopCounterMode; MFU is against a fp32 matmul peak measured here with
-the same thread count (and, for bf16, against a bf16 matmul peak). METHOD.md: per_token is
+the same thread count (and, for bf16, against a bf16 matmul peak). Reference range: per_token is
 1.19-1.28x scalar on CPU (Latte-S/2, 16x32x32 latents, batch 2, 1 thread); per_frame must stay
 <= 1.03x. Issue 13's throughput target: the bf16 step <= 0.4x the public code's fp32 step, whose
 stand-in here is per_token (the public code is not run; see ``bf16`` in the result).
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in VARIANTS:
         print(f"  {k:10s} {res['median_s'][k]:8.3f} CPU-s/step  {res['steps_per_s'][k]:7.3f} steps/s  "
               f"{res['flops_per_step'][k] / 1e9:8.1f} GFLOP/step  MFU {100 * res['mfu'][k]:5.1f}%")
-    for k, note in (("per_frame", "must be <= 1.03"), ("per_token", "public-code style, METHOD.md 1.19-1.28")):
+    for k, note in (("per_frame", "must be <= 1.03"), ("per_token", "public-code style, reference 1.19-1.28")):
         print(f"  {k} / scalar = {res[f'ratio_{k}_vs_scalar']:.3f} CPU-time "
               f"(paired {res['paired_ratio_median'][k]:.3f}; wall {res[f'ratio_wall_{k}_vs_scalar']:.3f}; "
               f"FLOPs {res['flops_ratio'][k]:.4f}) {note}")

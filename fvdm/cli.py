@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `fvdm plugins | head`: the reader stopped early, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 0
     except (FvdmError, FileNotFoundError, ValueError) as exc:
         if os.environ.get("FVDM_DEBUG"):
             raise

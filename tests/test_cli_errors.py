@@ -53,7 +53,9 @@ def test_unusable_device_is_one_line_at_parse_time(argv, capsys):
 def test_pydantic_errors_are_one_line(capsys, tmp_path):
     assert main(["bench", "run", "digits_zero_shot", "--quick", "--set", "badkey=1", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[0] == "fvdm bench: error: invalid value: badkey: Extra inputs are not permitted (got 1)"
+    assert err[0].startswith("fvdm bench: error: suite 'digits_zero_shot' (builtin): badkey: unknown parameter. "
+                             "Parameters: standard, quick, ")
+    assert err[0].endswith("see `fvdm bench show digits_zero_shot`")
     assert "pydantic" not in "\n".join(err) and len(err) == 2
 
 
@@ -103,3 +105,14 @@ def test_bad_values_deep_in_commands_are_one_line(argv, expect, tmp_path, capsys
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == expect and len(err) == 2
+
+
+def test_eval_set_key_no_metric_has_is_refused_with_a_close_match(tmp_path, capsys):
+    """Dropping it silently would evaluate with the default the user meant to change."""
+    (tmp_path / "src").mkdir()
+    argv = ["eval", "--real", "moving_digits", "--fake", str(tmp_path / "src"), "--metric", "fvd_digits",
+            "--set", "num_reel=5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("fvdm eval: error: --set num_reel: no chosen metric (fvd_digits) has this field. "
+                             "Did you mean 'num_real'?") and len(err) == 2

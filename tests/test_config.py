@@ -121,6 +121,24 @@ def test_every_error_reported_with_path(plugins):
     assert set(errs) == {"vtv.pp", "vtv.p", "backbone.name"}
     assert "Did you mean 'fake_net'" in errs["backbone.name"]
     assert "fake_ptss" in errs["vtv.pp"] and "from local" in errs["vtv.pp"]
+    assert "Did you mean 'p'?" in errs["vtv.pp"]  # key typos get a close match, as name typos do
+
+
+def test_key_typos_get_a_close_match_at_every_level(plugins):
+    bad = json.loads(json.dumps(BASE))
+    bad["trian"] = {}
+    bad["train"]["stpes"] = 3
+    bad["vtv"] = {"name": "fake_ptss", "cion": "per_sample"}
+    with pytest.raises(ConfigError) as exc:
+        resolve_config(parse_config(bad), plugins)
+    errs = dict(exc.value.errors)
+    assert "Did you mean 'train'?" in errs["trian"] and "Did you mean 'steps'?" in errs["train.stpes"]
+    bad = json.loads(json.dumps(BASE))
+    bad["vtv"] = {"name": "fake_ptss", "cion": "per_sample", "zzz": 1}
+    with pytest.raises(ConfigError) as exc:
+        resolve_config(parse_config(bad), plugins)
+    errs = dict(exc.value.errors)
+    assert "Did you mean 'coin'?" in errs["vtv.cion"] and "Did you mean" not in errs["vtv.zzz"]
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])

@@ -92,11 +92,13 @@ def test_short_training_and_sampling_run_use_the_plugin(installed, tmp_path):
         assert saved["vtv"]["name"] == "correlated_frames"
 
     out = _fvdm("sample", "--checkpoint", str(ckpt), "--task", "unconditional", "--schedule", "keyframes_first",
+                "--schedule-param", "stride=2", "--schedule-param", "lag=0.25",
                 "--steps", "3", "--batch-size", "1", "--formats", "png", "--no-progress", "--out",
                 str(tmp_path / "samples"), site=installed)
     assert out.returncode == 0, out.stderr[-3000:]
     meta = json.loads((tmp_path / "samples" / "unconditional.json").read_text())
-    assert "keyframes_first" in json.dumps(meta)
+    assert meta["schedule"] == {"name": "keyframes_first", "spacing": "uniform", "shift": 1.0, "steps_offset": 1,
+                                "stride": 2, "lag": 0.25}
     assert (tmp_path / "samples" / "unconditional.png").is_file()
 
     # the checkpoint names the plugin; without the package the name is unknown, with where to look

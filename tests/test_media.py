@@ -64,3 +64,24 @@ def test_truncated_or_non_image_file_is_one_line(tmp_path):
     for name in ("cut.png", "text.png"):
         with pytest.raises(ValueError, match="cannot read image .*give a complete PNG/JPEG"):
             read_image(tmp_path / name, (1, 8, 8))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_get_the_mode_the_umask_gives(tmp_path, umask):
+    """mkstemp's private 0600 must not leak into the GIF/PNG/MP4 a user shares (the JSON beside them is 0644)."""
+    import os
+
+    from fvdm.core.media import WRITERS, AtomicOutputs
+
+    video = torch.zeros(1, 2, 1, 8, 8)
+    old = os.umask(umask)
+    try:
+        with AtomicOutputs(tmp_path) as o:
+            o.add("a.gif", lambda p: write_gif(video, p))
+            o.add("a.png", lambda p: write_png_grid(video, p))
+            o.add("a.npz", lambda p: WRITERS["npz"](video, p))
+            o.add("a.json", lambda p: p.write_text("{}"))
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["a.gif", "a.png", "a.npz", "a.json"], 0o666 & ~umask)

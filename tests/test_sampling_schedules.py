@@ -1,4 +1,4 @@
-"""Sampling-matrix builders against the closed forms of METHOD.md (Diffusion Forcing), spacing vs diffusers."""
+"""Sampling-matrix builders against their closed forms (Diffusion Forcing's pyramid family), spacing vs diffusers."""
 
 from __future__ import annotations
 

@@ -84,7 +84,8 @@ def test_soft_multiplier_moves_context_and_zero_freezes(P):
 
 
 @pytest.mark.parametrize("task_name,opts", [("long_video", {}), ("long_video", {"mode": "vanilla_replacement"}),
-                                            ("df_rollout", {"u": 1.0}), ("df_rollout", {"stabilization": 0.05})])
+                                            ("df_rollout", {"schedule": {"name": "pyramid", "u": 1.0}}),
+                                            ("df_rollout", {"stabilization": 0.05})])
 def test_long_video_windows_chain_exactly(P, task_name, opts):
     N, F, o = 40, 8, 4
     s = ctx_for(P, F=F, steps=4)

@@ -1,6 +1,7 @@
 """`fvdm bench`: list and run registered benchmark suites.
 
     fvdm bench list [--json]
+    fvdm bench show SUITE [--json]
     fvdm bench run SUITE [--out DIR] [--quick] [--seed S] [--threads N]
                          [--data PATH] [--weights PATH] [--set key=value ...] [--tensorboard]
 
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from fvdm.commands.argtypes import device_arg, positive_int
+from fvdm.commands.plugins import clip
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,10 +28,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run registered benchmark suites. Every run writes results.json with provenance, "
         "a Markdown table and plots. Third-party packages add suites with the fvdm_register_benchmarks hook.",
     )
-    bsub = p.add_subparsers(dest="bench_command", metavar="{list,run}")
+    bsub = p.add_subparsers(dest="bench_command", metavar="{list,show,run}")
     pl = bsub.add_parser("list", help="list the registered suites")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     pl.set_defaults(func=_list)
+
+    ps = bsub.add_parser("show", help="a suite's description and Config fields (what --set takes)")
+    ps.add_argument("suite", help="suite name (see `fvdm bench list`)")
+    ps.add_argument("--json", action="store_true", help="the suite's Config as a JSON schema")
+    ps.set_defaults(func=_show)
 
     pr = bsub.add_parser("run", help="run one suite", description="Run one suite and write its results.")
     pr.add_argument("suite", help="suite name (see `fvdm bench list`)")
@@ -61,9 +68,27 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     for it in items:
         mark = "ok " if it["available"] else "n/a"
-        print(f"[{mark}] {it['name']:<20} {it['origin']:<16} {it['description'][:70]}".rstrip())
+        print(f"[{mark}] {it['name']:<20} {it['origin']:<16} {clip(it['description'], 70)}".rstrip())
         if not it["available"]:
             print(f"      unavailable: {it['reason']}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from fvdm.commands.specs import describe_model
+    from fvdm.core.plugins import load_plugins
+
+    entry = load_plugins()["benchmarks"].get(args.suite)  # unknown names raise with suggestions
+    if args.json:
+        print(json.dumps(entry.config.model_json_schema() if entry.config is not None else {}, indent=2))
+        return 0
+    av = entry.availability()
+    doc = (getattr(entry.obj, "__doc__", None) or "").strip()
+    print(f"{entry.name} ({entry.origin}){'' if av.ok else ' - unavailable: ' + av.reason}")
+    if doc:
+        print("\n".join(f"  {line}".rstrip() for line in doc.splitlines()))
+    print("Config fields (fvdm bench run %s --set KEY=VALUE; dotted keys reach nested fields):" % entry.name)
+    print("\n".join(describe_model(entry.config, "  ")))
     return 0
 
 
@@ -92,6 +117,16 @@ def _params(args: argparse.Namespace, entry: Any) -> dict[str, Any]:
                 node[part] = {}
             node = node[part]
         node[parts[-1]] = yaml.safe_load(v)
+    if entry.config is not None:  # here, so a misspelled key gets a close match and the fields to look up
+        from pydantic import ValidationError
+
+        from fvdm.commands.specs import config_errors
+
+        try:
+            entry.config.model_validate(params)
+        except ValidationError as exc:
+            raise ValueError(f"suite {entry.name!r} ({entry.origin}): {config_errors(exc, entry.config)}; "
+                             f"see `fvdm bench show {entry.name}`") from None
     return params
 
 

@@ -7,7 +7,8 @@ import json
 import sys
 
 from fvdm.core.config import (
-    canonical_dict, config_hash, dump_config, experiment_schema, load_config_dict, parse_config, resolve_config,
+    DERIVED_BACKBONE_KEYS, config_hash, dump_config, experiment_schema, load_config_dict, parse_config,
+    resolve_config, shown_dict,
 )
 from fvdm.core.errors import ConfigError
 from fvdm.core.plugins import load_plugins
@@ -23,7 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v = csub.add_parser("validate", help="validate a config file; report every error with its path")
     v.add_argument("file")
     v.set_defaults(func=_validate)
-    sh = csub.add_parser("show", help="print a config with every plugin default filled in, and its hash")
+    sh = csub.add_parser("show", help="print a config with every plugin default filled in, and its hash",
+                         description="Print a config with every plugin default filled in and its hash. The "
+                                     "backbone fields `fvdm train` derives from the data, autoencoder and noise "
+                                     f"schedule ({', '.join(DERIVED_BACKBONE_KEYS)}) are left out unless the "
+                                     "file sets them; the output trains exactly as the file does.")
     sh.add_argument("file", nargs="?", help="config file (default: the built-in defaults)")
     sh.add_argument("--format", choices=["yaml", "json"], default="yaml")
     sh.set_defaults(func=_show)
@@ -50,8 +55,12 @@ def _validate(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     plugins = load_plugins()
     cfg = parse_config(load_config_dict(args.file) if args.file else {}, args.file)
-    data = canonical_dict(cfg, plugins)
-    full = parse_config(data)
-    print(f"# hash: {config_hash(cfg, plugins)}")
+    resolve_config(cfg, plugins, args.file)
+    full = parse_config(shown_dict(cfg, plugins))
+    if args.format == "yaml":  # JSON has no comments: its consumers get the data alone
+        print(f"# hash: {config_hash(cfg, plugins)}")
+        derived = [k for k in DERIVED_BACKBONE_KEYS if k not in cfg.backbone.params]
+        if derived:
+            print(f"# backbone {', '.join(derived)}: derived by `fvdm train` from data, autoencoder, noise_schedule")
     print(dump_config(full, fmt=args.format), end="")
     return 0

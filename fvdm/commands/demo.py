@@ -185,7 +185,8 @@ def _run(args: argparse.Namespace) -> int:
         ("infill", {}, {"video": z_gt, "mask": given}, "gen"),
         ("extension", {"num_frames": W}, {"video": z_gt[:, :half]}, "gen"),
         ("long_video", {"num_frames": long_n, "overlap": half}, {}, None),
-        ("df_rollout", {"num_frames": 2 * W if args.quick else 4 * W, "overlap": half, "u": 1.0}, {}, None),
+        ("df_rollout", {"num_frames": 2 * W if args.quick else 4 * W, "overlap": half,
+                        "schedule": {"name": "pyramid", "u": 1.0}}, {}, None),
     ]
     if loaded.num_classes > 0:
         jobs.insert(1, ("class_conditional", {}, {"labels": torch.arange(2) % loaded.num_classes}, None))

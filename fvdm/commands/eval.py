@@ -62,6 +62,22 @@ def _kv(items: list[str], what: str) -> dict[str, Any]:
     return out
 
 
+def _check_set_keys(overrides: dict[str, Any], metrics: list[str], plugins: Any) -> None:
+    """A --set key that no chosen metric has would be dropped silently: refuse it, with a close match."""
+    import difflib
+
+    fields = {"seed", "device"}  # also used to sample from a checkpoint
+    for name in metrics:
+        entry = plugins["evaluators"].get(name)
+        fields |= set(entry.config.model_fields) if entry.config is not None else set()
+    for key in overrides:
+        if key not in fields:
+            close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"--set {key}: no chosen metric ({', '.join(metrics)}) has this field.{hint} "
+                             f"Fields: {', '.join(sorted(fields))}")
+
+
 def _is_checkpoint(path: Path) -> bool:
     return path.is_file() and path.suffix in (".pt", ".pth", ".ckpt")
 
@@ -140,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
     plugins = load_plugins()
     metrics = args.metric or ["fvd2048_16f"]
     overrides = _kv(args.set, "--set")
+    _check_set_keys(overrides, metrics, plugins)
     for flag, key in (("weights", "weights"), ("seed", "seed"), ("num_real", "num_real"), ("num_fake", "num_fake"),
                       ("batch_size", "batch_size"), ("workers", "num_workers"), ("device", "device"),
                       ("stats_cache", "stats_cache")):

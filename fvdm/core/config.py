@@ -8,6 +8,7 @@ configurable without touching core. Every error is reported with its path.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -128,13 +129,41 @@ def _loc(parts: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in parts) or "<root>"
 
 
-def _pydantic_errors(exc: BaseException, prefix: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
+def model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the last key of ``loc`` (walking nested model fields), or None."""
+    for part in loc:
+        field = model.model_fields.get(str(part)) if model is not None else None
+        if field is None:
+            return None
+        ann = field.annotation
+        nested = [a for a in (getattr(ann, "__args__", None) or (ann,))
+                  if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = nested[0] if nested else None
+    return model
+
+
+def close_key_hint(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
+    """`` Did you mean 'slope'?`` for a misspelled key at ``loc`` of ``model`` (empty when nothing is close)."""
+    if not loc:
+        return ""
+    holder = model_at(model, tuple(loc[:-1]))
+    if holder is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(holder.model_fields), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _pydantic_errors(exc: BaseException, prefix: tuple[Any, ...] = (),
+                     model: type[BaseModel] | None = None) -> list[tuple[str, str]]:
+    """(path, message) per error; ``model`` is the validated class, for close-match hints on unknown keys."""
     out = []
     for err in exc.errors():  # type: ignore[attr-defined]
         loc = prefix + tuple(err.get("loc", ()))
         msg = err.get("msg", "invalid")
         if err.get("type") == "extra_forbidden":
-            msg = "unknown key (typo?); remove it or check `fvdm config schema`"
+            hint = close_key_hint(model, tuple(err.get("loc", ())))
+            msg = f"unknown key (typo?).{hint} Remove it or check `fvdm config schema`" if hint else \
+                "unknown key (typo?); remove it or check `fvdm config schema`"
         elif "input" in err and err.get("type") not in ("missing",):
             msg = f"{msg} (got {err['input']!r})"
         out.append((_loc(loc), msg))
@@ -163,7 +192,7 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Experime
     try:
         return ExperimentConfig.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(_pydantic_errors(exc), source) from None
+        raise ConfigError(_pydantic_errors(exc, model=ExperimentConfig), source) from None
 
 
 def _get(cfg: BaseModel, path: tuple[str, ...]) -> PluginRef:
@@ -190,7 +219,7 @@ def resolve_config(cfg: ExperimentConfig, plugins: Any, source: str | None = Non
         except Exception as exc:
             if is_validation_error(exc):
                 entry = plugins[kind].get(ref.name)
-                for loc, msg in _pydantic_errors(exc, path):
+                for loc, msg in _pydantic_errors(exc, path, model=entry.config):
                     errors.append((loc, f"{msg} [{kind} {ref.name!r} from {entry.origin}]"))
             else:
                 raise
@@ -222,6 +251,24 @@ def canonical_dict(cfg: ExperimentConfig, plugins: Any | None = None, *,
         for p in path[:-1]:
             node = node[p]
         node[path[-1]] = {"name": entry.name, **(pcfg.model_dump(mode="json") if pcfg is not None else {})}
+    return data
+
+
+#: Backbone fields the build derives from the data, the autoencoder and the noise schedule when a config leaves
+#: them out (a value the config gives is checked against them instead). A backbone Config's own default for
+#: them (latte's in_channels 4) is a placeholder, so ``config show`` must not print it as if it were chosen.
+DERIVED_BACKBONE_KEYS = ("in_channels", "input_size", "num_frames", "num_classes", "learn_sigma")
+
+
+def shown_dict(cfg: ExperimentConfig, plugins: Any) -> dict[str, Any]:
+    """The config ``fvdm config show`` prints: every plugin default filled in except the backbone fields the
+    build derives (unless the config gives them), so the output trains exactly as the input does and has the
+    same hash (re-filling the left-out defaults gives the same canonical dict)."""
+    data = canonical_dict(cfg, plugins)
+    given = set(cfg.backbone.params)
+    for key in DERIVED_BACKBONE_KEYS:
+        if key not in given:
+            data["backbone"].pop(key, None)
     return data
 
 

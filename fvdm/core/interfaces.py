@@ -1,6 +1,6 @@
 """The interfaces every plugin kind implements.
 
-Layout conventions (DESIGN.md):
+Layout conventions (the same in every part of fvdm):
   x   : (B, F, C, H, W)  video or latent, always this layout
   t   : (B, F)           float per-frame level; 0 = clean, 1 = pure noise
   S   : (K+1, F)         sampling matrix; row k = levels at step k, columns non-increasing

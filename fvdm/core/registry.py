@@ -193,6 +193,14 @@ class Registry(Generic[T]):
         """Entries whose name matches a shell-style wildcard (``latte_*``)."""
         return [self._entries[n] for n in sorted(self._entries) if fnmatch.fnmatchcase(n, pattern)]
 
+    def search(self, query: str = "*") -> list[Entry[T]]:
+        """``list(query)`` for a wildcard; otherwise entries whose name or description contains ``query``
+        (case-insensitive), so ``fvdm plugins latte`` finds what a user would expect."""
+        if any(c in query for c in "*?["):
+            return self.list(query)
+        q = query.lower()
+        return [e for e in self.list() if q in e.name.lower() or q in e.description.lower()]
+
     def unknown_message(self, name: str) -> str:
         names = self.names()
         msg = f"unknown {self.kind} {name!r}."

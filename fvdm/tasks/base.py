@@ -14,6 +14,10 @@ baseline), ``stabilization`` (level at which the model sees context), ``multipli
 (Pusa noise multiplier of context frames, 0 = frozen exactly), ``window`` (frames per
 model call; default the checkpoint's frame count). Inputs may also hold ``labels``
 (B,) for class-conditional models and ``multipliers`` ((F,) or (B, F)) per frame.
+
+What a user gives on the command line or in a jobs file is the task's own business:
+``Task.Inputs`` (a pydantic model, ``fvdm.tasks.inputs.TaskInputs``) declares it and
+``Task.read_inputs(given, reader)`` turns it into the tensors ``run`` takes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pydantic import Field
 
 from fvdm.core.interfaces import PluginConfig
 from fvdm.core.sampling import make_model_fn, sample_loop
+from fvdm.tasks.inputs import InputReader, TaskInputs
 
 
 @dataclass
@@ -72,7 +77,11 @@ class Task:
     """Base class: subclasses implement ``run(sampling, inputs) -> (B, N, C, H, W)``."""
 
     Config = TaskConfig
-    needs: tuple[str, ...] = ()  # input keys the task requires (for messages and the CLI)
+    Inputs = TaskInputs  # what a user gives (files, indices); read by ``read_inputs``
+    needs: tuple[str, ...] = ()  # input keys ``run`` requires (for messages)
+    #: generates without given frames: a class-conditional checkpoint gets labels 0, 1, ... (cycled) when the
+    #: user gives none, instead of the null (unconditional) label
+    default_labels: bool = False
 
     def __init__(self, cfg: TaskConfig | None = None):
         self.cfg = cfg if cfg is not None else self.Config()
@@ -80,13 +89,28 @@ class Task:
     def run(self, sampling: SamplingContext, inputs: Mapping[str, Any]) -> torch.Tensor:
         raise NotImplementedError
 
+    def read_inputs(self, given: TaskInputs, reader: InputReader) -> dict[str, Any]:
+        """Validated user inputs (``self.Inputs``) -> the ``inputs`` mapping of ``run`` (model space).
+
+        The base reads the class labels; subclasses call it and add what they read with ``reader``.
+        """
+        if given.label is not None:
+            return {"labels": torch.tensor(given.label, dtype=torch.long)}
+        if self.default_labels and reader.num_classes > 0:
+            return {"labels": torch.arange(reader.batch_size) % reader.num_classes}
+        return {}
+
     # -- helpers -------------------------------------------------------------------
-    def window(self, sampling: SamplingContext) -> int:
-        w = self.cfg.window or sampling.num_frames
-        if w > sampling.num_frames:
-            raise ValueError(f"window of {w} frames exceeds the checkpoint's frame count {sampling.num_frames}; "
-                             f"use a window <= {sampling.num_frames} (e.g. --window {sampling.num_frames})")
+    def window_size(self, num_frames: int) -> int:
+        """Frames per window for a checkpoint of ``num_frames`` frames (``window`` option, default all)."""
+        w = self.cfg.window or num_frames
+        if w > num_frames:
+            raise ValueError(f"window of {w} frames exceeds the checkpoint's frame count {num_frames}; "
+                             f"use a window <= {num_frames} (e.g. --window {num_frames})")
         return w
+
+    def window(self, sampling: SamplingContext) -> int:
+        return self.window_size(sampling.num_frames)
 
     def require(self, inputs: Mapping[str, Any], *keys: str) -> None:
         missing = [k for k in keys if inputs.get(k) is None]

@@ -3,18 +3,23 @@
 Each window's new frames follow pyramid(u) (nearer frames settle first, farther ones
 stay noisier longer), the previous ``overlap`` frames are context (optionally shown at
 a small ``stabilization`` level, as Diffusion Forcing does).
+
+The window schedule is this task's own option (``schedule``, any registered sampling
+schedule with its parameters), not the sampling context's matrix: the CLI's
+``--schedule``/``--schedule-param`` set it because this Config has a ``schedule`` field.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
+from fvdm.core.config import PluginRef
 from fvdm.tasks.long_video import LongVideo, LongVideoConfig
 
 
 class DFRolloutConfig(LongVideoConfig):
-    u: float = Field(1.0, ge=0, description="pyramid uncertainty scale")
-    schedule: str = Field("pyramid", description="sampling-schedule builder for each window")
+    schedule: PluginRef = Field(PluginRef(name="pyramid", u=1.0),
+                                description="sampling schedule of every window: {name, **its parameters}")
 
 
 class DFRollout(LongVideo):
@@ -27,7 +32,4 @@ class DFRollout(LongVideo):
         if plugins is None:
             raise ValueError("df_rollout builds its window schedule by name and needs the plugin manager: "
                              "create the SamplingContext with plugins=plugins")
-        spec = {"name": self.cfg.schedule}
-        if self.cfg.schedule in ("pyramid", "trapezoid"):
-            spec["u"] = self.cfg.u
-        return plugins["sampling_schedules"].build(spec)
+        return plugins["sampling_schedules"].build(self.cfg.schedule.spec())

@@ -6,9 +6,10 @@ frames than the window continues with sliding windows (overlap ``overlap``).
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, FilePath
 
 from fvdm.tasks.base import Task, TaskConfig, as_frames, batch_of, rollout
+from fvdm.tasks.inputs import TaskInputs
 
 
 class ExtensionConfig(TaskConfig):
@@ -17,11 +18,26 @@ class ExtensionConfig(TaskConfig):
     overlap: int | None = Field(None, ge=0, description="overlap of later windows; default half the window")
 
 
+class ExtensionInputs(TaskInputs):
+    video: FilePath | None = Field(None, description="the clip to continue (mp4/webm/gif)")
+    context_frames: int | None = Field(None, ge=1, description="its first k frames are the context "
+                                                               "(default: half the window)")
+
+
 class Extension(Task):
     """Continue a clip: inputs ``video`` (k, C, H, W) or (B, k, C, H, W) with k < window."""
 
     Config = ExtensionConfig
+    Inputs = ExtensionInputs
     needs = ("video",)
+
+    def read_inputs(self, given, reader):
+        inputs = super().read_inputs(given, reader)
+        if given.video is None:
+            raise ValueError("extension/prediction needs --video context.mp4 (its first --context-frames frames)")
+        k = given.context_frames or self.window_size(reader.num_frames) // 2
+        inputs["video"] = reader.video(given.video, min_frames=k, max_frames=k)
+        return inputs
 
     def run(self, sampling, inputs):
         self.require(inputs, "video")

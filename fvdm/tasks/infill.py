@@ -3,14 +3,39 @@
 from __future__ import annotations
 
 import torch
+from pydantic import Field, FilePath, field_validator
 
 from fvdm.tasks.base import Task, as_frames, batch_of, sample_window
+from fvdm.tasks.inputs import TaskInputs, index_list
+
+
+class InfillInputs(TaskInputs):
+    video: FilePath | None = Field(None, description="a clip of at least window frames; the unknown ones may hold "
+                                                     "anything")
+    given: list[int] | None = Field(None, description="indices of the given frames, e.g. 0,2,4 (default: even "
+                                                      "frames)")
+
+    _given = field_validator("given", mode="before")(index_list)
 
 
 class Infill(Task):
     """Generate the unknown frames: inputs ``video`` (B, F, C, H, W) and ``mask`` (F,) bool, True = given."""
 
+    Inputs = InfillInputs
     needs = ("video", "mask")
+
+    def read_inputs(self, given, reader):
+        inputs = super().read_inputs(given, reader)
+        W = self.window_size(reader.num_frames)
+        if given.video is None:
+            raise ValueError(f"infill needs --video with at least {W} frames and --given indices")
+        idx = given.given if given.given is not None else list(range(0, W, 2))
+        if not idx or min(idx) < 0 or max(idx) >= W:
+            raise ValueError(f"--given must list frame indices in [0, {W - 1}], got {given.given!r}")
+        mask = torch.zeros(W, dtype=torch.bool)
+        mask[idx] = True
+        inputs["video"], inputs["mask"] = reader.video(given.video, min_frames=W, max_frames=W), mask
+        return inputs
 
     def run(self, sampling, inputs):
         self.require(inputs, "video", "mask")

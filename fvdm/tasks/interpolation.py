@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import torch
+from pydantic import Field, FilePath
 
 from fvdm.tasks.base import Task, as_frames, batch_of, expand_batch, place, sample_window
+from fvdm.tasks.inputs import TaskInputs
+
+
+class InterpolationInputs(TaskInputs):
+    image: FilePath | None = Field(None, description="the first frame (PNG/JPEG); with last")
+    last: FilePath | None = Field(None, description="the last frame (PNG/JPEG); with image")
+    video: FilePath | None = Field(None, description="or a video whose first and last frames are taken")
 
 
 class Interpolation(Task):
     """Fill the frames between keyframes: inputs ``first`` + ``last``, or ``keyframes`` (+ ``positions``)."""
+
+    Inputs = InterpolationInputs
+
+    def read_inputs(self, given, reader):
+        inputs = super().read_inputs(given, reader)
+        if given.image is not None and given.last is not None:
+            inputs["first"], inputs["last"] = reader.image(given.image), reader.image(given.last)
+        elif given.image is None and given.last is None and given.video is not None:
+            pair = reader.video(given.video, min_frames=2, frames=[0, -1])  # (1, 2, C, H, W)
+            inputs["first"], inputs["last"] = pair[:, 0], pair[:, 1]
+        else:
+            raise ValueError("interpolation needs --image first.png and --last last.png (or --video with >= 2 "
+                             "frames)")
+        return inputs
 
     def run(self, sampling, inputs):
         W = self.window(sampling)

@@ -1,14 +1,15 @@
 """Long video by sliding windows: window F, overlap o, repeated until N frames.
 
 Window 0 is standard; window c > 0 takes the previous o frames as context and keeps
-its F - o new frames (METHOD.md: o = 8 of 16, 15 windows -> 128 frames).
+its F - o new frames (with F = 16 and o = 8, 15 windows make 128 frames).
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, FilePath
 
 from fvdm.tasks.base import Task, TaskConfig, as_frames, batch_of, rollout
+from fvdm.tasks.inputs import TaskInputs
 
 
 class LongVideoConfig(TaskConfig):
@@ -16,10 +17,26 @@ class LongVideoConfig(TaskConfig):
     overlap: int | None = Field(None, ge=0, description="context frames per window; default half the window")
 
 
+class LongVideoInputs(TaskInputs):
+    video: FilePath | None = Field(None, description="optional clip to start from (mp4/webm/gif)")
+    context_frames: int | None = Field(None, ge=1, description="its first k frames start the video (default 1)")
+
+
 class LongVideo(Task):
     """Generate N frames (inputs: optional ``num_frames``, ``video`` first frames, ``labels``)."""
 
     Config = LongVideoConfig
+    Inputs = LongVideoInputs
+    default_labels = True
+
+    def read_inputs(self, given, reader):
+        inputs = super().read_inputs(given, reader)
+        if given.video is not None:
+            k = given.context_frames or 1
+            inputs["video"] = reader.video(given.video, min_frames=k, max_frames=k)
+        elif given.context_frames is not None:
+            raise ValueError("--context-frames counts frames of --video; give --video start.mp4 too")
+        return inputs
 
     def overlap(self, sampling) -> int:
         return self.cfg.overlap if self.cfg.overlap is not None else self.window(sampling) // 2

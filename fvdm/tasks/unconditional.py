@@ -15,6 +15,7 @@ class Unconditional(Task):
     """Generate F frames from noise (inputs: optional ``labels``)."""
 
     Config = UnconditionalConfig
+    default_labels = True
 
     def run(self, sampling, inputs):
         n = int(inputs.get("num_frames") or self.cfg.num_frames or self.window(sampling))

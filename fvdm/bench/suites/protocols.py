@@ -14,7 +14,7 @@ with user-supplied extractor ``weights`` (no machine here downloads weights)::
 
 ``--quick`` uses the first ``quick_num_videos`` videos and the 16-frame metric only
 (a smoke test of the pipeline, not a comparable number). The paper's FVD16 numbers
-(METHOD.md, third-party transcription) are shown next to ours for reference.
+(a third-party transcription of the papers' tables) are shown next to ours for reference.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _protocol(dataset: str, paper: dict[str, float]) -> type[ProtocolConfig]:
     return cls
 
 
-#: FVD16 at 256x256 from METHOD.md (third-party transcription of the papers, unverified).
+#: FVD16 at 256x256 as reported by the papers (third-party transcription, unverified).
 PAPER_FVD16 = {
     "ucf101": {"FVDM": 468.2, "Latte": 478.0, "StyleGAN-V": 1431.0},
     "sky_timelapse": {"FVDM": 106.1, "Latte": 59.8, "StyleGAN-V": 79.5},
@@ -128,7 +128,7 @@ class ProtocolSuite:
         tables = [{"title": f"{c.dataset}: StyleGAN-V FVD protocol" + (" (quick: not comparable)" if quick else ""),
                    "columns": ["metric", "value", "real videos", "fake videos", "extractor"], "rows": rows}]
         if c.paper_fvd16:
-            tables.append({"title": "paper FVD16 at 256x256 (METHOD.md, unverified transcription)",
+            tables.append({"title": "paper FVD16 at 256x256 (third-party transcription, unverified)",
                            "columns": ["method", "FVD16"], "rows": [[k, v] for k, v in c.paper_fvd16.items()]})
         return {"metrics": {"dataset": c.dataset, "quick": quick, "num_videos": n, "results": results,
                             "paper_fvd16": c.paper_fvd16},

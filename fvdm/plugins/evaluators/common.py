@@ -114,7 +114,7 @@ def load_extractor_net(factory: Any, key_or_filename: str, path: Any, *, sha256:
 
 
 def read_reference_keys(path: str | Path) -> list[tuple[str, tuple[int, ...]]]:
-    """Parse a ``key<TAB>(shape)`` listing as in ../shared/reference/*.tsv."""
+    """Parse a ``key<TAB>(shape)`` listing as in ``fvdm/plugins/evaluators/reference/*.tsv``."""
     out = []
     for line in Path(path).read_text().splitlines():
         if not line.strip():

@@ -8,7 +8,7 @@ Two weight formats, one interface ``extractor(videos uint8 (B, F, C, H, W)) -> (
   bilinear resize to 224 happen inside the detector.
 * ``i3d_pretrained_400.pt`` (VideoGPT/TATS/cd-fvd): the state dict of the public
   PyTorch port, whose parameter names and shapes :class:`InceptionI3d` reproduces
-  (``../shared/reference/i3d_piergiaj_state_dict_keys.tsv``); frames are resized to
+  (``fvdm/plugins/evaluators/reference/i3d_piergiaj_state_dict_keys.tsv``); frames are resized to
   224 with torch bilinear (align_corners=False) and mapped to [-1, 1] as 2x/255 - 1.
 
 T >= 9 frames are required: three stride-2 temporal reductions then a 2-frame average pool.

@@ -3,7 +3,7 @@
 The network is torchvision's InceptionV3 layout with the FID graph's differences
 (average pools that exclude padding in the A/C/E blocks, a max-pool branch in the
 last E block), and 1008 logits; its state dict matches
-``../shared/reference/inception_v3_fid_state_dict_keys.tsv`` and loads
+``fvdm/plugins/evaluators/reference/inception_v3_fid_state_dict_keys.tsv`` and loads
 ``pt_inception-2015-12-05-6726825d.pth`` strictly (with or without BN counters).
 
 Preprocessing presets:

@@ -1,0 +1,117 @@
+"""What a task reads from the user: its ``Inputs`` model and the ``InputReader`` that turns files into tensors.
+
+A task declares its inputs as a pydantic model (``Task.Inputs``, a ``TaskInputs``
+subclass) and says how to read them (``Task.read_inputs(given, reader)``). The CLI
+only validates the user's values with that model, hands the task an ``InputReader``
+for the checkpoint and records a sha256 of every file the inputs name, so it never
+needs to know a task by name::
+
+    class MyInputs(TaskInputs):
+        mask_image: FilePath = Field(description="white = keep")
+
+    def read_inputs(self, given, reader):
+        inputs = super().read_inputs(given, reader)      # labels
+        inputs["image"] = reader.image(given.mask_image)  # (1, C, H, W) in model space
+        return inputs
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from pydantic import BaseModel, Field, field_validator
+
+from fvdm.core.interfaces import PluginConfig
+
+
+class TaskInputs(PluginConfig):
+    """Inputs every task accepts; subclasses add theirs (file paths are ``FilePath`` fields, so a missing file
+    is an error before any sampling starts)."""
+
+    label: list[int] | None = Field(None, description="class label(s) for class-conditional checkpoints")
+
+    @field_validator("label", mode="before")
+    @classmethod
+    def _one_label(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int) else v
+
+
+def index_list(v: Any) -> Any:
+    """``"0, 2,4"`` (a command-line value) -> [0, 2, 4]; lists pass through."""
+    if isinstance(v, str):
+        try:
+            return [int(i) for i in v.split(",") if i.strip()]
+        except ValueError:
+            raise ValueError(f"expected comma-separated frame indices like 0,2,4, got {v!r}") from None
+    return v
+
+
+@dataclass
+class InputReader:
+    """Reads user files at a checkpoint's frame size and returns them in the model's space.
+
+    shape      : (C, H, W) of one frame in pixel space (files are resized to it, or refused)
+    num_frames : the checkpoint's frame capacity (the largest window)
+    num_classes: 0 for unconditional checkpoints
+    batch_size : samples asked for (``--batch-size``)
+    encode     : pixel frames (B, F, C, H, W) in [-1, 1] -> model space (the autoencoder)
+    on_mismatch: ``resize`` (with a warning) or ``error`` for files of another size or channel count
+    """
+
+    shape: tuple[int, int, int]
+    num_frames: int
+    num_classes: int
+    batch_size: int
+    encode: Callable[[torch.Tensor], torch.Tensor]
+    on_mismatch: str = "resize"
+
+    def image(self, path: str | Path) -> torch.Tensor:
+        """Image file -> (1, C', H', W') in model space."""
+        from fvdm.core.media import read_image
+
+        pixels = read_image(path, self.shape, self.on_mismatch)[None, None]  # (1, 1, C, H, W)
+        return self._encode(pixels)[:, 0]
+
+    def video(self, path: str | Path, *, min_frames: int = 1, max_frames: int | None = None,
+              frames: Sequence[int] | None = None) -> torch.Tensor:
+        """Video file -> (1, n, C', H', W') in model space: its first ``max_frames`` frames (at least
+        ``min_frames``), or only the frames at indices ``frames`` (negative counts from the end)."""
+        from fvdm.core.media import read_video
+
+        pixels = read_video(path, self.shape, min_frames=min_frames, max_frames=max_frames,
+                            on_mismatch=self.on_mismatch)  # (F, C, H, W)
+        if frames is not None:
+            pixels = pixels[list(frames)]
+        return self._encode(pixels[None])
+
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.encode(pixels)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def inputs_record(given: BaseModel) -> dict[str, Any]:
+    """The validated inputs as JSON data, each file path as ``{"path", "sha256"}`` (what the sample was made
+    from, so a result can be traced to the exact files even after they are edited or renamed)."""
+
+    def record(v: Any) -> Any:
+        if isinstance(v, Path):
+            return {"path": str(v), "sha256": sha256_file(v)} if v.is_file() else str(v)
+        if isinstance(v, (list, tuple)):
+            return [record(x) for x in v]
+        if isinstance(v, dict):
+            return {k: record(x) for k, x in v.items()}
+        return v
+
+    return {k: record(getattr(given, k)) for k in type(given).model_fields if getattr(given, k) is not None}
