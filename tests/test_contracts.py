@@ -102,7 +102,7 @@ def test_builds_from_its_default_config_or_says_what_it_needs(kind, name, tmp_pa
 #: Config required (no fallback to defaults or keyword params), plus keyword-only ``plugins`` when they
 #: build others and keyword-only ready-made parts tests inject (``model=``, ``extractor=``, ``detector=``)
 CONVENTION_KINDS = ("backbones", "noise_schedules", "vtv_strategies", "samplers", "sampling_schedules",
-                    "datasets", "evaluators", "feature_extractors", "autoencoders", "benchmarks")
+                    "datasets", "evaluators", "feature_extractors", "autoencoders", "benchmarks", "tasks")
 CLASSES = [(k, n) for k, n in ITEMS if k in CONVENTION_KINDS and isinstance(P[k].get(n).obj, type)]
 
 

@@ -342,6 +342,19 @@ def test_run_records_where_each_plugin_came_from(plugins, tmp_path):
     assert res["step"] == 1
 
 
+def test_run_config_yaml_trains_again_with_the_same_hash(plugins, tmp_path):
+    """The resume hint points at run_dir/config.yaml: it must validate and map to the same run (hash)."""
+    from fvdm.core.config import config_hash, load_config
+
+    cfg = parse_config(tiny(tmp_path, steps=2, log_every=1))
+    train(cfg, plugins, run_dir=tmp_path / "o", max_steps=1, progress=False)
+    again = load_config(tmp_path / "o" / "config.yaml")
+    assert "in_channels" not in again.backbone.params  # derived by the build, not written as if chosen
+    assert config_hash(again, plugins) == config_hash(cfg, plugins)
+    res = train(again, plugins, run_dir=tmp_path / "o", resume=True, progress=False)  # the engine accepts it
+    assert res["step"] == 2
+
+
 def test_stream_that_cannot_form_a_batch_fails_instead_of_spinning(tmp_path):
     """8 clips for a batch of 16 (or every shard bad) used to loop forever on drop_last=True."""
     from torch.utils.data import IterableDataset

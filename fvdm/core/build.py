@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fvdm.core.config import ExperimentConfig, resolve_config
+from fvdm.core.config import DERIVED_BACKBONE_KEYS, ExperimentConfig, resolve_config
 from fvdm.core.errors import ConfigError, FvdmError
 from fvdm.core.interfaces import Autoencoder, NoiseSchedule, VideoDataset, VTVStrategy
 
@@ -78,6 +78,7 @@ def backbone_spec(cfg: ExperimentConfig, plugins: Any, info: dict[str, int],
         "num_classes": info["num_classes"],
         "learn_sigma": bool(getattr(schedule, "learn_sigma", False)),
     }
+    assert set(want) == set(DERIVED_BACKBONE_KEYS), "config show leaves out exactly the fields filled in here"
     errors = []
     for key, value in want.items():
         if key not in fields:

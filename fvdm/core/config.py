@@ -260,11 +260,13 @@ def canonical_dict(cfg: ExperimentConfig, plugins: Any | None = None, *,
 DERIVED_BACKBONE_KEYS = ("in_channels", "input_size", "num_frames", "num_classes", "learn_sigma")
 
 
-def shown_dict(cfg: ExperimentConfig, plugins: Any) -> dict[str, Any]:
-    """The config ``fvdm config show`` prints: every plugin default filled in except the backbone fields the
-    build derives (unless the config gives them), so the output trains exactly as the input does and has the
-    same hash (re-filling the left-out defaults gives the same canonical dict)."""
-    data = canonical_dict(cfg, plugins)
+def shown_dict(cfg: ExperimentConfig, plugins: Any | None = None, *,
+               resolved: dict[tuple[str, ...], tuple[Any, Any]] | None = None) -> dict[str, Any]:
+    """The config ``fvdm config show`` prints and a run's ``config.yaml`` holds: every plugin default filled
+    in except the backbone fields the build derives (unless the config gives them), so the output trains
+    exactly as the input does and has the same hash (re-filling the left-out defaults gives the same
+    canonical dict). ``resolved`` as in ``canonical_dict``."""
+    data = canonical_dict(cfg, plugins, resolved=resolved)
     given = set(cfg.backbone.params)
     for key in DERIVED_BACKBONE_KEYS:
         if key not in given:

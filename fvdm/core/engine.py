@@ -38,7 +38,7 @@ from fvdm.core.build import Components, build_components, plugin_origins, set_at
 from fvdm.core.checkpoint import (
     FORMAT, VERSION, capture_rng, checkpoint_to_resume, load_state_strict, publish_checkpoint, restore_rng,
 )
-from fvdm.core.config import ExperimentConfig, canonical_dict, canonical_hash
+from fvdm.core.config import ExperimentConfig, canonical_dict, canonical_hash, shown_dict
 from fvdm.core.data_stream import check_batch, make_loader, next_batch
 from fvdm.core.divergence import NonFiniteLossError, diverged_error, divergence
 from fvdm.core.ema import ema_decay_at, ema_update, make_ema
@@ -310,7 +310,7 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
         label_dropout = float(getattr(bcfg, "class_dropout", 0.0) or 0.0)
     origins = plugin_origins(parts.resolved)  # fixed for the run: config.yaml header and every checkpoint
     if main:
-        write_config(run_dir, canonical, origins)
+        write_config(run_dir, shown_dict(cfg, resolved=parts.resolved), origins)  # `fvdm train` re-reads it
         info, n_params = parts.info, sum(p.numel() for p in raw.parameters())
         print(f"fvdm train: {run_dir} | {type(raw).__name__} {n_params / 1e6:.2f}M params | data {cfg.data.name} "
               f"{info['num_frames']}x{info['channels']}x{info['resolution']}^2 | batch {tc.batch_size} "

@@ -72,14 +72,15 @@ def truncate_metrics(path: Path, step: int) -> int:
     return dropped
 
 
-def write_config(run_dir: Path, canonical: dict[str, Any], origins: dict[str, dict[str, str]]) -> Path:
-    """``run_dir/config.yaml``: the canonical config, headed by where each of its plugins came from."""
+def write_config(run_dir: Path, shown: dict[str, Any], origins: dict[str, dict[str, str]]) -> Path:
+    """``run_dir/config.yaml``: the config as ``config show`` prints it (``shown_dict``: it trains again, with
+    the same hash), headed by where each of its plugins came from."""
     run_dir.mkdir(parents=True, exist_ok=True)
     header = "".join(f"# {field}: {o['kind']} {o['name']!r} from {o['origin']} (plugin {o['plugin']})\n"
                      for field, o in origins.items())
     path = run_dir / "config.yaml"
     path.write_text("# fvdm train config; the plugins it resolved to:\n" + header
-                    + dump_config(parse_config(canonical)))
+                    + dump_config(parse_config(shown)))
     return path
 
 

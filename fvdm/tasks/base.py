@@ -83,8 +83,8 @@ class Task:
     #: user gives none, instead of the null (unconditional) label
     default_labels: bool = False
 
-    def __init__(self, cfg: TaskConfig | None = None):
-        self.cfg = cfg if cfg is not None else self.Config()
+    def __init__(self, cfg: TaskConfig):
+        self.cfg = cfg
 
     def run(self, sampling: SamplingContext, inputs: Mapping[str, Any]) -> torch.Tensor:
         raise NotImplementedError

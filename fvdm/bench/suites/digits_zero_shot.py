@@ -428,13 +428,9 @@ class DigitsZeroShotSuite:
         return metrics
 
     # -- orchestration ---------------------------------------------------------------------
-    def run(self, out_dir: Any, *, quick: bool = False, seed: int = 0, plugins: Any = None,
+    def run(self, out_dir: Any, *, plugins: Any, quick: bool = False, seed: int = 0,
             threads: int = 1) -> dict[str, Any]:
-        if plugins is None:
-            from fvdm.core.plugins import load_plugins
-
-            plugins = load_plugins()
-        self._check_dependencies(plugins)
+        self._check_plugins(plugins)
         budget = self.cfg.quick if quick else self.cfg.standard
         metric_info = self.validate(plugins, budget, quick)
         out = Path(out_dir)
@@ -512,14 +508,9 @@ class DigitsZeroShotSuite:
         ckpt, info = self._train(plugins, out / "runs" / f"{key}_s{seed}", seed, key, model["vtv"], steps, budget)
         return info, self._evaluate(plugins, ckpt, key, model["arms"], seed, fvd, real, budget, metric_info)
 
-    def _check_dependencies(self, plugins: Any) -> None:
+    def _check_plugins(self, plugins: Any) -> None:
+        """Every plugin the config names is registered: one error listing them all, before any training."""
         missing = []
-        for mod in ("fvdm.core.engine", "fvdm.core.checkpoint", "fvdm.core.sampling", "fvdm.tasks.base",
-                    "fvdm.plugins.evaluators.metric"):
-            try:
-                __import__(mod)
-            except ImportError as exc:
-                missing.append(f"{mod} ({exc})")
         for kind, name in (("datasets", self.cfg.dataset.get("name")), ("samplers", self.cfg.sampler["name"]),
                            ("sampling_schedules", "standard"), ("feature_extractors", self.cfg.extractor["name"]),
                            ("evaluators", "fvd_digits")):
@@ -529,7 +520,7 @@ class DigitsZeroShotSuite:
             if task not in plugins["tasks"]:
                 missing.append(f"tasks {task!r}")
         if missing:
-            raise _needs(", ".join(missing), "these land with their issues (engine, tasks, evaluators); "
+            raise _needs(", ".join(missing), "install the package that registers them or fix the suite config; "
                          "`fvdm plugins` lists what is registered")
 
     # -- data ------------------------------------------------------------------------------
