@@ -5,6 +5,12 @@ natively (`fvdm`) and with the replacement trick, scored on the generated frames
 ``digit_identity`` (against the clips' true digits) and ``trajectory_error`` (against their true
 positions). Prints one JSON line per (checkpoint, mode).
 
+A second, sampler-free reading (one line per checkpoint, ``"mode": "denoise"``): the x0 error
+of the new frames when they sit at noise level u and the given frames are clean, with the
+clip's own given frames (``true``), another clip's (``other``) and none (given frames fully
+noised). ``true`` below ``none`` means the model reads its context; how far ``true`` falls
+toward 0 (the continuation is determined by the given frames) says how much of it it uses.
+
     python benchmarks/digits_context_probe.py CKPT [CKPT ...] [--clips 32] [--steps 20] [--seed 0]
 """
 
@@ -14,6 +20,31 @@ import argparse
 import json
 
 import torch
+
+LEVELS = (0.5, 0.7, 0.9)
+
+
+def denoise_errors(lm, gt: torch.Tensor, given: int, seed: int) -> dict:
+    """x0 MSE of frames given.. at each level in LEVELS, for true / other / no context: {u: {kind: mse}}."""
+    S = lm.schedule
+    noise = torch.randn(gt.shape, generator=torch.Generator().manual_seed(seed))  # (N, F, C, H, W)
+    out = {}
+    for u in LEVELS:
+        row = {}
+        for kind in ("true", "other", "none"):
+            t = torch.zeros(gt.shape[:2])  # (N, F): given frames clean
+            t[:, given:] = u
+            x0 = gt.clone()
+            if kind == "other":
+                x0[:, :given] = gt.roll(1, 0)[:, :given]  # the next clip's given frames
+            if kind == "none":
+                t[:, :given] = 1.0
+            xt = S.add_noise(x0, noise, t)
+            with torch.no_grad():
+                x0_hat, _ = S.predict_x0_eps(lm.model(xt, S.timestep_input(t)), xt, t)
+            row[kind] = round(((x0_hat[:, given:] - gt[:, given:]) ** 2).mean().item(), 4)
+        out[str(u)] = row
+    return out
 
 
 def main() -> None:
@@ -44,13 +75,15 @@ def main() -> None:
         given = list(range(args.given))
         gen = torch.zeros(args.clips, F, dtype=torch.bool)
         gen[:, args.given:] = True
+        print(json.dumps({"checkpoint": str(path), "step": lm.step, "mode": "denoise", "x0_mse":
+                          denoise_errors(lm, gt, args.given, args.seed), "clips": args.clips}), flush=True)
         for mode in ("fvdm", "vanilla_replacement"):
             task = plugins["tasks"].build({"name": "extension", "num_frames": F, "mode": mode})
             ctx = make_context(lm, plugins, steps=args.steps, batch_size=args.clips, seed=args.seed)
             with torch.no_grad():
                 video = task.run(ctx, {"video": gt[:, :args.given]})
             print(json.dumps({
-                "checkpoint": str(path), "mode": mode,
+                "checkpoint": str(path), "step": lm.step, "mode": mode,
                 "identity_f1": round(identity.evaluate(video, gt, truth=truth, context=given)["value"], 4),
                 "trajectory_error_px": round(trajectory.evaluate(video, truth, mask=gen)["value"], 3),
                 "clips": args.clips, "given": args.given, "steps": args.steps, "seed": args.seed}), flush=True)
