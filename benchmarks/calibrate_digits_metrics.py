@@ -27,7 +27,6 @@ against the true clips. Writes ``benchmarks/results/digits_calibration.{json,md}
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable

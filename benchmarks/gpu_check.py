@@ -18,7 +18,6 @@ Writes OUT/gpu_check.json and OUT/gpu_check.md. ``--device cpu --smoke`` runs ti
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import subprocess
 import sys
