@@ -563,3 +563,20 @@ def test_speed_suite_names_the_checkout_when_its_scripts_are_not_importable(tmp_
     res = suite.run(tmp_path, quick=True)
     reason = res["metrics"]["attention"]["reason"]
     assert res["metrics"]["attention"]["status"] == "missing" and "source checkout" in reason
+
+
+def test_digits_suite_builds_a_frechet_metric_through_the_callers_plugin_manager():
+    """A metric that builds its own feature extractor (fvd_digits) gets the suite's plugin manager."""
+    import warnings
+
+    from fvdm.bench.suites.digits_zero_shot import DigitsZeroShotSuite
+
+    plugins = load_plugins(entry_points=False)
+    suite = DigitsZeroShotSuite(DigitsZeroShotSuite.Config(metrics=[{"name": "fvd_digits", "num_frames": 8}]))
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(6, 8, 1, 32, 32, generator=g) * 2 - 1  # (N, F, C, H, W) in [-1, 1]
+    fake = (gt + 0.3 * torch.randn(gt.shape, generator=g)).clamp(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 6 clips for 64-d features: rank-deficient, only the wiring is tested
+        res = suite._score(plugins, None, {}, "extension", fake, gt, {})
+    assert res["fvd_digits"] > 0
