@@ -7,8 +7,8 @@ import json
 import sys
 
 from fvdm.core.config import (
-    DERIVED_BACKBONE_KEYS, config_hash, dump_config, experiment_schema, load_config_dict, parse_config,
-    resolve_config, shown_dict,
+    DERIVED_BACKBONE_KEYS, canonical_dict, canonical_hash, dump_config, experiment_schema, load_config_dict,
+    parse_config, resolve_config, shown_dict,
 )
 from fvdm.core.errors import ConfigError
 from fvdm.core.plugins import load_plugins
@@ -44,21 +44,21 @@ def _validate(args: argparse.Namespace) -> int:
     plugins = load_plugins()
     try:
         cfg = parse_config(load_config_dict(args.file), args.file)
-        resolve_config(cfg, plugins, args.file)
+        resolved = resolve_config(cfg, plugins, args.file)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    print(f"{args.file}: OK (hash {config_hash(cfg, plugins)})")
+    print(f"{args.file}: OK (hash {canonical_hash(canonical_dict(cfg, resolved=resolved))})")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     plugins = load_plugins()
     cfg = parse_config(load_config_dict(args.file) if args.file else {}, args.file)
-    resolve_config(cfg, plugins, args.file)
-    full = parse_config(shown_dict(cfg, plugins))
+    resolved = resolve_config(cfg, plugins, args.file)  # validated once; the dicts below reuse it
+    full = parse_config(shown_dict(cfg, resolved=resolved))
     if args.format == "yaml":  # JSON has no comments: its consumers get the data alone
-        print(f"# hash: {config_hash(cfg, plugins)}")
+        print(f"# hash: {canonical_hash(canonical_dict(cfg, resolved=resolved))}")
         derived = [k for k in DERIVED_BACKBONE_KEYS if k not in cfg.backbone.params]
         if derived:
             print(f"# backbone {', '.join(derived)}: derived by `fvdm train` from data, autoencoder, noise_schedule")

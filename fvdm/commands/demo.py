@@ -243,7 +243,7 @@ def _recognisability(loaded: Any, plugins: Any, cfg: Any, K: int, args: argparse
     from fvdm.commands.sample import sample_unconditional
     from fvdm.core.media import auto_scale, write_gif, write_png_grid
 
-    n = max(1, args.eval_clips)
+    n = args.eval_clips  # positive_int at the parser
     t0 = time.perf_counter()
     # fixed chunks of 16, each with its own seed: the samples do not depend on a batch-size choice
     fake_v = sample_unconditional(loaded, plugins, n, steps=K, seed=args.seed + 1000, chunk=16)  # (n, F, C, H, W)

@@ -337,11 +337,6 @@ def run_plan(plan: Plan, plugins: Any, *, progress: bool = True) -> dict[str, An
     return summary
 
 
-def run_job(job: dict[str, Any], plugins: Any, cache: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
-    """Plan and run one job (a mapping of the option names); returns its summary."""
-    return run_plan(plan_job(merge_layers({}, job), plugins, cache), plugins, progress=progress)
-
-
 def progress_reporter(label: str, enabled: bool) -> Any:
     """The sampling callback: a tqdm bar over windows on a terminal, one line per finished window otherwise
     (a carriage-return bar in a log file is unreadable); ``report(None)`` closes it."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fvdm.core.config import DERIVED_BACKBONE_KEYS, ExperimentConfig, resolve_config
+from fvdm.core.config import DERIVED_BACKBONE_KEYS, PLUGIN_FIELDS, ExperimentConfig, plugin_ref, resolve_config
 from fvdm.core.errors import ConfigError, FvdmError
 from fvdm.core.interfaces import Autoencoder, NoiseSchedule, VideoDataset, VTVStrategy
 
@@ -134,25 +134,19 @@ def build_components(cfg: ExperimentConfig, plugins: Any) -> Components:
     """Validate ``cfg`` against its plugins once and build every training component; the model fits the data."""
     resolved = resolve_config(cfg, plugins)
 
-    def make(path: tuple[str, ...], kind: str) -> Any:
-        return build_plugin(plugins, kind, _ref(cfg, path).spec(), ".".join(path), resolved=resolved[path])
+    def make(*path: str) -> Any:
+        return build_plugin(plugins, PLUGIN_FIELDS[path], plugin_ref(cfg, path).spec(), ".".join(path),
+                            resolved=resolved[path])
 
-    dataset = make(("data",), "datasets")
-    schedule = make(("noise_schedule",), "noise_schedules")
-    vtv = make(("vtv",), "vtv_strategies")
-    autoencoder = make(("autoencoder",), "autoencoders")
+    dataset = make("data")
+    schedule = make("noise_schedule")
+    vtv = make("vtv")
+    autoencoder = make("autoencoder")
     info = data_info(dataset, autoencoder)
     # the backbone spec gains data-derived fields, so it is validated here (its resolved Config lacks them)
     spec = backbone_spec(cfg, plugins, info, schedule)
     model = build_model(plugins, spec, check_against=schedule)
     return Components(dataset, model, schedule, vtv, autoencoder, info, spec, resolved)
-
-
-def _ref(cfg: ExperimentConfig, path: tuple[str, ...]) -> Any:
-    node: Any = cfg
-    for part in path:
-        node = getattr(node, part)
-    return node
 
 
 def set_attention(model: torch.nn.Module, cfg: ExperimentConfig, plugins: Any, device: torch.device,

@@ -195,7 +195,8 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Experime
         raise ConfigError(_pydantic_errors(exc, model=ExperimentConfig), source) from None
 
 
-def _get(cfg: BaseModel, path: tuple[str, ...]) -> PluginRef:
+def plugin_ref(cfg: BaseModel, path: tuple[str, ...]) -> PluginRef:
+    """The plugin reference at ``path`` (a key of ``PLUGIN_FIELDS``), e.g. ("sample", "sampler")."""
     obj: Any = cfg
     for p in path:
         obj = getattr(obj, p)
@@ -211,7 +212,7 @@ def resolve_config(cfg: ExperimentConfig, plugins: Any, source: str | None = Non
     errors: list[tuple[str, str]] = []
     resolved: dict[tuple[str, ...], tuple[Any, Any]] = {}
     for path, kind in PLUGIN_FIELDS.items():
-        ref = _get(cfg, path)
+        ref = plugin_ref(cfg, path)
         try:
             resolved[path] = plugins[kind].validate(ref.spec())
         except UnknownPluginError as exc:

@@ -17,7 +17,6 @@ needs to know a task by name::
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -25,6 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 from pydantic import BaseModel, Field, field_validator
 
+from fvdm.core.hashing import sha256_file
 from fvdm.core.interfaces import PluginConfig
 
 
@@ -91,14 +91,6 @@ class InputReader:
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.encode(pixels)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def inputs_record(given: BaseModel) -> dict[str, Any]:

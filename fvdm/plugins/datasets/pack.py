@@ -10,7 +10,6 @@ classes, the pack settings and each shard's sha256. Each sample is one clip:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -22,6 +21,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from fvdm.core.hashing import sha256_file
 from fvdm.plugins.datasets import video_io as vio
 
 MANIFEST_VERSION = 1
@@ -104,14 +104,6 @@ class ShardWriter:
     def close(self) -> list[dict[str, Any]]:
         self._close()
         return self.shards
-
-
-def sha256_file(path: "str | Path") -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_manifest(dst: Path, shards: list[dict[str, Any]], **info: Any) -> dict[str, Any]:

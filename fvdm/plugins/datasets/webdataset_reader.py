@@ -266,7 +266,8 @@ class WebDatasetVideos(torch.utils.data.IterableDataset):
 
     def _verify_checksums(self) -> None:
         """Drop (or, on_error: raise, refuse) local shards whose bytes differ from the manifest's sha256."""
-        from fvdm.plugins.datasets.pack import manifest_checksums, sha256_file
+        from fvdm.core.hashing import sha256_file
+        from fvdm.plugins.datasets.pack import manifest_checksums
 
         expected = manifest_checksums(self.shards)
         bad = []

@@ -9,13 +9,13 @@ mtime) and recorded in every metric's provenance; a pinned hash (full hex, or th
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fvdm.core.errors import FvdmError
+from fvdm.core.hashing import sha256_file as sha256_file_uncached
 
 PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ENV_VAR = "FVDM_WEIGHTS_DIR"
@@ -63,11 +63,7 @@ def sha256_file(path: str | Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _HASH_CACHE[key] = h.hexdigest()
+        _HASH_CACHE[key] = sha256_file_uncached(path)
     return _HASH_CACHE[key]
 
 
