@@ -130,9 +130,11 @@ class Components:
     resolved: dict[tuple[str, ...], tuple[Any, Any]] = field(repr=False)
 
 
-def build_components(cfg: ExperimentConfig, plugins: Any) -> Components:
-    """Validate ``cfg`` against its plugins once and build every training component; the model fits the data."""
-    resolved = resolve_config(cfg, plugins)
+def build_components(cfg: ExperimentConfig, plugins: Any, *,
+                     resolved: dict[tuple[str, ...], tuple[Any, Any]] | None = None) -> Components:
+    """Validate ``cfg`` against its plugins once (unless the caller passes ``resolve_config``'s result as
+    ``resolved``) and build every training component; the model fits the data."""
+    resolved = resolve_config(cfg, plugins) if resolved is None else resolved
 
     def make(*path: str) -> Any:
         return build_plugin(plugins, PLUGIN_FIELDS[path], plugin_ref(cfg, path).spec(), ".".join(path),

@@ -38,7 +38,7 @@ from fvdm.core.build import Components, build_components, plugin_origins, set_at
 from fvdm.core.checkpoint import (
     FORMAT, VERSION, capture_rng, checkpoint_to_resume, load_state_strict, publish_checkpoint, restore_rng,
 )
-from fvdm.core.config import ExperimentConfig, canonical_dict, canonical_hash, shown_dict
+from fvdm.core.config import ExperimentConfig, canonical_dict, canonical_hash, resolve_config, shown_dict
 from fvdm.core.data_stream import check_batch, make_loader, next_batch
 from fvdm.core.divergence import NonFiniteLossError, diverged_error, divergence
 from fvdm.core.ema import ema_decay_at, ema_update, make_ema
@@ -267,21 +267,23 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     tc = cfg.train
     rank, world, device, main = dinfo.rank, dinfo.world_size, dinfo.device, dinfo.is_main
     fsdp = tc.parallel == "fsdp2" and dinfo.distributed
-    # -- components (same seed on every rank: identical init; DDP also broadcasts rank 0's) ------------
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    random.seed(cfg.seed)
-    parts = build_components(cfg, plugins)  # validates the config against its plugins, once
-    canonical = canonical_dict(cfg, resolved=parts.resolved)
-    chash = canonical_hash(canonical)
+    # -- cheap checks first: a bad batch split or run dir fails before the dataset and model are built --
     if tc.batch_size % (world * tc.grad_accum):
         raise ConfigError([("train.batch_size", f"{tc.batch_size} is not divisible by ranks x grad_accum = {world} x "
                                                 f"{tc.grad_accum}; pick a multiple of {world * tc.grad_accum}")])
     global_micro = tc.batch_size // tc.grad_accum
+    resolved = resolve_config(cfg, plugins)  # validates the config against its plugins, once
+    canonical = canonical_dict(cfg, resolved=resolved)
+    chash = canonical_hash(canonical)
     run_dir = Path(run_dir) if run_dir is not None else Path(cfg.run_root) / f"{cfg.name}-{chash}"
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     ckpt, ckpt_src = checkpoint_to_resume(ckpt_path, canonical, cfg.name, resume, overwrite, main)
     D.barrier(dinfo)  # every rank has checked before rank 0 writes anything
+    # -- components (same seed on every rank: identical init; DDP also broadcasts rank 0's) ------------
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    parts = build_components(cfg, plugins, resolved=resolved)
 
     raw = parts.model
     param_dtype = torch.float64 if tc.dtype == "float64" else torch.float32
