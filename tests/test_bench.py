@@ -304,8 +304,12 @@ def test_digits_zero_shot_micro_run_is_reproducible(tmp_path):
         assert set(s[task]) == {"fvd", "psnr", "ssim"} and set(s[task]["fvd"]) == {a["name"] for a in MICRO_ARMS}
         for arm in MICRO_ARMS:
             assert m["per_seed"]["5"][arm["name"]][task]["context_max_abs_err"] == 0.0
-        assert set(m["baselines"][task]) == {"all black", "mean frame", "copy nearest given frame", "real + noise 0.3"}
+        assert set(m["baselines"][task]) == {"ground truth", "all black", "mean frame", "copy nearest given frame",
+                                             "real + noise 0.3"}
         assert set(m["baselines"][task]["all black"]) == {"fvd", "psnr", "ssim"}
+        assert m["baselines"][task]["ground truth"]["psnr"] == 100.0  # the capped PSNR of identical frames
+        assert set(m["versus_baselines"][task]["psnr"]) == {"all black", "mean frame", "copy nearest given frame",
+                                                            "real + noise 0.3"}
     assert set(m["baselines"]["unconditional"]) == {"real", "real + noise 0.3"}
     assert m["per_seed"]["5"]["ptss"]["long_video"]["frames"] == 32
     # arms sharing a model share its unconditional samples: the paired difference is exactly 0
@@ -321,6 +325,37 @@ def test_digits_zero_shot_micro_run_is_reproducible(tmp_path):
     md = (tmp_path / "a" / "results.md").read_text()
     assert "## success criteria" in md and "beats vanilla on image_to_video FVD" in md
     assert "| image_to_video | copy nearest given frame |" in md
+    assert "## every arm versus the trivial baselines" in md and "applicable baselines" in md
+
+
+def test_versus_baselines_applies_only_where_the_ground_truth_beats_the_baseline():
+    """Verdicts against a baseline's one value, from the seeds' CI; a baseline that outscores the data is n/a."""
+    from fvdm.bench.suites.digits_zero_shot import DigitsZeroShotSuite
+
+    suite = DigitsZeroShotSuite(DigitsZeroShotSuite.Config(arms=[
+        {"name": "a", "vtv": {"name": "synchronized"}, "sampling": "replacement"},
+        {"name": "b", "vtv": {"name": "ptss", "p": 0.2}, "sampling": "native"}], baseline="a", criteria=[]))
+    info = {"digit_identity": {"higher_is_better": True, "target": None},
+            "fvd": {"higher_is_better": False, "target": None},
+            "boundary_jump": {"higher_is_better": False, "target": 1.0}}
+    per_seed = {s: {"a": {"extension": {"digit_identity": 0.2 + d, "fvd": 40 + d, "boundary_jump": 1.6 + d}},
+                    "b": {"extension": {"digit_identity": 0.5 + d, "fvd": 30 + 10 * d, "boundary_jump": 1.1 + d}}}
+                for s, d in zip(range(5), (0.0, 0.01, -0.01, 0.02, -0.02))}
+    baselines = {"extension": {"ground truth": {"digit_identity": 0.95, "fvd": 5.0, "boundary_jump": 1.0},
+                               "copy": {"digit_identity": 0.97, "fvd": 45.0, "boundary_jump": 0.0},
+                               "noise": {"digit_identity": 0.3, "fvd": 30.0, "boundary_jump": 1.7}}}
+    v = suite._versus_baselines(per_seed, baselines, info)["extension"]
+    assert v["digit_identity"]["copy"]["applies"] is False  # copying beats the data itself: no bar
+    assert v["digit_identity"]["noise"]["applies"] is True
+    assert v["digit_identity"]["noise"]["arms"]["b"]["verdict"] == "beats"
+    assert v["digit_identity"]["noise"]["arms"]["a"]["verdict"] == "loses"
+    assert v["fvd"]["copy"]["arms"]["a"]["verdict"] == "beats" and v["fvd"]["copy"]["arms"]["b"]["verdict"] == "beats"
+    assert v["fvd"]["noise"]["arms"]["b"]["verdict"] == "tie"  # 30 +- 10 per seed straddles 30
+    # boundary jump compares |value - 1|: copy (jump 0) is 1 away, arm b (1.1) 0.1 away
+    assert v["boundary_jump"]["copy"]["baseline"] == 1.0 and v["boundary_jump"]["copy"]["arms"]["b"]["verdict"] == "beats"
+    assert v["boundary_jump"]["noise"]["arms"]["a"]["verdict"] == "beats"  # |1.6 - 1| = 0.6 < |1.7 - 1|
+    counts = suite._versus_counts(suite._versus_baselines(per_seed, baselines, info))
+    assert counts[1].startswith("b beats") and "of 5 applicable" in counts[1]
 
 
 def test_digits_sampling_noise_is_paired_per_clip_batch(tmp_path):

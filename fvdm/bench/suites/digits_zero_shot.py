@@ -104,6 +104,8 @@ DIRECTIONS = {"fvd": False, "psnr": True, "ssim": True, "digit_recognisability":
               "trajectory_error": False, "boundary_jump": False}
 #: metrics with an ideal value (1.0 = as smooth as real video): differences compare |value - target|, lower better
 TARGETS = {"boundary_jump": 1.0}
+#: the baseline rows that are the data itself: the ceiling every other baseline is checked against
+TRUTH_ROWS = ("ground truth", "real")
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
          2.045, 2.042)  # two-sided 95% t quantiles, df = 1..30 (fallback without scipy)
@@ -472,8 +474,10 @@ class DigitsZeroShotSuite:
         summary = self._summary(per_seed)
         paired = self._paired(per_seed, metric_info)
         criteria = self._criteria(per_seed, metric_info)
+        versus = self._versus_baselines(per_seed, baselines, metric_info)
         metrics = {"per_seed": per_seed, "summary": summary, "paired": paired, "criteria": criteria,
-                   "baselines": baselines, "train": train_info, "plan": plan, "setup_s": setup_s,
+                   "baselines": baselines, "versus_baselines": versus, "train": train_info, "plan": plan,
+                   "setup_s": setup_s,
                    "models": models, "arms": [a.model_dump() for a in self.cfg.arms], "baseline": self.cfg.baseline,
                    "budget": budget.model_dump(), "threads": threads, "workers": workers,
                    "threads_per_worker": threads if workers <= 1 else max(1, threads // workers),
@@ -483,7 +487,8 @@ class DigitsZeroShotSuite:
         ci = "95% t interval over seeds" if len(seeds) > 1 else "one seed: no interval"
         return {"metrics": metrics, "seeds": seeds,
                 "tables": [self._criteria_table(criteria, len(seeds)), self._paired_table(paired, ci),
-                           self._arms_table(summary, ci), self._baselines_table(baselines)],
+                           self._arms_table(summary, ci), self._baselines_table(baselines),
+                           self._versus_table(versus, ci)],
                 "plots": self._plots(paired),
                 "notes": [f"{len(seeds)} seed(s) {seeds}; budget {budget.model_dump()}; plan {plan}",
                           "arms: " + "; ".join(f"{a.name} = {_spec_str(a.vtv)}"
@@ -493,6 +498,11 @@ class DigitsZeroShotSuite:
                           f"differences are arm - {self.cfg.baseline} per seed, {ci}",
                           "verdict: supported = the 95% CI excludes 0 in the arm's favour, contradicted = against it, "
                           "inconclusive otherwise",
+                          "versus baselines: an arm beats (loses to) a trivial baseline when its 95% CI lies on the "
+                          "better (worse) side of the baseline's value; a baseline applies to a metric only where the "
+                          "ground truth beats it (copying a given frame keeps every digit sharp and identical, so on "
+                          "recognisability and identity it outscores real motion and no generator can beat it); "
+                          + "; ".join(self._versus_counts(versus)),
                           f"conditioning clips: test split seed {self.cfg.conditioning_seed}; FVD reference: "
                           f"{budget.num_reference} test-split clips of seed {self.cfg.reference_seed} (disjoint)",
                           f"FVD: float64 stats, biased covariance, extractor {metrics['extractor']['id']}",
@@ -606,7 +616,8 @@ class DigitsZeroShotSuite:
             given = self.given(task)
             F = gt.shape[1]
             nearest = [min(given, key=lambda p: (abs(p - j), p)) for j in range(F)]
-            fakes = {"all black": torch.full_like(gt, -1.0),
+            fakes = {"ground truth": gt.clone(),  # the ceiling: what a perfect generator scores here
+                     "all black": torch.full_like(gt, -1.0),
                      "mean frame": repeat(real["ref_mean_frame"], "c h w -> n f c h w", n=gt.shape[0], f=F).clone(),
                      "copy nearest given frame": gt[:, nearest].clone(),
                      f"real + noise {self.cfg.noise_sigma:g}": noisy(gt)}
@@ -849,6 +860,57 @@ class DigitsZeroShotSuite:
                 "s_per_conditional_clip": statistics.fmean(clip) if clip else float("nan"),
                 "sample_steps": budget.sample_steps}
 
+    def _versus_baselines(self, per_seed: dict[int, dict[str, Any]], baselines: dict[str, Any],
+                          metric_info: dict[str, Any]) -> dict[str, Any]:
+        """task -> metric -> baseline -> {applies, baseline, ground_truth, arms: arm -> CI of (arm - baseline)}.
+
+        Each arm's per-seed values minus the baseline's one value (a baseline has no seed), with the
+        suite's interval and verdict: beats / loses / tie. A baseline *applies* only where the data
+        itself (the ``ground truth`` row, ``real`` for unconditional FVD) beats it: a baseline that
+        outscores the ground truth marks where the metric rewards a trick, not where a model falls short.
+        """
+        words = {"supported": "beats", "contradicted": "loses", "inconclusive": "tie"}
+        out: dict[str, Any] = {}
+        for task, rows in baselines.items():
+            truth = next((rows[r] for r in TRUTH_ROWS if r in rows), {})
+            for name, values in rows.items():
+                if name in TRUTH_ROWS:
+                    continue
+                for metric, raw in values.items():
+                    info = metric_info[metric]
+                    target, hib = info.get("target"), info["higher_is_better"]
+                    value = raw if target is None else abs(raw - target)
+                    gt = truth.get(metric)
+                    gt = gt if gt is None or target is None else abs(gt - target)
+                    applies = gt is None or (gt > value if hib else gt < value)
+                    arms = {}
+                    for arm in self.cfg.arms:
+                        v = self._values(per_seed, arm.name, task, metric, target)
+                        if not v:
+                            continue
+                        d = mean_ci([v[s] - value for s in sorted(v)])
+                        if d["n"] < 2:  # one seed: the sign of the point difference, flagged in the table
+                            d["verdict"] = "beats" if (d["mean"] > 0) == hib and d["mean"] != 0 else "loses"
+                        else:
+                            d["verdict"] = words[verdict(d["ci_low"], d["ci_high"], hib)]
+                        arms[arm.name] = d
+                    out.setdefault(task, {}).setdefault(metric, {})[name] = {
+                        "applies": applies, "baseline": value, "ground_truth": gt, "arms": arms,
+                        "compared": metric.upper() if target is None else f"|{metric.upper()} - {target:g}|"}
+        return out
+
+    def _versus_counts(self, versus: dict[str, Any]) -> list[str]:
+        """One line per arm: how many applicable (task, metric, baseline) cells it beats, ties and loses."""
+        counts: dict[str, dict[str, int]] = {a.name: {"beats": 0, "tie": 0, "loses": 0} for a in self.cfg.arms}
+        for metrics in versus.values():
+            for per in metrics.values():
+                for row in per.values():
+                    for arm, d in row["arms"].items():
+                        if row["applies"]:
+                            counts[arm][d["verdict"]] += 1
+        return [f"{arm} beats {c['beats']} of {sum(c.values())} applicable baselines (tie {c['tie']}, "
+                f"loses {c['loses']})" for arm, c in counts.items() if sum(c.values())]
+
     # -- reporting -------------------------------------------------------------------------
     def _criteria_table(self, criteria: list[dict[str, Any]], n_seeds: int) -> dict[str, Any]:
         rows = []
@@ -883,6 +945,21 @@ class DigitsZeroShotSuite:
         return {"title": "trivial baselines (no learning; generated frames replaced, given frames kept)",
                 "columns": ["task", "baseline", *[f"metric {i + 1}" for i in range(width - 2)]],
                 "rows": [r + [""] * (width - len(r)) for r in rows]}
+
+    def _versus_table(self, versus: dict[str, Any], ci: str) -> dict[str, Any]:
+        arms = [a.name for a in self.cfg.arms]
+        one_seed = " (1 seed)" if ci.startswith("one seed") else ""
+        rows = []
+        for task, metrics in versus.items():
+            for per in metrics.values():
+                for name, row in per.items():
+                    gt = "-" if row["ground_truth"] is None else f"{row['ground_truth']:.4g}"
+                    cells = [("n/a" if not row["applies"] else row["arms"][a]["verdict"] + one_seed)
+                             if a in row["arms"] else "-" for a in arms]
+                    rows.append([task, row["compared"], name, f"{row['baseline']:.4g}", gt, *cells])
+        return {"title": f"every arm versus the trivial baselines ({ci}; n/a: the ground truth does not beat "
+                         "that baseline, so it is no bar for a generator)",
+                "columns": ["task", "metric", "baseline", "baseline value", "ground truth", *arms], "rows": rows}
 
     def _plots(self, paired: dict[str, Any]) -> list[dict[str, Any]]:
         plots = []
