@@ -276,6 +276,12 @@ def test_plain_mse_and_min_snr():
         w = s.loss_weights(t)
         np.testing.assert_allclose(w.numpy(), closed, rtol=1e-6)
         torch.testing.assert_close(s.loss(out, x0, xt, noise, t), w * ((out - s.target(x0, noise, t)) ** 2).mean(dim=(2, 3, 4)))
+    # snr_floor: the data-space weight is clamp(SNR, 1, 5); for v, 1 / (SNR + 1) at the noisiest levels
+    s = DDPMSchedule(DDPMSchedule.Config(learn_sigma=False, loss_weighting="min_snr", prediction="v", snr_floor=1.0))
+    np.testing.assert_allclose(s.loss_weights(t).numpy(), np.clip(snr, 1, 5) / (snr + 1), rtol=1e-6)
+    assert snr.min() < 1 and snr.max() > 5  # both clamps are exercised
+    with pytest.raises(ValueError, match="snr_floor=6.0 > snr_gamma=5.0"):
+        DDPMSchedule.Config(loss_weighting="min_snr", snr_floor=6.0)
 
 
 # -- respaced-step helpers ---------------------------------------------------------------

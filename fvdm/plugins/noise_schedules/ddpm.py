@@ -100,6 +100,10 @@ class DDPMSchedule:
             "uniform", description="min_snr: Hang et al. 2023 weights on the MSE term"
         )
         snr_gamma: float = Field(5.0, gt=0, description="gamma of min_snr weighting")
+        snr_floor: float = Field(0.0, ge=0, description=(
+            "min_snr only: lower clamp of the data-space weight, clamp(SNR, floor, gamma); 1 keeps the "
+            "high-noise levels at the weight plain v-loss gives them (truncated SNR, Salimans & Ho 2022), "
+            "which frames next to clean context need"))
 
         @model_validator(mode="after")
         def _betas_ordered(self) -> "DDPMSchedule.Config":
@@ -107,6 +111,9 @@ class DDPMSchedule:
                 raise ValueError(
                     f"beta_start={self.beta_start} > beta_end={self.beta_end}; betas must grow with t (swap them)"
                 )
+            if self.snr_floor > self.snr_gamma:
+                raise ValueError(f"snr_floor={self.snr_floor} > snr_gamma={self.snr_gamma}; the weight is "
+                                 "clamp(SNR, floor, gamma): lower snr_floor or raise snr_gamma")
             return self
 
     continuous = False
@@ -330,13 +337,16 @@ class DDPMSchedule:
         """Per-frame weights of the MSE term, (B, F) in t's dtype.
 
         min_snr (Hang et al. 2023): min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v,
-        unchanged for x0; the weight applies to the MSE term only, not to the bound.
+        unchanged for x0; the weight applies to the MSE term only, not to the bound. With
+        ``snr_floor`` f > 0 the data-space weight is clamp(SNR, f, gamma): min-SNR alone drives the
+        weight of the noisiest levels to 0, and those are the levels at which a frame has to be
+        drawn from clean neighbours (measured in the README's recipe table).
         """
         if self.cfg.loss_weighting == "uniform":
             check_timesteps(t)
             return torch.ones_like(t)
         snr = self.snr(t)
-        clipped = snr.clamp(max=self.cfg.snr_gamma)
+        clipped = snr.clamp(min=self.cfg.snr_floor, max=self.cfg.snr_gamma)
         w = {"epsilon": clipped / snr, "v": clipped / (snr + 1.0), "x0": clipped}[self.prediction]
         return w.to(t.dtype)
 
