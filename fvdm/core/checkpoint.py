@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fvdm.core.build import build_model, build_plugin
+from fvdm.core.build import build_model, build_plugin, set_attention
 from fvdm.core.config import parse_config
 from fvdm.core.errors import FvdmError
 
@@ -412,6 +412,7 @@ def load_for_sampling(path: str | Path, plugins: Any, *, use_ema: bool = True,
     weights = ckpt["ema"] if use_ema else ckpt["model"]
     load_state_strict(model, weights, "EMA" if use_ema else "model", path)
     model.to(device).eval().requires_grad_(False)
+    set_attention(model, cfg, plugins, torch.device(device), torch.float32)  # the run's configured kernel
     if hasattr(autoencoder, "to"):
         autoencoder.to(device)
     spec = ckpt["model_info"]

@@ -1,16 +1,30 @@
-"""What every built-in video backbone shares: input checks at the boundary and batched classifier-free guidance.
+"""What every built-in video backbone shares: input checks at the boundary, batched classifier-free
+guidance, and a swappable attention kernel.
 
 A backbone here has ``in_channels``, ``num_frames``, ``input_size``, ``num_classes``, a ``y_embedder``
-(``LabelEmbedder`` or None) and ``forward(x, t_in, y, *, force_drop=None)``.
+(``LabelEmbedder`` or None) and ``forward(x, t_in, y, *, force_drop=None)``; ``BackboneMixin`` turns
+the functions below into its methods.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
+import torch.nn.functional as Fn
+from einops import rearrange
 
 from fvdm.core.tensor import check_video
+
+#: ``fn(q, k, v, *, mask=None, causal=False, scale=None)`` on (B, N, H, D) tensors -> (B, N, H, D)
+AttentionFn = Callable[..., torch.Tensor]
+
+
+def sdpa_attention(q, k, v, *, mask=None, causal=False, scale=None):
+    """Default kernel: torch SDPA on (B, N, H, D) inputs (transposed to SDPA's (B, H, N, D) and back)."""
+    q, k, v = (rearrange(a, "b n h d -> b h n d") for a in (q, k, v))
+    out = Fn.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+    return rearrange(out, "b h n d -> b n h d")
 
 
 def check_inputs(model: Any, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None) -> None:
@@ -53,3 +67,29 @@ def forward_with_cfg(model: Any, x: torch.Tensor, t_in: torch.Tensor, y: torch.T
     k = model.in_channels if guided_channels is None else guided_channels
     guided = uncond[:, :, :k] + cfg_scale * (cond[:, :, :k] - uncond[:, :, :k])
     return torch.cat([guided, cond[:, :, k:]], dim=2)
+
+
+class BackboneMixin:
+    """The methods every built-in backbone has, once: boundary checks, CFG, parameter count, attention kernel.
+
+    Attention modules opt in to ``set_attention_kernel`` by holding a ``kernel`` attribute (an ``AttentionFn``).
+    """
+
+    def _check_inputs(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None) -> None:
+        check_inputs(self, x, t_in, y)
+
+    def forward_with_cfg(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor, cfg_scale: float,
+                         guided_channels: int | None = None) -> torch.Tensor:
+        """Classifier-free guidance in one batched pass (see ``forward_with_cfg``)."""
+        return forward_with_cfg(self, x, t_in, y, cfg_scale, guided_channels)
+
+    def num_params(self, trainable_only: bool = True) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def set_attention_kernel(self, fn: AttentionFn) -> None:
+        """Use ``fn(q, k, v, *, mask=None, causal=False, scale=None)`` on (B, N, H, D) in every attention layer."""
+        if not callable(fn):
+            raise TypeError(f"attention kernel must be callable, got {type(fn).__name__}")
+        for m in self.modules():
+            if hasattr(m, "kernel") and m is not self:
+                m.kernel = fn

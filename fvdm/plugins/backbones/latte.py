@@ -13,29 +13,18 @@ Parameter names follow Latte; ``latte_import.py`` maps Latte / FVDM checkpoints 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as Fn
 from einops import rearrange
 from pydantic import Field, create_model, model_validator
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from fvdm.core.interfaces import PluginConfig
-from fvdm.plugins.backbones.common import check_inputs, forward_with_cfg
+from fvdm.plugins.backbones.common import AttentionFn, BackboneMixin, sdpa_attention
 from fvdm.plugins.backbones.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_1d, sincos_2d
-
-AttentionFn = Callable[..., torch.Tensor]
-
-
-def sdpa_attention(q, k, v, *, mask=None, causal=False, scale=None):
-    """Default kernel: torch SDPA on (B, N, H, D) inputs (transposed to SDPA's (B, H, N, D) and back)."""
-    q, k, v = (rearrange(a, "b n h d -> b h n d") for a in (q, k, v))
-    out = Fn.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
-    return rearrange(out, "b h n d -> b n h d")
-
 
 class LatteConfig(PluginConfig):
     """Latte/FVDM backbone. ``depth`` counts blocks as Latte does: depth/2 spatial+temporal pairs."""
@@ -160,7 +149,7 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
-class Latte(nn.Module):
+class Latte(BackboneMixin, nn.Module):
     """FVDM Latte: ``model(x (B,F,C,H,W), t_in (B,F) | (B,), y (B,) | None) -> (B,F,C_out,H,W)``.
 
     ``t_in`` is the schedule's ``timestep_input(t)`` (e.g. DDPM steps as floats). A (B,) ``t_in``
@@ -222,19 +211,7 @@ class Latte(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    # -- attention --------------------------------------------------------------------------------
-    def set_attention_kernel(self, fn: AttentionFn) -> None:
-        """Use ``fn(q, k, v, *, mask=None, causal=False, scale=None)`` on (B, N, H, D) in every block."""
-        if not callable(fn):
-            raise TypeError(f"attention kernel must be callable, got {type(fn).__name__}")
-        for m in self.modules():
-            if isinstance(m, Attention):
-                m.kernel = fn
-
     # -- forward ----------------------------------------------------------------------------------
-    def _check_inputs(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None) -> None:
-        check_inputs(self, x, t_in, y)
-
     def conditioning(self, t_in: torch.Tensor, y: torch.Tensor | None = None, force_drop: torch.Tensor | None = None):
         """Per-frame conditioning c: (B, F, D) from t_in (B, F), or (B, 1, D) from a scalar t_in (B,)."""
         c = self.t_embedder(t_in if t_in.ndim == 2 else t_in[:, None])  # (B, F|1, D)
@@ -278,14 +255,6 @@ class Latte(nn.Module):
             h = rearrange(h, "b n f d -> b f n d")
         out = self.final_layer(h, c)  # (B, F, N, p*p*C_out)
         return rearrange(out, "b f (gh gw) (p q c) -> b f c (gh p) (gw q)", gh=g, p=p, q=p)
-
-    def forward_with_cfg(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor, cfg_scale: float,
-                         guided_channels: int | None = None) -> torch.Tensor:
-        """Classifier-free guidance in one batched pass (see ``common.forward_with_cfg``)."""
-        return forward_with_cfg(self, x, t_in, y, cfg_scale, guided_channels)
-
-    def num_params(self, trainable_only: bool = True) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
 
 def build_latte(name_or_cfg: "str | LatteConfig" = "latte_tiny", **overrides) -> Latte:

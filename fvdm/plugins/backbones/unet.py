@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from fvdm.core.interfaces import PluginConfig
-from fvdm.plugins.backbones.common import check_inputs, forward_with_cfg
+from fvdm.plugins.backbones.common import AttentionFn, BackboneMixin, sdpa_attention
 from fvdm.plugins.backbones.embeddings import LabelEmbedder, TimestepEmbedder
 
 
@@ -106,7 +106,11 @@ class ResBlock(nn.Module):
 
 
 class Attention(nn.Module):
-    """Pre-norm multi-head self-attention over the middle axis of (M, L, C) tokens, zero-init output."""
+    """Pre-norm multi-head self-attention over the middle axis of (M, L, C) tokens, zero-init output.
+
+    The kernel is the configured ``attention`` (``set_attention_kernel``); ``auto`` on CPU in bf16 runs
+    these short sequences (8 frames, 64 pixels) through the plain math kernel, which beats SDPA's
+    flash path there (0.87x train-step time measured on the 2-core machine)."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -114,11 +118,12 @@ class Attention(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = _zero(nn.Linear(dim, dim))
+        self.kernel: AttentionFn = sdpa_attention
 
     def forward(self, x: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(self.norm(x)), "m l (three h d) -> three m h l d", three=3, h=self.num_heads)
-        out = Fn.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (M, heads, L, d)
-        return x + self.proj(rearrange(out, "m h l d -> m l (h d)"))
+        q, k, v = rearrange(self.qkv(self.norm(x)), "m l (three h d) -> three m l h d", three=3, h=self.num_heads)
+        out = self.kernel(q, k, v, mask=None, causal=causal, scale=None)  # (M, L, heads, d)
+        return x + self.proj(rearrange(out, "m l h d -> m l (h d)"))
 
 
 class TemporalAttention(nn.Module):
@@ -150,7 +155,7 @@ class SpatialAttention(nn.Module):
         return rearrange(out, "m (h w) c -> m c h w", h=h, w=w)
 
 
-class UNetVideo(nn.Module):
+class UNetVideo(BackboneMixin, nn.Module):
     """Pseudo-3D U-Net with per-frame timestep (and class) conditioning; see the module docstring."""
 
     Config = UNetVideoConfig
@@ -204,9 +209,6 @@ class UNetVideo(nn.Module):
         self.conv_out = _zero(nn.Conv2d(cur, self.out_channels * p * p, 3, padding=1))  # output exactly 0 at init
 
     # -- inputs ---------------------------------------------------------------------------------
-    def _check_inputs(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None) -> None:
-        check_inputs(self, x, t_in, y)
-
     def conditioning(self, t_in: torch.Tensor, y: torch.Tensor | None, frames: int,
                      force_drop: torch.Tensor | None = None) -> torch.Tensor:
         """One embedding per frame: (B*F, E)."""
@@ -247,11 +249,3 @@ class UNetVideo(nn.Module):
                 h = layer(Fn.interpolate(h, scale_factor=2.0, mode="nearest"))  # (B*F, C, 2H, 2W)
         out = self.conv_out(Fn.silu(self.norm_out(h)))  # (B*F, C_out*p*p, H/p, W/p)
         return rearrange(out, "(b f) (c p q) h w -> b f c (h p) (w q)", b=B, p=p, q=p)
-
-    def forward_with_cfg(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor, cfg_scale: float,
-                         guided_channels: int | None = None) -> torch.Tensor:
-        """Classifier-free guidance in one batched pass (see ``common.forward_with_cfg``)."""
-        return forward_with_cfg(self, x, t_in, y, cfg_scale, guided_channels)
-
-    def num_params(self, trainable_only: bool = True) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
