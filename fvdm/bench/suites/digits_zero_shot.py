@@ -110,7 +110,7 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
          2.045, 2.042)  # two-sided 95% t quantiles, df = 1..30 (fallback without scipy)
 #: seconds per unit, one worker thread (unet_video batch 8, bf16), measured on the mostly idle 2-core machine
-UNIT_COSTS = {"train_step": 0.40, "cond_window_step": 0.031, "uncond_clip_step": 0.031, "setup": 74.0}
+UNIT_COSTS = {"train_step": 0.245, "cond_window_step": 0.031, "uncond_clip_step": 0.031, "setup": 74.0}
 
 
 def _needs(what: str, fix: str) -> Exception:
@@ -223,7 +223,7 @@ class Budget(PluginConfig):
     """What one run spends; ``standard`` and ``quick`` presets below."""
 
     seeds: int = Field(5, ge=1)
-    train_steps: int = Field(1200, ge=1, description="per model; an arm trains steps_multiplier x this")
+    train_steps: int = Field(2000, ge=1, description="per model; an arm trains steps_multiplier x this")
     sample_steps: int = Field(8, ge=1, description="DDIM steps per window")
     num_uncond: int = Field(256, ge=2, description="unconditional clips per model for FVD")
     num_task: int = Field(64, ge=2, description="test clips per conditional task (i2v, interpolation, extension)")
