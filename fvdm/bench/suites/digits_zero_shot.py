@@ -54,17 +54,17 @@ Design (every part is a config field; the defaults below are the pre-registered 
 Budgets (``standard`` is the default, ``quick`` with --quick). ``plan()`` counts what a
 budget costs (training steps; sampled clip-windows, each ``sample_steps`` model calls)
 and estimates the time from ``UNIT_COSTS``, measured in the committed standard run
-(unet_video, batch 8, 8x32x32 clips, bf16, 2 workers x 1 thread on the 2-core machine,
-mostly idle): 0.40 s per training step, 0.031 s per conditional clip-window per DDIM step
-(metrics included), about the same per unconditional clip per step, 74 s of setup
-(reference statistics, baselines). With the primary arms (5 arms, 2 trained models per
-seed):
+(unet_video, batch 8, 8x32x32 clips, bf16, 2 workers x 1 thread on the 2-core machine):
+0.28 s per training step, 0.024 s per conditional clip-window per DDIM step (metrics
+included), about the same per unconditional clip per step, 25 s of setup (reference
+statistics, baselines). With the primary arms (5 arms, 2 trained models per seed):
 
-  standard  5 seeds x 1200 steps, 8 DDIM steps, 64 clips per conditional task, 8 long
-            videos, 256 unconditional clips: 12,000 training steps -> 62 min measured
-            (git f2912658, benchmarks/results/digits_zero_shot)
-  quick     1 seed x 400 steps, 8 DDIM steps, 32 clips per task, 2 long videos: ~6 min
-            estimated from the same unit costs (not timed as a whole)
+  standard  5 seeds x 2000 steps, 8 DDIM steps, 64 clips per conditional task, 8 long
+            videos, 256 unconditional clips: 20,000 training steps -> 64 min measured
+            (git 042cc12, benchmarks/results/digits_zero_shot; 1200 steps took 62 min
+            before unet_video's attention went through the math kernel)
+  quick     1 seed x 400 steps, 8 DDIM steps, 32 clips per task, 2 long videos: ~5 min
+            estimated from the same unit costs (230 s measured at git 257c7d6)
 
 ``arm_preset: all`` (6 models per seed) multiplies the training part by 3: a GPU budget.
 Re-measure when the backbone changes (``results.json`` records ``plan``, ``costs``
@@ -110,7 +110,7 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
          2.045, 2.042)  # two-sided 95% t quantiles, df = 1..30 (fallback without scipy)
 #: seconds per unit, one worker thread (unet_video batch 8, bf16), measured on the mostly idle 2-core machine
-UNIT_COSTS = {"train_step": 0.245, "cond_window_step": 0.031, "uncond_clip_step": 0.031, "setup": 74.0}
+UNIT_COSTS = {"train_step": 0.28, "cond_window_step": 0.024, "uncond_clip_step": 0.024, "setup": 25.0}
 
 
 def _needs(what: str, fix: str) -> Exception:
