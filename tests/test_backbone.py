@@ -257,19 +257,26 @@ def test_causal_temporal_attention_is_causal_in_time():
     assert (full(x2, t2)[:, :2] - full(x, t)[:, :2]).abs().max() > 1e-5  # full attention sees the future
 
 
-def test_attention_kernel_hook_and_causal_flag():
-    m = randomize(tiny(temporal_attention="causal"))
-    x, t = inputs()
-    want = m(x, t)
-    calls = []
 
-    def math_kernel(q, k, v, *, mask=None, causal=False, scale=None):  # (B, N, H, D)
+def recording_math_kernel(calls: list):
+    """A plain softmax attention kernel on (B, N, H, D) that records (sequence length, causal) per call."""
+
+    def kernel(q, k, v, *, mask=None, causal=False, scale=None):
         calls.append((q.shape[1], causal))
         a = torch.einsum("bnhd,bmhd->bhnm", q, k) * (scale or q.shape[-1] ** -0.5)
         if causal:
             a = a.masked_fill(torch.ones(a.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
         return torch.einsum("bhnm,bmhd->bnhd", a.softmax(-1), v)
 
+    return kernel
+
+
+def test_attention_kernel_hook_and_causal_flag():
+    m = randomize(tiny(temporal_attention="causal"))
+    x, t = inputs()
+    want = m(x, t)
+    calls = []
+    math_kernel = recording_math_kernel(calls)
     m.set_attention_kernel(math_kernel)
     torch.testing.assert_close(m(x, t), want, atol=1e-5, rtol=1e-5)
     assert calls == [(16, False), (FR, True)] * 2  # spatial over N=16 patches, temporal over F, causal
@@ -443,14 +450,7 @@ def test_unet_video_attention_kernel_is_swappable_and_equal():
     with torch.no_grad():
         want = m(x, t)
     calls = []
-
-    def math_kernel(q, k, v, *, mask=None, causal=False, scale=None):  # (B, N, H, D)
-        calls.append((q.shape[1], causal))
-        a = torch.einsum("bnhd,bmhd->bhnm", q, k) * (scale or q.shape[-1] ** -0.5)
-        if causal:
-            a = a.masked_fill(torch.ones(a.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
-        return torch.einsum("bhnm,bmhd->bnhd", a.softmax(-1), v)
-
+    math_kernel = recording_math_kernel(calls)
     m.set_attention_kernel(math_kernel)
     with torch.no_grad():
         got = m(x, t)
