@@ -890,7 +890,8 @@ class DigitsZeroShotSuite:
                             continue
                         d = mean_ci([v[s] - value for s in sorted(v)])
                         if d["n"] < 2:  # one seed: the sign of the point difference, flagged in the table
-                            d["verdict"] = "beats" if (d["mean"] > 0) == hib and d["mean"] != 0 else "loses"
+                            d["verdict"] = ("tie" if d["mean"] == 0 else
+                                            "beats" if (d["mean"] > 0) == hib else "loses")
                         else:
                             d["verdict"] = words[verdict(d["ci_low"], d["ci_high"], hib)]
                         arms[arm.name] = d
