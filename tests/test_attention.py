@@ -381,3 +381,16 @@ def test_fvdm_plugins_cli_prints_kernel_reasons(no_xformers, capsys):
     assert f"unavailable: {XF_MISSING}\n" in out  # the install hint is not repeated
     for name in ("math", "sdpa", "flex"):
         assert f"[ok ] {name}" in out or f"[n/a] {name}" in out
+
+
+def test_set_attention_names_the_cpu_bf16_route():
+    """The training log says that auto runs short sequences through math on a CPU in bf16, not just "sdpa"."""
+    from fvdm.core.build import set_attention
+    from fvdm.core.config import parse_config
+    from fvdm.plugins.backbones.unet import UNetVideo, UNetVideoConfig
+
+    P = load_plugins(entry_points=False)
+    cfg = parse_config({"data": {"name": "moving_digits"}, "backbone": {"name": "unet_video"}}, "test")
+    model = UNetVideo(UNetVideoConfig(num_frames=4, input_size=16, base_channels=16))
+    assert set_attention(model, cfg, P, torch.device("cpu"), torch.bfloat16).startswith("auto (math for <= 64 keys")
+    assert set_attention(model, cfg, P, torch.device("cpu"), torch.float32) == "sdpa"
