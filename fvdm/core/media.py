@@ -75,7 +75,8 @@ def current_umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write ``path`` through ``write(tmp)`` on a temp file beside it, then rename: never a torn file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
@@ -102,7 +103,7 @@ def write_gif(video: torch.Tensor, path: str | Path, fps: int = 8, pad: int = 1,
     def write(tmp: Path) -> None:
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
 
-    return _atomic_write(Path(path), write)
+    return atomic_write(Path(path), write)
 
 
 def write_png_grid(video: torch.Tensor, path: str | Path, pad: int = 1, scale: int = 1) -> Path:
@@ -113,7 +114,7 @@ def write_png_grid(video: torch.Tensor, path: str | Path, pad: int = 1, scale: i
     v = torch.nn.functional.pad(v, (0, pad, 0, pad), value=255) if pad else v
     grid = rearrange(v, "b f c h w -> (b h) (f w) c").numpy()
     img = _pil(grid)
-    return _atomic_write(Path(path), lambda tmp: img.save(tmp, format="PNG"))
+    return atomic_write(Path(path), lambda tmp: img.save(tmp, format="PNG"))
 
 
 def write_mp4(video: torch.Tensor, path: str | Path, fps: int = 8) -> Path:
@@ -141,7 +142,7 @@ def write_mp4(video: torch.Tensor, path: str | Path, fps: int = 8) -> Path:
             for packet in stream.encode():
                 container.mux(packet)
 
-    return _atomic_write(Path(path), write)
+    return atomic_write(Path(path), write)
 
 
 def write_npz(video: torch.Tensor, path: str | Path, **_: Any) -> Path:
@@ -154,7 +155,7 @@ def write_npz(video: torch.Tensor, path: str | Path, **_: Any) -> Path:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a temp name
             np.savez_compressed(f, videos=v)
 
-    return _atomic_write(Path(path), write)
+    return atomic_write(Path(path), write)
 
 
 def _as_batch(video: torch.Tensor) -> torch.Tensor:

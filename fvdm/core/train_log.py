@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,10 +18,10 @@ from typing import Any, Iterator
 import torch
 
 from fvdm.core import distributed as D
-from fvdm.core.checkpoint import temp_path
 from fvdm.core.config import dump_config, parse_config
 from fvdm.core.errors import warn_once
 from fvdm.core.interfaces import VideoDataset
+from fvdm.core.media import atomic_write
 
 
 class LossByLevel:
@@ -66,9 +65,7 @@ def truncate_metrics(path: Path, step: int) -> int:
             continue
         keep.append(line)
     if dropped:
-        tmp = temp_path(path)
-        tmp.write_text("".join(f"{line}\n" for line in keep))
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in keep)))
     return dropped
 
 
