@@ -222,11 +222,21 @@ class SelectedAttentionKernel:
                  causal: bool = False, scale: float | None = None) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
         name, fn = self.resolve(q.device, q.dtype, needs_grad)
-        if (self.requested == "auto" and name == DEFAULT_FALLBACK and q.device.type == "cpu"
-                and q.dtype in (torch.bfloat16, torch.float16)):
+        if self._routes_cpu_half(name, q.device, q.dtype):
             name, fn = self._cpu_half(fn, k.shape[1])
         self.last_used = name
         return fn(q, k, v, mask=mask, causal=causal, scale=scale)
+
+    def _routes_cpu_half(self, name: str, device: torch.device, dtype: torch.dtype) -> bool:
+        """``auto`` chose sdpa for half-precision tensors on a CPU: each call then picks by sequence length."""
+        return (self.requested == "auto" and name == DEFAULT_FALLBACK and device.type == "cpu"
+                and dtype in (torch.bfloat16, torch.float16))
+
+    def describe(self, device: Any, dtype: Any) -> str:
+        """What runs for ``device``/``dtype``, in words (the training log's ``attention ...``)."""
+        if self._routes_cpu_half(self.name, _as_device(device), _as_dtype(dtype)):
+            return f"auto ({REFERENCE} for <= {CPU_HALF_MATH_MAX_KEYS} keys, else {DEFAULT_FALLBACK} in fp32)"
+        return self.name
 
     def _cpu_half(self, sdpa: KernelFn, nk: int) -> tuple[str, KernelFn]:
         """``auto``'s fastest CPU route for half-precision q/k/v (see CPU_HALF_MATH_MAX_KEYS)."""

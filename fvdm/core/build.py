@@ -158,15 +158,9 @@ def set_attention(model: torch.nn.Module, cfg: ExperimentConfig, plugins: Any, d
         return None
     from fvdm.core.attention import select_attention_kernel
 
-    from fvdm.core.attention import CPU_HALF_MATH_MAX_KEYS, DEFAULT_FALLBACK
-
     fn = select_attention_kernel(plugins, cfg.attention, device=device, dtype=dtype)
     model.set_attention_kernel(fn)
-    name = str(getattr(fn, "name", None) or getattr(fn, "__name__", fn))
-    if (getattr(fn, "requested", None) == "auto" and name == DEFAULT_FALLBACK and torch.device(device).type == "cpu"
-            and dtype in (torch.bfloat16, torch.float16)):  # say what runs, not only what was chosen
-        return f"auto (math for <= {CPU_HALF_MATH_MAX_KEYS} keys, else {DEFAULT_FALLBACK} in fp32)"
-    return name
+    return fn.describe(device, dtype)
 
 
 def plugin_origins(resolved: dict[tuple[str, ...], tuple[Any, Any]]) -> dict[str, dict[str, str]]:
