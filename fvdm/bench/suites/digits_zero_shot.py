@@ -790,7 +790,7 @@ class DigitsZeroShotSuite:
     def _values(per_seed: dict[int, dict[str, Any]], arm: str, task: str, metric: str,
                 target: float | None = None) -> dict[int, float]:
         """seed -> value (or |value - target| for metrics with an ideal value)."""
-        return {s: arms[arm][task][metric] if target is None else abs(arms[arm][task][metric] - target)
+        return {s: _compared(arms[arm][task][metric], target)
                 for s, arms in per_seed.items() if arm in arms and task in arms[arm] and metric in arms[arm][task]}
 
     def _summary(self, per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -826,7 +826,7 @@ class DigitsZeroShotSuite:
                     if d is not None:
                         d["verdict"] = verdict(d["ci_low"], d["ci_high"], info["higher_is_better"])
                         if info.get("target") is not None:
-                            d["compared"] = f"|{metric.upper()} - {info['target']:g}|"
+                            d["compared"] = _compared_name(metric, info["target"])
                         out.setdefault(task, {}).setdefault(metric, {})[arm.name] = d
         return out
 
@@ -837,7 +837,7 @@ class DigitsZeroShotSuite:
             hib = metric_info[c.metric]["higher_is_better"]
             target = metric_info[c.metric].get("target")
             d = self._diff(per_seed, c.arm, against, c.task, c.metric, target)
-            what = c.metric.upper() if target is None else f"|{c.metric.upper()} - {target:g}|"
+            what = _compared_name(c.metric, target)
             claim = (f"{c.arm} beats {against} on {c.task} {what} if the 95% CI of the paired "
                      f"difference ({c.arm} - {against}) lies {'above' if hib else 'below'} 0")
             out.append({"claim": claim, "why": c.why, "arm": c.arm, "against": against, "task": c.task,
@@ -879,9 +879,8 @@ class DigitsZeroShotSuite:
                 for metric, raw in values.items():
                     info = metric_info[metric]
                     target, hib = info.get("target"), info["higher_is_better"]
-                    value = raw if target is None else abs(raw - target)
-                    gt = truth.get(metric)
-                    gt = gt if gt is None or target is None else abs(gt - target)
+                    value = _compared(raw, target)
+                    gt = None if truth.get(metric) is None else _compared(truth[metric], target)
                     applies = gt is None or (gt > value if hib else gt < value)
                     arms = {}
                     for arm in self.cfg.arms:
@@ -897,7 +896,7 @@ class DigitsZeroShotSuite:
                         arms[arm.name] = d
                     out.setdefault(task, {}).setdefault(metric, {})[name] = {
                         "applies": applies, "baseline": value, "ground_truth": gt, "arms": arms,
-                        "compared": metric.upper() if target is None else f"|{metric.upper()} - {target:g}|"}
+                        "compared": _compared_name(metric, target)}
         return out
 
     def _versus_counts(self, versus: dict[str, Any]) -> list[str]:
@@ -983,6 +982,15 @@ class DigitsZeroShotSuite:
 
 #: registered evaluators known to need the generator's ground truth (digit positions) though they do not say so
 TRUTH_METRICS = {"trajectory_error"}
+
+
+def _compared(value: float, target: float | None) -> float:
+    """What differences and baselines compare: the value, or its distance to the metric's ideal value."""
+    return value if target is None else abs(value - target)
+
+
+def _compared_name(metric: str, target: float | None) -> str:
+    return metric.upper() if target is None else f"|{metric.upper()} - {target:g}|"
 
 
 def _needs_trajectories(cls: Any, name: str = "") -> bool:
