@@ -29,6 +29,28 @@ BASE = {**json.loads(json.dumps(DEMO_CONFIG)), "name": "digits_recipe",
         "train": {**DEMO_CONFIG["train"], "bf16": False, "log_every": 50}}
 
 
+def _stats(ext, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased covariance (StyleGAN-V) of the ``digits`` features of clips in [-1, 1]."""
+    with torch.no_grad():
+        f = ext(((v.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)).double()  # (N, D)
+    mu = f.mean(0)
+    return mu, (f - mu).T @ (f - mu) / len(f)
+
+
+_REFERENCE: dict[tuple[int, int], tuple] = {}
+
+
+def _reference(plugins, frames: int, resolution: int) -> tuple:
+    """(extractor, stats of 512 test-split clips), computed once per clip shape, not per scored checkpoint."""
+    key = (frames, resolution)
+    if key not in _REFERENCE:
+        ext = plugins["feature_extractors"].build({"name": "digits"})
+        real_ds = plugins["datasets"].build({"name": "moving_digits", "split": "test", "num_frames": frames,
+                                             "resolution": resolution, "num_clips": 512})
+        _REFERENCE[key] = ext, _stats(ext, torch.stack([real_ds[i]["video"] for i in range(512)]))
+    return _REFERENCE[key]
+
+
 def score(ckpt: Path, plugins, n: int, steps: int, seed: int, out_png: Path) -> dict:
     from fvdm.commands.sample import sample_unconditional
     from fvdm.core.checkpoint import load_for_sampling
@@ -40,19 +62,10 @@ def score(ckpt: Path, plugins, n: int, steps: int, seed: int, out_png: Path) -> 
     sec = time.perf_counter() - t0
     write_png_grid(fake[:8], out_png)
     res = {"sample_seconds": round(sec, 1)}
-    ext = plugins["feature_extractors"].build({"name": "digits"})
-    real_ds = plugins["datasets"].build({"name": "moving_digits", "split": "test", "num_frames": fake.shape[1],
-                                         "resolution": fake.shape[-1], "num_clips": 512})
-    real = torch.stack([real_ds[i]["video"] for i in range(512)])
     from fvdm.plugins.evaluators.frechet import frechet_distance
 
-    def stats(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            f = ext(((v.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)).double()  # (N, D)
-        mu = f.mean(0)
-        return mu, (f - mu).T @ (f - mu) / len(f)  # biased covariance (StyleGAN-V)
-
-    res["fvd_digits"] = round(float(frechet_distance(*stats(real), *stats(fake))), 2)
+    ext, real_stats = _reference(plugins, fake.shape[1], fake.shape[-1])
+    res["fvd_digits"] = round(float(frechet_distance(*real_stats, *_stats(ext, fake))), 2)
     if "digit_recognisability" in plugins["evaluators"]:
         ev = plugins["evaluators"].build({"name": "digit_recognisability"})
         r = ev.evaluate(fake.clamp(-1, 1))
