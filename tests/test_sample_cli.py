@@ -62,12 +62,23 @@ def test_schedule_and_sampler_specs_are_validated_and_recorded_in_full(ckpt, tmp
     (["--task", "image_to_video", "--image", "missing.png"], "task 'image_to_video' inputs: image: Path does not "
                                                              "point to a file"),
     (["--task", "infill", "--input", "given=1,x"], "expected comma-separated frame indices"),
+    (["--task", "unconditional", "--history-guidance", "2"],
+     "--history-guidance 2 needs context frames and task 'unconditional' has none"),
+    (["--task", "long_video", "--history-level", "1.5"], "--history-level must be in (0, 1]"),
 ])
 def test_bad_specs_and_inputs_are_one_line_before_any_work(ckpt, tmp_path, capsys, args, expect):
     assert sample(ckpt, tmp_path / "o", *args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert expect in err[0] and len(err) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_history_guidance_and_multistep_sampler_from_the_command_line(ckpt, tmp_path):
+    assert sample(ckpt, tmp_path, "--task", "long_video", "--frames", "6", "--sampler", "dpmpp_2m",
+                  "--history-guidance", "2", "--history-level", "0.8") == 0
+    m = meta(tmp_path / "long_video.json")
+    assert (m["history_guidance"], m["history_level"]) == (2.0, 0.8)
+    assert m["sampler"]["name"] == "dpmpp_2m" and m["frames"] == 6
 
 
 def test_task_inputs_from_files_recorded_with_sha256(ckpt, tmp_path):

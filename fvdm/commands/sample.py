@@ -37,8 +37,8 @@ TASK_FLAGS = ("image", "last", "video", "given", "context_frames", "label", "fra
 #: a flag whose task field has another name
 FLAG_FIELDS = {"frames": "num_frames"}
 #: settings of the run itself (sampling context and outputs)
-RUN_KEYS = ("checkpoint", "out", "name", "steps", "seed", "batch_size", "cfg_scale", "on_mismatch", "formats",
-            "fps", "device", "no_ema")
+RUN_KEYS = ("checkpoint", "out", "name", "steps", "seed", "batch_size", "cfg_scale", "history_guidance",
+            "history_level", "on_mismatch", "formats", "fps", "device", "no_ema")
 #: keys holding a spec (a name or a mapping), and the shorthand flags for one parameter of them
 SPEC_KEYS = ("task", "sampler", "schedule")
 SHORTHANDS = {"eta": ("sampler", "eta"), "u": ("schedule", "u")}
@@ -87,6 +87,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a sampling-schedule parameter (value parsed as YAML), e.g. u=0.5; repeatable")
     p.add_argument("--u", type=float, help="shorthand for --schedule-param u=U (pyramid, trapezoid)")
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (class-conditional models)")
+    p.add_argument("--history-guidance", type=float, metavar="S",
+                   help="history guidance scale (1 = off): guide between the prediction with the given context and "
+                        "with it noised to --history-level; tasks with context only")
+    p.add_argument("--history-level", type=float, metavar="L",
+                   help="level (0, 1] the unguided branch shows the context at (default 1 = dropped)")
     p.add_argument("--label", type=int, nargs="+", help="class label(s)")
     p.add_argument("--overlap", type=nonnegative_int, help="frames shared by consecutive windows (default window/2)")
     p.add_argument("--window", type=positive_int, help="frames per window (default and maximum: the checkpoint's)")
@@ -112,7 +117,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def make_context(loaded: Any, plugins: Any, *, steps: int | None = None, sampler: Any = None, schedule: Any = None,
                  cfg_scale: float | None = None, batch_size: int = 1, seed: int = 0, device: str = "cpu",
-                 callback: Any = None) -> Any:
+                 callback: Any = None, history_guidance: float | None = None, history_level: float | None = None
+                 ) -> Any:
     """A ``SamplingContext`` for a loaded checkpoint; unset settings come from its config's ``sample``."""
     from fvdm.tasks.base import SamplingContext
 
@@ -125,6 +131,8 @@ def make_context(loaded: Any, plugins: Any, *, steps: int | None = None, sampler
         shape=(loaded.latent_channels, loaded.latent_resolution, loaded.latent_resolution),
         steps=int(steps or sc.steps), batch_size=batch_size,
         cfg_scale=float(sc.cfg_scale if cfg_scale is None else cfg_scale), num_classes=loaded.num_classes,
+        history_guidance=float(1.0 if history_guidance is None else history_guidance),
+        history_level=float(1.0 if history_level is None else history_level),
         generator=torch_generator(seed), device=device, callback=callback, plugins=plugins,
     )
 
@@ -279,6 +287,7 @@ def plan_job(job: dict[str, Any], plugins: Any, cache: dict[str, Any]) -> Plan:
     task = plugins["tasks"].build(task_spec)
     if hasattr(task, "window_size"):
         task.window_size(loaded.num_frames)  # a --window too large: one line before any file is read
+    check_history_guidance(job, entry.name, task)
     reader = InputReader(shape=(loaded.channels, loaded.resolution, loaded.resolution),
                          num_frames=loaded.num_frames, num_classes=loaded.num_classes,
                          batch_size=int(job.get("batch_size") or 1), encode=loaded.autoencoder.encode,
@@ -286,6 +295,21 @@ def plan_job(job: dict[str, Any], plugins: Any, cache: dict[str, Any]) -> Plan:
     return Plan(job=job, loaded=loaded, task=task, task_spec=task_spec, sampler=sampler, schedule=schedule,
                 context_schedule=context_schedule, inputs=task.read_inputs(given, reader),
                 inputs_record=inputs_record(given), formats=formats)
+
+
+def check_history_guidance(job: dict[str, Any], task_name: str, task: Any) -> None:
+    """--history-guidance / --history-level: in range, and only for a task that has context, before any sampling."""
+    hg, level = job.get("history_guidance"), job.get("history_level")
+    if level is not None and not 0.0 < float(level) <= 1.0:
+        raise ValueError(f"--history-level must be in (0, 1] (got {level}); 1 drops the context, smaller noises it")
+    if hg is None or float(hg) == 1.0:
+        return
+    if float(hg) < 0:
+        raise ValueError(f"--history-guidance must be >= 0 (got {hg}); 1 is off, > 1 strengthens the context")
+    if not getattr(task, "uses_context", True):
+        raise ValueError(f"--history-guidance {float(hg):g} needs context frames and task {task_name!r} has none; drop it, or "
+                         "use a task with given frames (image_to_video, interpolation, infill, extension, long_video "
+                         "with --video, df_rollout)")
 
 
 def load_cached(job: dict[str, Any], plugins: Any, cache: dict[str, Any]) -> Any:
@@ -312,6 +336,7 @@ def run_plan(plan: Plan, plugins: Any, *, progress: bool = True) -> dict[str, An
     report = progress_reporter(stem, progress)
     ctx = make_context(loaded, plugins, steps=job.get("steps"), sampler=plan.sampler,
                        schedule=plan.context_schedule, cfg_scale=job.get("cfg_scale"),
+                       history_guidance=job.get("history_guidance"), history_level=job.get("history_level"),
                        batch_size=int(job.get("batch_size") or 1), seed=int(job.get("seed") or 0),
                        device=job.get("device") or "cpu", callback=report)
     t0 = time.perf_counter()
@@ -326,6 +351,7 @@ def run_plan(plan: Plan, plugins: Any, *, progress: bool = True) -> dict[str, An
                "checkpoint": str(job["checkpoint"]), "ema": not job.get("no_ema"),
                "frames": int(video.shape[1]), "batch": int(video.shape[0]), "steps": ctx.steps,
                "sampler": plan.sampler, "schedule": plan.schedule, "cfg_scale": ctx.cfg_scale,
+               "history_guidance": ctx.history_guidance, "history_level": ctx.history_level,
                "seed": int(job.get("seed") or 0), "seconds": round(seconds, 3),
                "files": [f"{stem}.{f}" for f in formats] + [f"{stem}.json"]}
     fps = int(job.get("fps") or 8)

@@ -15,7 +15,9 @@ the same way for every task:
   (the classic replacement trick); the clean values are put back at the end.
 
 ``make_model_fn`` turns a backbone into ``model_fn(x, t)`` (timestep conversion,
-class label, classifier-free guidance on the prediction channels).
+class label, classifier-free guidance on the prediction channels). ``history_guidance``
+(Diffusion Forcing Transformer's history guidance) guides between the prediction with the
+context as given and with the context noised to ``history_level`` (1 = dropped).
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ def sample_loop(
     generator: torch.Generator | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     state: Any = None,
+    history_guidance: float = 1.0,
+    history_level: float = 1.0,
 ) -> torch.Tensor:
     """Sample by stepping x through the rows of S; returns x at the last row (B, F, C, H, W).
 
@@ -131,6 +135,11 @@ def sample_loop(
     the loop hands each step the state the previous step returned. ``state`` starts
     from ``sampler.init_state(x)`` unless given. Stateless samplers (no ``init_state``)
     are called exactly as before.
+
+    ``history_guidance`` w != 1 replaces the model by ``u + w·(c - u)``: c the prediction with
+    the context as the loop shows it, u with every context frame noised to ``history_level``
+    (1 = dropped, the frame is pure noise). It needs context frames; it composes with class
+    guidance already inside ``model_fn`` (each branch is then class-guided).
     """
     check_video(x)
     B, F = x.shape[:2]
@@ -152,6 +161,12 @@ def sample_loop(
     m = _per_frame(0.0 if multipliers is None else multipliers, B, F, "multipliers", x.device)
     if bool((m < 0).any()):
         raise ValueError("noise multipliers must be >= 0 (0 freezes a context frame exactly)")
+    if float(history_guidance) != 1.0:
+        if not has_ctx:
+            raise ValueError(f"history guidance (scale {history_guidance:g}) needs context frames and this sample has "
+                             "none; drop it (scale 1) or give context (a task with given frames)")
+        model_fn = history_guided(model_fn, schedule, ctx_b, ctx_x0, float(history_guidance), float(history_level),
+                                  generator)
     Se = effective_matrix(S3, ctx_b, m, stabilization=stabilization, vanilla_replacement=vanilla_replacement)
     hard = append_dims(ctx_b & ((m == 0) | vanilla_replacement), x.ndim)  # re-imposed frames
     renoise = has_ctx and (vanilla_replacement or stabilization > 0)
@@ -202,7 +217,7 @@ def make_model_fn(
     to_input = getattr(schedule, "timestep_input", lambda t: t)
     if y is None or cfg_scale == 1.0:
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return model(x, to_input(t), y) if y is not None else model(x, to_input(t))
+            return model(x, to_input(t), _tiled(y, x.shape[0])) if y is not None else model(x, to_input(t))
         return model_fn
     if null_label is None:
         null_label = int(getattr(model, "num_classes", 0))
@@ -212,12 +227,52 @@ def make_model_fn(
     y_null = torch.full_like(y, null_label)
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = model(torch.cat([x, x]), to_input(torch.cat([t, t])), torch.cat([y, y_null]))
-        cond, uncond = out.chunk(2, dim=0)
-        if getattr(schedule, "learn_sigma", False):
-            pc, var = schedule.split_output(cond)
-            pu, _ = schedule.split_output(uncond)
-            return torch.cat([pu + cfg_scale * (pc - pu), var], dim=2)
-        return uncond + cfg_scale * (cond - uncond)
+        yc, yn = _tiled(y, x.shape[0]), _tiled(y_null, x.shape[0])
+        out = model(torch.cat([x, x]), to_input(torch.cat([t, t])), torch.cat([yc, yn]))
+        return guide(schedule, *out.chunk(2, dim=0), cfg_scale)
+
+    return guided
+
+
+def _tiled(y: torch.Tensor, batch: int) -> torch.Tensor:
+    """Labels (B,) for a batch of k·B stacked copies (history guidance runs its branches as one batch)."""
+    if batch == y.shape[0]:
+        return y
+    if batch % y.shape[0]:
+        raise ValueError(f"a batch of {batch} clips cannot take {y.shape[0]} labels; give one label per clip")
+    return y.repeat(batch // y.shape[0])
+
+
+def guide(schedule: Any, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """``uncond + scale·(cond - uncond)`` on the prediction channels; learned-variance channels from ``cond``."""
+    if getattr(schedule, "learn_sigma", False):
+        pc, var = schedule.split_output(cond)
+        pu, _ = schedule.split_output(uncond)
+        return torch.cat([pu + scale * (pc - pu), var], dim=2)
+    return uncond + scale * (cond - uncond)
+
+
+def history_guided(
+    model_fn: ModelFn, schedule: NoiseSchedule, ctx: torch.Tensor, ctx_x0: torch.Tensor, scale: float,
+    level: float, generator: torch.Generator | None = None,
+) -> ModelFn:
+    """History guidance (Song et al. 2025, DFoT): guide by how much the prediction depends on the context.
+
+    Both branches run in one doubled batch: the context frames ``ctx`` (B, F) as given, and the same
+    frames re-drawn from their clean values ``ctx_x0`` at ``level`` with fresh noise (frames already
+    noisier than that keep theirs). A model trained with independent per-frame levels (PTSS,
+    diffusion forcing) has seen such inputs; with ``level`` 1 the context is simply absent.
+    """
+    if not 0.0 < level <= 1.0:
+        raise ValueError(f"history_level must be in (0, 1] (got {level}); 1 drops the context, smaller noises it")
+
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        noised = ctx & (t < level)  # (B, F)
+        t_u = torch.where(noised, torch.full_like(t, level), t)
+        a, s = alpha_sigma(schedule, t_u, x.ndim, x.dtype)
+        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_u = torch.where(append_dims(noised, x.ndim), a * ctx_x0 + s * z, x)
+        out = model_fn(torch.cat([x, x_u]), torch.cat([t, t_u]))
+        return guide(schedule, *out.chunk(2, dim=0), scale)
 
     return guided

@@ -46,6 +46,8 @@ class SamplingContext:
     shape     : (C, H, W) of one frame in model space
     callback  : gets ``{"window", "num_windows", "step", "num_steps", "x", "t"}`` after each row
     plugins   : plugin manager (tasks that build their own matrix, e.g. df_rollout)
+    history_guidance, history_level: history guidance scale (1 = off) and the level the unguided branch
+                shows the context at (1 = dropped); used in every window that has context
     """
 
     model: Callable[..., torch.Tensor]
@@ -57,6 +59,8 @@ class SamplingContext:
     steps: int = 50
     batch_size: int = 1
     cfg_scale: float = 1.0
+    history_guidance: float = 1.0
+    history_level: float = 1.0
     num_classes: int = 0
     generator: torch.Generator | None = None
     device: str | torch.device = "cpu"
@@ -82,6 +86,8 @@ class Task:
     #: generates without given frames: a class-conditional checkpoint gets labels 0, 1, ... (cycled) when the
     #: user gives none, instead of the null (unconditional) label
     default_labels: bool = False
+    #: conditions on given frames (False: unconditional generation; history guidance is refused up front)
+    uses_context: bool = True
 
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg
@@ -168,6 +174,12 @@ def sample_window(
     g = sampling.generator  # drawn on the generator's own device (a CUDA generator cannot fill a CPU tensor)
     noise = torch.randn((batch, num_frames, C, H, W), generator=g, device=g.device if g is not None else "cpu")
     noise = noise.to(sampling.device)  # (B, F, C, H, W)
+    has_ctx = ctx_mask is not None and bool(ctx_mask.any())
+    hg = float(sampling.history_guidance)
+    if hg != 1.0 and not has_ctx and num_windows == 1:  # a rollout's first window may lack context; its others not
+        raise ValueError(f"history guidance ({hg:g}) needs context frames and task {type(task).__name__} has none "
+                         "here; drop --history-guidance or use a task with given frames (image_to_video, "
+                         "interpolation, infill, extension, long_video with --video, df_rollout)")
     if multipliers is None and ctx_mask is not None and task.cfg.multiplier > 0:
         multipliers = task.cfg.multiplier
     model_fn = make_model_fn(sampling.model, sampling.schedule, y=y, cfg_scale=sampling.cfg_scale,
@@ -183,6 +195,7 @@ def sample_window(
             ctx_x0=None if ctx_x0 is None else ctx_x0.to(sampling.device),
             stabilization=task.cfg.stabilization, multipliers=multipliers,
             vanilla_replacement=task.cfg.mode == "vanilla_replacement", generator=sampling.generator, callback=cb,
+            history_guidance=hg if has_ctx else 1.0, history_level=sampling.history_level,
         )
 
 

@@ -16,6 +16,7 @@ class Unconditional(Task):
 
     Config = UnconditionalConfig
     default_labels = True
+    uses_context = False
 
     def run(self, sampling, inputs):
         n = int(inputs.get("num_frames") or self.cfg.num_frames or self.window(sampling))
