@@ -65,6 +65,8 @@ def test_schedule_and_sampler_specs_are_validated_and_recorded_in_full(ckpt, tmp
     (["--task", "unconditional", "--history-guidance", "2"],
      "--history-guidance 2 needs context frames and task 'unconditional' has none"),
     (["--task", "long_video", "--history-level", "1.5"], "--history-level must be in (0, 1]"),
+    (["--task", "causal_rollout", "--cache"], "--cache needs a backbone with a key/value cache"),
+    (["--task", "long_video", "--cache"], "task 'long_video' takes no --cache"),
 ])
 def test_bad_specs_and_inputs_are_one_line_before_any_work(ckpt, tmp_path, capsys, args, expect):
     assert sample(ckpt, tmp_path / "o", *args) == 2

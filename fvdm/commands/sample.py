@@ -33,7 +33,7 @@ from fvdm.commands.specs import as_spec, config_errors, describe_model, merge_sp
 
 #: flags that belong to the task: each goes to the task's Config or Inputs field of this name
 TASK_FLAGS = ("image", "last", "video", "given", "context_frames", "label", "frames", "overlap", "window",
-              "multiplier", "stabilization", "mode")
+              "multiplier", "stabilization", "mode", "cache", "chunk")
 #: a flag whose task field has another name
 FLAG_FIELDS = {"frames": "num_frames"}
 #: settings of the run itself (sampling context and outputs)
@@ -100,6 +100,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--multiplier", type=float, help="noise multiplier of context frames (0 = frozen, Pusa ~0.2)")
     p.add_argument("--stabilization", type=float, help="level at which the model sees context (Diffusion Forcing)")
     p.add_argument("--mode", choices=["fvdm", "vanilla_replacement"], help="vanilla_replacement = baseline")
+    p.add_argument("--cache", action="store_true", default=None,
+                   help="causal_rollout: reuse finished frames' keys/values (causal rope backbones)")
+    p.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="causal_rollout: recompute the past at every call (the reference the cache equals)")
+    p.add_argument("--chunk", type=positive_int, help="causal_rollout: frames generated together (default 1)")
     p.add_argument("--on-mismatch", choices=["resize", "error"], default="resize",
                    help="input image/video of another size or channel count: resize with a warning, or fail")
     p.add_argument("--formats", default="gif,png,mp4",
@@ -288,6 +293,10 @@ def plan_job(job: dict[str, Any], plugins: Any, cache: dict[str, Any]) -> Plan:
     if hasattr(task, "window_size"):
         task.window_size(loaded.num_frames)  # a --window too large: one line before any file is read
     check_history_guidance(job, entry.name, task)
+    if getattr(task.cfg, "cache", False):  # a cache on a backbone without one: one line before any sampling
+        from fvdm.tasks.causal_rollout import check_cacheable
+
+        check_cacheable(loaded.model)
     reader = InputReader(shape=(loaded.channels, loaded.resolution, loaded.resolution),
                          num_frames=loaded.num_frames, num_classes=loaded.num_classes,
                          batch_size=int(job.get("batch_size") or 1), encode=loaded.autoencoder.encode,

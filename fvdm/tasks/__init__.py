@@ -9,6 +9,7 @@ from fvdm.core.hookspecs import hookimpl
 
 @hookimpl
 def fvdm_register_tasks(registry):
+    from fvdm.tasks.causal_rollout import CausalRollout
     from fvdm.tasks.class_conditional import ClassConditional
     from fvdm.tasks.df_rollout import DFRollout
     from fvdm.tasks.extension import Extension
@@ -26,3 +27,4 @@ def fvdm_register_tasks(registry):
     registry.add("extension", Extension, aliases=("prediction",))  # predicting what follows = extending
     registry.add("long_video", LongVideo)
     registry.add("df_rollout", DFRollout)
+    registry.add("causal_rollout", CausalRollout)

@@ -79,6 +79,8 @@ refused with a one-line ``BenchmarkError`` before any training starts.
 
 from __future__ import annotations
 
+import dataclasses
+
 import inspect
 import math
 import os
@@ -273,6 +275,9 @@ class DigitsZeroShotSuite:
             default_factory=lambda: {"name": "ddpm", "prediction": "v", "learn_sigma": False})
         sampler: dict[str, Any] = Field(default_factory=lambda: {"name": "ddim", "clip_x0": 1.0},
                                         description="sampler spec (name + params)")
+        history_guidance: float = Field(1.0, ge=0, description="history guidance scale on the tasks with context "
+                                                               "(1 = off); unconditional is sampled without")
+        history_level: float = Field(1.0, gt=0, le=1, description="level the unguided branch shows context at")
         extension_frames: int = Field(4, ge=1, description="given frames for extension")
         long_frames: int = Field(64, ge=17, description="frames per long video")
         long_overlap: int = Field(4, ge=0, description="context frames per window in the long-video rollout")
@@ -705,7 +710,8 @@ class DigitsZeroShotSuite:
             model=lm.model, schedule=lm.schedule, sampler=plugins["samplers"].build(self.cfg.sampler),
             matrix=plugins["sampling_schedules"].build("standard"), num_frames=lm.num_frames,
             shape=(lm.latent_channels, lm.latent_resolution, lm.latent_resolution), steps=budget.sample_steps,
-            batch_size=self.cfg.eval_batch, generator=None, device=self.cfg.device, plugins=plugins)
+            batch_size=self.cfg.eval_batch, generator=None, device=self.cfg.device, plugins=plugins,
+            history_guidance=self.cfg.history_guidance, history_level=self.cfg.history_level)
 
     def _evaluate(self, plugins: Any, ckpt: Path, key: str, arm_names: list[str], seed: int, fvd: Any,
                   real: dict[str, Any], budget: Budget, metric_info: dict[str, Any]) -> dict[str, Any]:
@@ -721,8 +727,9 @@ class DigitsZeroShotSuite:
         if "unconditional" in self.cfg.tasks:  # no context: the sampling mode does not matter, sample once
             t0 = time.perf_counter()
             task = plugins["tasks"].build({"name": "unconditional"})
-            fake = self._batched(sampling, lm, budget.num_uncond, seed, "unconditional",
-                                 lambda sl: task.run(sampling, {"num_frames": F}))
+            plain = dataclasses.replace(sampling, history_guidance=1.0)  # nothing to guide by without context
+            fake = self._batched(plain, lm, budget.num_uncond, seed, "unconditional",
+                                 lambda sl: task.run(plain, {"num_frames": F}))
             res = {"fvd": self._fvd(fvd, real["stats"], fake), "n": fake.shape[0],
                    "seconds": time.perf_counter() - t0, "shared_by": list(arms)}
             _log(f"{key} s{seed} unconditional: fvd={res['fvd']:.4g} ({res['seconds']:.1f} s)")

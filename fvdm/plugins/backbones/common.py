@@ -31,7 +31,8 @@ def check_inputs(model: Any, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tenso
     """Fail loudly, naming the fix, on x (B, F, C, H, W), t_in (B, F) | (B,) and y (B,) | None that do not fit."""
     check_video(x, "x", channels=model.in_channels)
     B, F, _, H, W = x.shape
-    if F > model.num_frames:
+    limit = getattr(model, "max_frames", model.num_frames)  # None: any length (relative positions, causal)
+    if limit is not None and F > limit:
         raise ValueError(
             f"x has {F} frames but this backbone holds at most num_frames={model.num_frames} "
             "(temporal position embedding); sample longer videos in chunks or build with a larger num_frames"

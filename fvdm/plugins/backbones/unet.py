@@ -48,6 +48,13 @@ class UNetVideoConfig(PluginConfig):
     spatial_attention_mid: bool = Field(True, description="spatial self-attention at the lowest resolution")
     num_heads: int = Field(4, ge=1)
     temporal_attention: Literal["full", "causal"] = "full"
+    temporal_positions: Literal["absolute", "rope"] = Field(
+        "absolute", description="absolute: sin-cos frame index added before attention (clips <= num_frames); "
+                                "rope: rotary, relative offsets only, so a causal model rolls out any length "
+                                "and cached keys stay valid")
+    temporal_window: int | None = Field(
+        None, ge=1, description="causal only: a frame attends to at most this many frames (itself included); "
+                                "bounds a cached rollout's memory and time per frame")
     groups: int = Field(8, ge=1, description="GroupNorm groups")
     patch_size: int = Field(2, ge=1, description="space-to-depth factor before the first level: p x p pixels "
                                                  "become p*p channels (4x less work per level at p=2)")
@@ -63,8 +70,13 @@ class UNetVideoConfig(PluginConfig):
         if bad:
             raise ValueError(f"temporal_levels {bad} out of range for {len(self.channel_mult)} levels "
                              f"(0..{len(self.channel_mult) - 1})")
+        if self.temporal_window is not None and self.temporal_attention != "causal":
+            raise ValueError("temporal_window needs temporal_attention: causal (a full-attention frame sees every "
+                             "frame); drop temporal_window or set temporal_attention: causal")
         for m in self.channel_mult:
             ch = self.base_channels * m
+            if self.temporal_positions == "rope" and (ch // self.num_heads) % 2:
+                raise ValueError(f"rope needs an even head size; channels {ch} / num_heads {self.num_heads} is odd")
             if ch % self.groups or ch % self.num_heads:
                 raise ValueError(f"channels {ch} must be divisible by groups={self.groups} and "
                                  f"num_heads={self.num_heads}; change base_channels or channel_mult")
@@ -121,25 +133,106 @@ class Attention(nn.Module):
         self.kernel: AttentionFn = sdpa_attention
 
     def forward(self, x: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(self.norm(x)), "m l (three h d) -> three m l h d", three=3, h=self.num_heads)
+        q, k, v = self.project(x)
         out = self.kernel(q, k, v, mask=None, causal=causal, scale=None)  # (M, L, heads, d)
-        return x + self.proj(rearrange(out, "m l h d -> m l (h d)"))
+        return self.output(x, out)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(M, L, C) -> q, k, v, each (M, L, heads, d)."""
+        return rearrange(self.qkv(self.norm(x)), "m l (three h d) -> three m l h d", three=3, h=self.num_heads)
+
+    def output(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(rearrange(attended, "m l h d -> m l (h d)"))
+
+
+def rotate(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of (M, L, heads, d) at integer ``positions`` (L,): q.k then depends on offsets only."""
+    d = x.shape[-1]
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    ang = positions.to(torch.float32)[:, None] * freqs  # (L, d/2)
+    cos, sin = (rearrange(f(ang), "l k -> 1 l 1 k").to(x.dtype) for f in (torch.cos, torch.sin))
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return rearrange(torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1), "m l h k two -> m l h (k two)")
+
+
+class TemporalKVCache:
+    """Keys and values of finished frames, per temporal-attention layer: the state of a cached causal rollout.
+
+    ``length`` frames have been committed (the next frame's position). A forward with the cache attends to
+    them without recomputing them; a forward with ``commit=True`` appends its frames (called once per
+    finished chunk, on its clean values). Only the last ``window - 1`` frames are kept when the model's
+    temporal_window bounds attention, so memory and time per frame stay flat however long the video.
+    """
+
+    def __init__(self, window: int | None):
+        self.window = window
+        self.length = 0
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (k, v), each (M, L, heads, d)
+
+    def past(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.kv.get(layer)
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        old = self.kv.get(layer)
+        if old is not None:
+            k, v = torch.cat([old[0], k], dim=1), torch.cat([old[1], v], dim=1)
+        if self.window is not None:  # frame n + 1 sees back to n + 2 - window: keep window - 1 frames
+            start = max(0, k.shape[1] - (self.window - 1))
+            k, v = k[:, start:], v[:, start:]
+        self.kv[layer] = (k, v)
 
 
 class TemporalAttention(nn.Module):
-    """Attention across frames at each pixel: (B*F, C, H, W) -> same; the only place frames meet."""
+    """Attention across frames at each pixel: (B*F, C, H, W) -> same; the only place frames meet.
 
-    def __init__(self, dim: int, num_heads: int, causal: bool):
+    ``absolute`` positions add a sin-cos frame index to the tokens; ``rope`` rotates queries and keys by
+    the frame index instead, so scores depend on frame offsets only. A causal ``window`` lets frame i
+    see frames i - window + 1 .. i. With a ``TemporalKVCache`` (rope, causal) the frames of x come after
+    the cached ones and attend to their stored keys and values.
+    """
+
+    def __init__(self, dim: int, num_heads: int, causal: bool, *, rope: bool = False, window: int | None = None,
+                 layer: int = 0):
         super().__init__()
         self.attn = Attention(dim, num_heads)
-        self.causal = causal
+        self.causal, self.rope, self.window, self.layer = causal, rope, window, layer
 
-    def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, batch: int, cache: TemporalKVCache | None = None,
+                commit: bool = False) -> torch.Tensor:
         h, w = x.shape[-2:]
         tokens = rearrange(x, "(b f) c h w -> (b h w) f c", b=batch)  # (B*H*W, F, C)
-        pos = frame_positions(tokens.shape[1], tokens.shape[2], x.device).to(tokens.dtype)  # (F, C)
-        tokens = self.attn(tokens + pos, causal=self.causal) - pos  # positions guide attention, not the stream
+        if not self.rope:
+            pos = frame_positions(tokens.shape[1], tokens.shape[2], x.device).to(tokens.dtype)  # (F, C)
+            tokens = self.attn(tokens + pos, causal=self.causal) - pos  # positions guide attention, not the stream
+        else:
+            tokens = self._rope_attention(tokens, cache, commit)
         return rearrange(tokens, "(b h w) f c -> (b f) c h w", b=batch, h=h, w=w)
+
+    def _rope_attention(self, tokens: torch.Tensor, cache: TemporalKVCache | None, commit: bool) -> torch.Tensor:
+        F = tokens.shape[1]
+        offset = 0 if cache is None else cache.length
+        q, k, v = self.attn.project(tokens)  # (M, F, heads, d)
+        pos_q = torch.arange(offset, offset + F, device=tokens.device)
+        q, k = rotate(q, pos_q), rotate(k, pos_q)
+        past = None if cache is None else cache.past(self.layer)
+        if commit:
+            cache.append(self.layer, k, v)
+        pos_k = pos_q
+        if past is not None:
+            pk, pv = past
+            if pk.shape[0] != k.shape[0]:  # the branches of a guided batch share the one history
+                pk, pv = (a.repeat(k.shape[0] // pk.shape[0], 1, 1, 1) for a in (pk, pv))
+            k, v = torch.cat([pk, k], dim=1), torch.cat([pv, v], dim=1)
+            pos_k = torch.arange(offset - pk.shape[1], offset + F, device=tokens.device)
+        mask = None
+        if self.causal:
+            delta = pos_q[:, None] - pos_k[None, :]  # (F, L): how far back each key lies
+            keep = delta >= 0
+            if self.window is not None:
+                keep = keep & (delta < self.window)
+            mask = None if bool(keep.all()) else keep
+        out = self.attn.kernel(q, k, v, mask=mask, causal=False, scale=None)  # (M, F, heads, d)
+        return self.attn.output(tokens, out)
 
 
 class SpatialAttention(nn.Module):
@@ -177,8 +270,14 @@ class UNetVideo(BackboneMixin, nn.Module):
         p = cfg.patch_size
         self.conv_in = nn.Conv2d(cfg.in_channels * p * p, chans[0], 3, padding=1)
 
+        rope, window = cfg.temporal_positions == "rope", cfg.temporal_window
+        layers = iter(range(10_000))  # each temporal layer's index: its slot in a TemporalKVCache
+
+        def attention(ch: int) -> TemporalAttention:
+            return TemporalAttention(ch, cfg.num_heads, causal, rope=rope, window=window, layer=next(layers))
+
         def temporal(level: int, ch: int) -> nn.Module:
-            return TemporalAttention(ch, cfg.num_heads, causal) if level in cfg.temporal_levels else nn.Identity()
+            return attention(ch) if level in cfg.temporal_levels else nn.Identity()
 
         # Encoder: per level num_res_blocks (ResBlock, temporal) pairs, then a strided conv down.
         self.down = nn.ModuleList()
@@ -194,7 +293,7 @@ class UNetVideo(BackboneMixin, nn.Module):
                 skips.append(cur)
         self.mid1 = ResBlock(cur, cur, emb, cfg.groups)
         self.mid_spatial = SpatialAttention(cur, cfg.num_heads) if cfg.spatial_attention_mid else nn.Identity()
-        self.mid_temporal = TemporalAttention(cur, cfg.num_heads, causal)
+        self.mid_temporal = attention(cur)
         self.mid2 = ResBlock(cur, cur, emb, cfg.groups)
         # Decoder: per level num_res_blocks + 1 blocks, each eating one skip; nearest upsample + conv up.
         self.up = nn.ModuleList()
@@ -208,6 +307,24 @@ class UNetVideo(BackboneMixin, nn.Module):
         self.norm_out = nn.GroupNorm(cfg.groups, cur)
         self.conv_out = _zero(nn.Conv2d(cur, self.out_channels * p * p, 3, padding=1))  # output exactly 0 at init
 
+    # -- cached causal rollout ------------------------------------------------------------------
+    @property
+    def max_frames(self) -> int | None:
+        """Longest clip a forward takes: any with causal rope attention (offsets only), else num_frames."""
+        return None if self.causal_time and self.cfg.temporal_positions == "rope" else self.num_frames
+
+    def new_kv_cache(self) -> TemporalKVCache:
+        """An empty key/value cache for a causal rollout (``forward(..., kv_cache=, commit=)``)."""
+        self._check_cacheable()
+        return TemporalKVCache(self.cfg.temporal_window)
+
+    def _check_cacheable(self) -> None:
+        if self.max_frames is not None:
+            raise ValueError(
+                "a key/value cache needs causal temporal attention with relative positions (backbone "
+                f"temporal_attention: causal, temporal_positions: rope); this one has {self.cfg.temporal_attention} "
+                f"attention with {self.cfg.temporal_positions} positions: train such a model, or drop --cache")
+
     # -- inputs ---------------------------------------------------------------------------------
     def conditioning(self, t_in: torch.Tensor, y: torch.Tensor | None, frames: int,
                      force_drop: torch.Tensor | None = None) -> torch.Tensor:
@@ -220,9 +337,18 @@ class UNetVideo(BackboneMixin, nn.Module):
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None = None, *,
-                force_drop: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, F, C, H, W), t_in (B, F) or (B,), y (B,) or None -> (B, F, C_out, H, W)."""
+                force_drop: torch.Tensor | None = None, kv_cache: TemporalKVCache | None = None,
+                commit: bool = False) -> torch.Tensor:
+        """x (B, F, C, H, W), t_in (B, F) or (B,), y (B,) or None -> (B, F, C_out, H, W).
+
+        With ``kv_cache`` the F frames follow the cache's frames (positions length .. length + F - 1) and
+        attend to them; ``commit`` then appends these frames' keys and values (their values are final).
+        """
         self._check_inputs(x, t_in, y)
+        if commit and kv_cache is None:
+            raise ValueError("commit=True needs a kv_cache (model.new_kv_cache()) to append to")
+        if kv_cache is not None:
+            self._check_cacheable()
         B, F = x.shape[:2]
         emb = self.conditioning(t_in, y, F, force_drop)  # (B*F, E)
         p = self.cfg.patch_size
@@ -232,20 +358,22 @@ class UNetVideo(BackboneMixin, nn.Module):
             if isinstance(layer, nn.ModuleList):
                 res, tmp = layer
                 h = res(h, emb)
-                h = tmp(h, B) if isinstance(tmp, TemporalAttention) else h
+                h = tmp(h, B, kv_cache, commit) if isinstance(tmp, TemporalAttention) else h
             else:
                 h = layer(h)  # stride-2 conv: (B*F, C, H/2, W/2)
             skips.append(h)
         h = self.mid1(h, emb)
         h = self.mid_spatial(h)
-        h = self.mid_temporal(h, B)
+        h = self.mid_temporal(h, B, kv_cache, commit)
         h = self.mid2(h, emb)
         for layer in self.up:
             if isinstance(layer, nn.ModuleList):
                 res, tmp = layer
                 h = res(torch.cat([h, skips.pop()], dim=1), emb)
-                h = tmp(h, B) if isinstance(tmp, TemporalAttention) else h
+                h = tmp(h, B, kv_cache, commit) if isinstance(tmp, TemporalAttention) else h
             else:
                 h = layer(Fn.interpolate(h, scale_factor=2.0, mode="nearest"))  # (B*F, C, 2H, 2W)
         out = self.conv_out(Fn.silu(self.norm_out(h)))  # (B*F, C_out*p*p, H/p, W/p)
+        if commit:
+            kv_cache.length += F
         return rearrange(out, "(b f) (c p q) h w -> b f c (h p) (w q)", b=B, p=p, q=p)

@@ -1,0 +1,135 @@
+"""Causal rollout: a video generated chunk by chunk (frame by frame by default) by a causal backbone.
+
+Each chunk of ``chunk`` frames is denoised over the sampling matrix with every earlier frame as clean
+context; causal temporal attention means the earlier frames' features do not depend on the new ones.
+With ``cache`` (the default) the backbone keeps the keys and values of finished frames
+(``model.new_kv_cache()``) and each model call runs only the new chunk: a video costs time linear in
+its length. Without it every call recomputes the whole past (the reference the cache must equal).
+The backbone must have causal temporal attention with relative positions (unet_video with
+``temporal_attention: causal, temporal_positions: rope``; ``temporal_window`` bounds how far back a
+frame looks, and so the memory and time per frame).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from fvdm.core.sampling import make_model_fn, sample_loop
+from fvdm.tasks.base import Task, TaskConfig, as_frames, batch_of
+from fvdm.tasks.long_video import LongVideoInputs, read_start_video
+
+
+def check_cacheable(model: Any) -> None:
+    """A one-line error naming the fix unless ``model`` can keep a key/value cache."""
+    if not callable(getattr(model, "new_kv_cache", None)):
+        raise ValueError(f"--cache needs a backbone with a key/value cache ({type(model).__name__} has none): "
+                         "use unet_video with causal rope temporal attention, or --no-cache")
+    model.new_kv_cache()  # raises for full attention or absolute positions, naming the settings
+
+
+class CausalRolloutConfig(TaskConfig):
+    num_frames: int = Field(64, ge=1, description="total frames N (any length: positions are relative)")
+    chunk: int = Field(1, ge=1, description="frames denoised together (each at the matrix's levels)")
+    cache: bool = Field(True, description="reuse finished frames' keys/values instead of recomputing the past")
+
+
+class CachedModel:
+    """The backbone seen through a key/value cache: calls attend to the cached frames; ``committing`` appends."""
+
+    def __init__(self, model: Any):
+        self.model, self.cache, self.committing = model, model.new_kv_cache(), False
+        self.num_classes = getattr(model, "num_classes", 0)
+
+    def __call__(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(x, t_in, y, kv_cache=self.cache, commit=self.committing)
+
+    def add(self, model_fn: Any, frames: torch.Tensor, t: torch.Tensor) -> None:
+        """Append finished ``frames`` (B, c, ...) at levels ``t`` (B, c) through ``model_fn`` (so guided branches
+        cache their own keys): one forward, its output unused."""
+        self.committing = True
+        try:
+            model_fn(frames, t)
+        finally:
+            self.committing = False
+
+
+class PrefixModel:
+    """The same rollout without a cache: every call runs the finished frames again in front of the new ones."""
+
+    def __init__(self, model: Any, schedule: Any):
+        self.model, self.schedule = model, schedule
+        self.num_classes = getattr(model, "num_classes", 0)
+        self.past: torch.Tensor | None = None  # (B, L, C, H, W)
+        self.past_t: torch.Tensor | None = None  # (B, L) levels
+
+    def __call__(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.past is None:
+            return self.model(x, t_in, y)
+        k = x.shape[0] // self.past.shape[0]  # guided batches stack k copies of the clips
+        past, past_in = self.past.repeat(k, 1, 1, 1, 1), self.schedule.timestep_input(self.past_t).repeat(k, 1)
+        out = self.model(torch.cat([past, x], dim=1), torch.cat([past_in.to(t_in.dtype), t_in], dim=1), y)
+        return out[:, past.shape[1]:]
+
+    def add(self, model_fn: Any, frames: torch.Tensor, t: torch.Tensor) -> None:
+        self.past = frames if self.past is None else torch.cat([self.past, frames], dim=1)
+        self.past_t = t if self.past_t is None else torch.cat([self.past_t, t], dim=1)
+
+
+class CausalRollout(Task):
+    """Generate N frames chunk by chunk with a causal backbone (inputs: optional ``video`` first frames)."""
+
+    Config = CausalRolloutConfig
+    Inputs = LongVideoInputs
+    default_labels = True
+
+    def read_inputs(self, given, reader):
+        return read_start_video(super().read_inputs(given, reader), given, reader)
+
+    def run(self, sampling, inputs):
+        cfg = self.cfg
+        if cfg.mode != "fvdm" or cfg.stabilization > 0 or cfg.multiplier > 0:
+            raise ValueError("causal_rollout shows finished frames clean (level 0) to the next ones; "
+                             "mode, stabilization and multiplier do not apply: drop them")
+        if float(sampling.history_guidance) != 1.0:
+            raise ValueError("history guidance is not available in causal_rollout (the context lives in the "
+                             "backbone's cache, not in the window); use df_rollout or long_video for it")
+        total = int(inputs.get("num_frames") or cfg.num_frames)
+        first = inputs.get("video")
+        first = None if first is None else as_frames(first, sampling.shape, "video").to(sampling.device)
+        batch = batch_of(inputs, sampling, first)
+        y = self.labels(sampling, inputs, batch)
+        model = sampling.model
+        if cfg.cache:
+            check_cacheable(model)
+        past = CachedModel(model) if cfg.cache else PrefixModel(model, sampling.schedule)
+        model_fn = make_model_fn(past, sampling.schedule, y=y, cfg_scale=sampling.cfg_scale,
+                                 null_label=sampling.num_classes if sampling.num_classes > 0 else None)
+        C, H, W = sampling.shape
+        frames = []
+        with torch.no_grad():
+            if first is not None:
+                first = first.expand(batch, *first.shape[1:])
+                past.add(model_fn, first, torch.zeros(first.shape[:2], device=sampling.device))
+                frames.append(first)
+            done = 0 if first is None else first.shape[1]
+            n_chunks = -(-(total - done) // cfg.chunk) if total > done else 0
+            for i in range(n_chunks):
+                c = min(cfg.chunk, total - done)
+                S = sampling.matrix(sampling.steps, c, num_timesteps=getattr(sampling.schedule, "num_timesteps", None))
+                g = sampling.generator
+                noise = torch.randn((batch, c, C, H, W), generator=g,
+                                    device=g.device if g is not None else "cpu").to(sampling.device)
+                cb = None
+                if sampling.callback is not None:
+                    def cb(info: dict[str, Any], i: int = i) -> None:
+                        sampling.callback({**info, "window": i, "num_windows": n_chunks})
+                x = sample_loop(model_fn, noise, S.to(sampling.device), sampler=sampling.sampler,
+                                schedule=sampling.schedule, generator=g, callback=cb)
+                if done + c < total:  # the last chunk is never attended to
+                    past.add(model_fn, x, torch.zeros(x.shape[:2], device=sampling.device))
+                frames.append(x)
+                done += c
+        return torch.cat(frames, dim=1)[:, :total]
