@@ -33,12 +33,12 @@ ARM = {"name": "ptss_0.2", "vtv": {"name": "ptss", "p": 0.2}, "sampling": "nativ
 _W: dict[str, Any] = {}  # per worker process: plugins, suite, real sets, FVD metric
 
 
-def _suite_params(seeds: int) -> dict[str, Any]:
-    return {"arms": [ARM], "tasks": ["unconditional"], "reuse_checkpoints": True, "min_seeds": 1,
-            "criteria": [], "standard": {"seeds": seeds}}
+def _suite_params(seeds: int, clips: int) -> dict[str, Any]:
+    return {"arms": [ARM], "baseline": ARM["name"], "tasks": ["unconditional"], "reuse_checkpoints": True, "min_seeds": 1,
+            "criteria": [], "min_fvd_clips": min(256, clips), "standard": {"seeds": seeds, "num_uncond": clips}}
 
 
-def _init(seeds: int) -> None:
+def _init(seeds: int, clips: int) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -46,7 +46,7 @@ def _init(seeds: int) -> None:
     from fvdm.core.plugins import load_plugins
 
     plugins = load_plugins()
-    suite = build_suite(plugins, "digits_zero_shot", _suite_params(seeds))
+    suite = build_suite(plugins, "digits_zero_shot", _suite_params(seeds, clips))
     budget = suite.cfg.standard
     metric_info = suite.validate(plugins, budget, False)
     fvd = suite._fvd_metric(plugins, plugins["feature_extractors"].build(suite.cfg.extractor))
@@ -102,10 +102,15 @@ def _provenance(args: argparse.Namespace, workers: int) -> dict[str, Any]:
 
 def run_steps(args: argparse.Namespace) -> dict[str, Any]:
     seeds = list(range(args.seeds))
-    jobs = [(args.runs, s, name, list(args.steps)) for s in seeds for name in args.samplers]
+    done = [] if args.rows_from is None else json.loads(Path(args.rows_from).read_text())["rows"]
+    have = {(r["seed"], r["sampler"]) for r in done}
+    if args.only_seed is not None:
+        seeds = [args.only_seed]
+    jobs = [(args.runs, s, name, list(args.steps)) for s in seeds for name in args.samplers if (s, name) not in have]
     t0 = time.perf_counter()
-    with mp.get_context("spawn").Pool(args.workers, initializer=_init, initargs=(args.seeds,)) as pool:
-        rows = [r for part in pool.starmap(_job, jobs) for r in part]
+    with mp.get_context("spawn").Pool(args.workers, initializer=_init, initargs=(args.seeds, args.clips)) as pool:
+        rows = done + [r for part in pool.starmap(_job, jobs) for r in part]
+    seeds = sorted({r["seed"] for r in rows})
     cells: dict[str, Any] = {}
     for name in args.samplers:
         for k in args.steps:
@@ -167,6 +172,9 @@ def main() -> None:
     s.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
     s.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
     s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--only-seed", type=int, help="run this seed alone (merge later with --rows-from)")
+    s.add_argument("--clips", type=int, default=128, help="unconditional clips per cell (the suite's FVD set)")
+    s.add_argument("--rows-from", help="a steps.json whose (seed, sampler) cells are reused, not re-run")
     h = sub.add_parser("history")
     h.add_argument("--off", required=True)
     h.add_argument("--on", required=True)
