@@ -18,8 +18,8 @@ import torch
 from pydantic import Field
 
 from fvdm.core.sampling import make_model_fn, sample_loop
-from fvdm.tasks.base import Task, TaskConfig, as_frames, batch_of
-from fvdm.tasks.long_video import LongVideoInputs, read_start_video
+from fvdm.tasks.base import TaskConfig, as_frames, batch_of
+from fvdm.tasks.long_video import StartVideoTask
 
 
 def check_cacheable(model: Any) -> None:
@@ -78,15 +78,10 @@ class PrefixModel:
         self.past_t = t if self.past_t is None else torch.cat([self.past_t, t], dim=1)
 
 
-class CausalRollout(Task):
+class CausalRollout(StartVideoTask):
     """Generate N frames chunk by chunk with a causal backbone (inputs: optional ``video`` first frames)."""
 
     Config = CausalRolloutConfig
-    Inputs = LongVideoInputs
-    default_labels = True
-
-    def read_inputs(self, given, reader):
-        return read_start_video(super().read_inputs(given, reader), given, reader)
 
     def run(self, sampling, inputs):
         cfg = self.cfg

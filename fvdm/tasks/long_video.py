@@ -22,25 +22,26 @@ class LongVideoInputs(TaskInputs):
     context_frames: int | None = Field(None, ge=1, description="its first k frames start the video (default 1)")
 
 
-def read_start_video(inputs: dict, given: LongVideoInputs, reader) -> dict:
-    """Add the first ``context_frames`` frames of ``--video`` (the start of a rollout) to ``inputs``."""
-    if given.video is not None:
-        k = given.context_frames or 1
-        inputs["video"] = reader.video(given.video, min_frames=k, max_frames=k)
-    elif given.context_frames is not None:
-        raise ValueError("--context-frames counts frames of --video; give --video start.mp4 too")
-    return inputs
+class StartVideoTask(Task):
+    """A rollout that may start from the first ``context_frames`` frames of a given ``--video``."""
 
-
-class LongVideo(Task):
-    """Generate N frames (inputs: optional ``num_frames``, ``video`` first frames, ``labels``)."""
-
-    Config = LongVideoConfig
     Inputs = LongVideoInputs
     default_labels = True
 
     def read_inputs(self, given, reader):
-        return read_start_video(super().read_inputs(given, reader), given, reader)
+        inputs = super().read_inputs(given, reader)
+        if given.video is not None:
+            k = given.context_frames or 1
+            inputs["video"] = reader.video(given.video, min_frames=k, max_frames=k)
+        elif given.context_frames is not None:
+            raise ValueError("--context-frames counts frames of --video; give --video start.mp4 too")
+        return inputs
+
+
+class LongVideo(StartVideoTask):
+    """Generate N frames (inputs: optional ``num_frames``, ``video`` first frames, ``labels``)."""
+
+    Config = LongVideoConfig
 
     def overlap(self, sampling) -> int:
         return self.cfg.overlap if self.cfg.overlap is not None else self.window(sampling) // 2
