@@ -82,8 +82,8 @@ def _ci(values: list[float]) -> dict[str, Any]:
 
 def _fmt(c: dict[str, Any]) -> str:
     if c["n"] < 2:
-        return f"{c['mean']:.1f}"
-    return f"{c['mean']:.1f} [{c['ci_low']:.1f}, {c['ci_high']:.1f}]"
+        return f"{c['mean']:.4g}"
+    return f"{c['mean']:.4g} [{c['ci_low']:.4g}, {c['ci_high']:.4g}]"
 
 
 def _provenance(args: argparse.Namespace, workers: int) -> dict[str, Any]:
@@ -102,14 +102,16 @@ def _provenance(args: argparse.Namespace, workers: int) -> dict[str, Any]:
 
 def run_steps(args: argparse.Namespace) -> dict[str, Any]:
     seeds = list(range(args.seeds))
-    done = [] if args.rows_from is None else json.loads(Path(args.rows_from).read_text())["rows"]
+    done = [r for f in (args.rows_from or []) for r in json.loads(Path(f).read_text())["rows"]]
     have = {(r["seed"], r["sampler"]) for r in done}
     if args.only_seed is not None:
         seeds = [args.only_seed]
     jobs = [(args.runs, s, name, list(args.steps)) for s in seeds for name in args.samplers if (s, name) not in have]
     t0 = time.perf_counter()
-    with mp.get_context("spawn").Pool(args.workers, initializer=_init, initargs=(args.seeds, args.clips)) as pool:
-        rows = done + [r for part in pool.starmap(_job, jobs) for r in part]
+    rows = list(done)
+    if jobs:
+        with mp.get_context("spawn").Pool(args.workers, initializer=_init, initargs=(args.seeds, args.clips)) as pool:
+            rows += [r for part in pool.starmap(_job, jobs) for r in part]
     seeds = sorted({r["seed"] for r in rows})
     cells: dict[str, Any] = {}
     for name in args.samplers:
@@ -144,17 +146,21 @@ def run_history(args: argparse.Namespace) -> dict[str, Any]:
     diffs: dict[str, Any] = {}
     lines = [f"History guidance {hg} (level {on['config'].get('history_level')}) minus off, paired per seed "
              "(95% t CI):", "", "| arm | task | metric | off | on | on - off | reading |", "|---|---|---|---|---|---|---|"]
-    from fvdm.bench.suites.digits_zero_shot import DIRECTIONS, verdict
+    from fvdm.bench.suites.digits_zero_shot import DIRECTIONS, TARGETS, verdict
 
     seeds = sorted(set(per_off) & set(per_on))
     arms = per_off[seeds[0]].keys()
     for arm in arms:
         for task, res in per_off[seeds[0]][arm].items():
             for metric in (m for m, v in res.items() if m in DIRECTIONS and isinstance(v, float)):
-                a = [per_off[s][arm][task][metric] for s in seeds]
-                b = [per_on[s][arm][task][metric] for s in seeds]
+                # a metric with an ideal value (boundary jump 1 = as smooth as real video) compares |value - ideal|
+                ideal = TARGETS.get(metric)
+                dist = (lambda v: v) if ideal is None else (lambda v, i=ideal: abs(v - i))  # noqa: E731
+                a = [dist(per_off[s][arm][task][metric]) for s in seeds]
+                b = [dist(per_on[s][arm][task][metric]) for s in seeds]
+                metric = metric if ideal is None else f"{metric} distance to {ideal:g}"
                 d = _ci([y - x for x, y in zip(a, b)])
-                v = verdict(d["ci_low"], d["ci_high"], DIRECTIONS[metric])
+                v = verdict(d["ci_low"], d["ci_high"], DIRECTIONS[metric.split(" ")[0]])
                 reading = {"supported": "guidance helps", "contradicted": "guidance hurts"}.get(v, "inconclusive")
                 diffs[f"{arm}/{task}/{metric}"] = {**d, "reading": reading}
                 lines.append(f"| {arm} | {task} | {metric} | {_fmt(_ci(a))} | {_fmt(_ci(b))} | {_fmt(d)} | "
@@ -174,7 +180,7 @@ def main() -> None:
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--only-seed", type=int, help="run this seed alone (merge later with --rows-from)")
     s.add_argument("--clips", type=int, default=128, help="unconditional clips per cell (the suite's FVD set)")
-    s.add_argument("--rows-from", help="a steps.json whose (seed, sampler) cells are reused, not re-run")
+    s.add_argument("--rows-from", nargs="+", help="steps.json files whose (seed, sampler) cells are reused, not re-run")
     h = sub.add_parser("history")
     h.add_argument("--off", required=True)
     h.add_argument("--on", required=True)
