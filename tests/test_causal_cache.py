@@ -91,6 +91,21 @@ def test_backbones_that_cannot_cache_fail_in_one_line(P):
     with pytest.raises(ValueError, match="temporal_window needs temporal_attention: causal"):
         unet(P, temporal_attention="full")
     sampling = ctx(P, unet(P))
-    sampling.history_guidance = 2.0
-    with pytest.raises(ValueError, match="history guidance is not available in causal_rollout"):
+    sampling.history_guidance, sampling.history_level = 2.0, 0.5
+    with pytest.raises(ValueError, match="drops the past \\(history level 1\\)"):
         P["tasks"].build("causal_rollout").run(sampling, {"num_frames": 3})
+
+
+def test_history_guidance_drops_the_past_with_and_without_cache(P):
+    model = unet(P)
+    start = torch.rand(2, 1, C, S, S) * 2 - 1
+    out = {}
+    for cache in (True, False):
+        for w in (1.0, 3.0):
+            sampling = ctx(P, model)
+            sampling.history_guidance = w
+            task = P["tasks"].build({"name": "causal_rollout", "cache": cache})
+            out[cache, w] = task.run(sampling, {"num_frames": 5, "video": start})
+    assert (out[True, 3.0] - out[False, 3.0]).abs().max().item() < 1e-5
+    assert not torch.allclose(out[True, 3.0], out[True, 1.0])  # the guidance changed the frames after the first
+    assert torch.equal(out[True, 3.0][:, 0], start[:, 0])

@@ -7,7 +7,8 @@ With ``cache`` (the default) the backbone keeps the keys and values of finished 
 its length. Without it every call recomputes the whole past (the reference the cache must equal).
 The backbone must have causal temporal attention with relative positions (unet_video with
 ``temporal_attention: causal, temporal_positions: rope``; ``temporal_window`` bounds how far back a
-frame looks, and so the memory and time per frame).
+frame looks, and so the memory and time per frame). History guidance here guides between the
+prediction with the past and with the new frames alone (the past dropped).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from fvdm.core.sampling import make_model_fn, sample_loop
+from fvdm.core.sampling import guide, make_model_fn, sample_loop
 from fvdm.tasks.base import TaskConfig, as_frames, batch_of
 from fvdm.tasks.long_video import StartVideoTask
 
@@ -88,9 +89,10 @@ class CausalRollout(StartVideoTask):
         if cfg.mode != "fvdm" or cfg.stabilization > 0 or cfg.multiplier > 0:
             raise ValueError("causal_rollout shows finished frames clean (level 0) to the next ones; "
                              "mode, stabilization and multiplier do not apply: drop them")
-        if float(sampling.history_guidance) != 1.0:
-            raise ValueError("history guidance is not available in causal_rollout (the context lives in the "
-                             "backbone's cache, not in the window); use df_rollout or long_video for it")
+        hg = float(sampling.history_guidance)
+        if hg != 1.0 and float(sampling.history_level) != 1.0:
+            raise ValueError("causal_rollout's history guidance drops the past (history level 1): the past lives in "
+                             "the cache and cannot be re-noised; drop --history-level or use df_rollout")
         total = int(inputs.get("num_frames") or cfg.num_frames)
         first = inputs.get("video")
         first = None if first is None else as_frames(first, sampling.shape, "video").to(sampling.device)
@@ -100,14 +102,18 @@ class CausalRollout(StartVideoTask):
         if cfg.cache:
             check_cacheable(model)
         past = CachedModel(model) if cfg.cache else PrefixModel(model, sampling.schedule)
-        model_fn = make_model_fn(past, sampling.schedule, y=y, cfg_scale=sampling.cfg_scale,
-                                 null_label=sampling.num_classes if sampling.num_classes > 0 else None)
+        null = sampling.num_classes if sampling.num_classes > 0 else None
+        with_past = make_model_fn(past, sampling.schedule, y=y, cfg_scale=sampling.cfg_scale, null_label=null)
+        model_fn = with_past
+        if hg != 1.0:  # history guidance: the unguided branch sees the new frames alone (the past dropped)
+            alone = make_model_fn(model, sampling.schedule, y=y, cfg_scale=sampling.cfg_scale, null_label=null)
+            model_fn = lambda x, t: guide(sampling.schedule, with_past(x, t), alone(x, t), hg)  # noqa: E731
         C, H, W = sampling.shape
         frames = []
         with torch.no_grad():
             if first is not None:
                 first = first.expand(batch, *first.shape[1:])
-                past.add(model_fn, first, torch.zeros(first.shape[:2], device=sampling.device))
+                past.add(with_past, first, torch.zeros(first.shape[:2], device=sampling.device))
                 frames.append(first)
             done = 0 if first is None else first.shape[1]
             n_chunks = -(-(total - done) // cfg.chunk) if total > done else 0
@@ -124,7 +130,7 @@ class CausalRollout(StartVideoTask):
                 x = sample_loop(model_fn, noise, S.to(sampling.device), sampler=sampling.sampler,
                                 schedule=sampling.schedule, generator=g, callback=cb)
                 if done + c < total:  # the last chunk is never attended to
-                    past.add(model_fn, x, torch.zeros(x.shape[:2], device=sampling.device))
+                    past.add(with_past, x, torch.zeros(x.shape[:2], device=sampling.device))
                 frames.append(x)
                 done += c
         return torch.cat(frames, dim=1)[:, :total]
