@@ -34,8 +34,9 @@ _W: dict[str, Any] = {}  # per worker process: plugins, suite, real sets, FVD me
 
 
 def _suite_params(seeds: int, clips: int) -> dict[str, Any]:
-    return {"arms": [ARM], "baseline": ARM["name"], "tasks": ["unconditional"], "reuse_checkpoints": True, "min_seeds": 1,
-            "criteria": [], "min_fvd_clips": min(256, clips), "standard": {"seeds": seeds, "num_uncond": clips}}
+    return {"arms": [ARM], "baseline": ARM["name"], "tasks": ["unconditional"], "reuse_checkpoints": True,
+            "min_seeds": 1, "criteria": [], "min_fvd_clips": min(256, clips),
+            "standard": {"seeds": seeds, "num_uncond": clips}}
 
 
 def _init(seeds: int, clips: int) -> None:
@@ -145,7 +146,8 @@ def run_history(args: argparse.Namespace) -> dict[str, Any]:
     hg = on["config"].get("history_guidance")
     diffs: dict[str, Any] = {}
     lines = [f"History guidance {hg} (level {on['config'].get('history_level')}) minus off, paired per seed "
-             "(95% t CI):", "", "| arm | task | metric | off | on | on - off | reading |", "|---|---|---|---|---|---|---|"]
+             "(95% t CI):", "", "| arm | task | metric | off | on | on - off | reading |",
+             "|---|---|---|---|---|---|---|"]
     from fvdm.bench.suites.digits_zero_shot import DIRECTIONS, TARGETS, verdict
 
     seeds = sorted(set(per_off) & set(per_on))

@@ -30,7 +30,8 @@ def unet(P, *, num_classes=0, **kw):
 
 def ctx(P, model, sampler="ddim", cfg_scale=1.0, num_classes=0):
     return SamplingContext(model=model, schedule=P["noise_schedules"].build({"name": "ddpm", "learn_sigma": False}),
-                           sampler=P["samplers"].build({"name": sampler, "clip_x0": 1.0}), matrix=P["sampling_schedules"].build("standard"),
+                           sampler=P["samplers"].build({"name": sampler, "clip_x0": 1.0}),
+                           matrix=P["sampling_schedules"].build("standard"),
                            num_frames=4, shape=(C, S, S), steps=3, batch_size=2, cfg_scale=cfg_scale,
                            num_classes=num_classes, generator=torch.Generator().manual_seed(1), plugins=P)
 

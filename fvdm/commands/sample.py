@@ -316,9 +316,9 @@ def check_history_guidance(job: dict[str, Any], task_name: str, task: Any) -> No
     if float(hg) < 0:
         raise ValueError(f"--history-guidance must be >= 0 (got {hg}); 1 is off, > 1 strengthens the context")
     if not getattr(task, "uses_context", True):
-        raise ValueError(f"--history-guidance {float(hg):g} needs context frames and task {task_name!r} has none; drop it, or "
-                         "use a task with given frames (image_to_video, interpolation, infill, extension, long_video "
-                         "with --video, df_rollout)")
+        raise ValueError(f"--history-guidance {float(hg):g} needs context frames and task {task_name!r} has none; "
+                         "drop it, or use a task with given frames (image_to_video, interpolation, infill, extension, "
+                         "long_video, df_rollout, causal_rollout)")
 
 
 def load_cached(job: dict[str, Any], plugins: Any, cache: dict[str, Any]) -> Any:

@@ -40,10 +40,11 @@ class FrameHistory:
     """What a multistep solver remembers of each frame, newest first; every tensor indexed (B, F, ...).
 
     ``x0`` holds the last ``depth`` data predictions (B, F, C, H, W) and ``t`` the levels they were
-    made at (B, F) float64 (1.0 where empty; never read there); ``count`` (B, F) how many entries are valid (0 = the frame has not
-    moved yet); ``level`` (B, F) the level each frame stands at after its last step (NaN before
-    its first), which the next step must start from; ``x_last`` (UniPC only) the sample each
-    frame's last step started from, after correction; ``order`` (B, F) that step's order.
+    made at (B, F) float64 (1.0 where empty; never read there); ``count`` (B, F) how many entries
+    are valid (0 = the frame has not moved yet); ``level`` (B, F) the level each frame stands at
+    after its last step (NaN before its first), which the next step must start from; ``x_last``
+    (UniPC only) the sample each frame's last step started from, after correction; ``order``
+    (B, F) that step's order.
     """
 
     x0: tuple[torch.Tensor, ...]
