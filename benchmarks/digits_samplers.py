@@ -160,12 +160,12 @@ def run_history(args: argparse.Namespace) -> dict[str, Any]:
                 dist = (lambda v: v) if ideal is None else (lambda v, i=ideal: abs(v - i))  # noqa: E731
                 a = [dist(per_off[s][arm][task][metric]) for s in seeds]
                 b = [dist(per_on[s][arm][task][metric]) for s in seeds]
-                metric = metric if ideal is None else f"{metric} distance to {ideal:g}"
+                label = metric if ideal is None else f"{metric} distance to {ideal:g}"
                 d = _ci([y - x for x, y in zip(a, b)])
-                v = verdict(d["ci_low"], d["ci_high"], DIRECTIONS[metric.split(" ")[0]])
+                v = verdict(d["ci_low"], d["ci_high"], DIRECTIONS[metric])
                 reading = {"supported": "guidance helps", "contradicted": "guidance hurts"}.get(v, "inconclusive")
-                diffs[f"{arm}/{task}/{metric}"] = {**d, "reading": reading}
-                lines.append(f"| {arm} | {task} | {metric} | {_fmt(_ci(a))} | {_fmt(_ci(b))} | {_fmt(d)} | "
+                diffs[f"{arm}/{task}/{label}"] = {**d, "reading": reading}
+                lines.append(f"| {arm} | {task} | {label} | {_fmt(_ci(a))} | {_fmt(_ci(b))} | {_fmt(d)} | "
                              f"{reading} |")
     return {"history_guidance": hg, "seeds": seeds, "diffs": diffs, "table": "\n".join(lines),
             "paired_fvdm_vs_vanilla": {"off": off["metrics"]["paired"], "on": on["metrics"]["paired"]}}

@@ -171,23 +171,17 @@ def sample_window(
     ctx_mask = None if ctx is None else torch.as_tensor(ctx, dtype=torch.bool)
     S = builder(sampling.steps, num_frames, context=ctx_mask,
                 num_timesteps=getattr(sampling.schedule, "num_timesteps", None))
-    g = sampling.generator  # drawn on the generator's own device (a CUDA generator cannot fill a CPU tensor)
-    noise = torch.randn((batch, num_frames, C, H, W), generator=g, device=g.device if g is not None else "cpu")
-    noise = noise.to(sampling.device)  # (B, F, C, H, W)
+    noise = draw_noise(sampling, (batch, num_frames, C, H, W))
     has_ctx = ctx_mask is not None and bool(ctx_mask.any())
     hg = float(sampling.history_guidance)
     if hg != 1.0 and not has_ctx and num_windows == 1:  # a rollout's first window may lack context; its others not
         raise ValueError(f"history guidance ({hg:g}) needs context frames and task {type(task).__name__} has none "
                          "here; drop --history-guidance or use a task with given frames (image_to_video, "
-                         "interpolation, infill, extension, long_video with --video, df_rollout)")
+                         "interpolation, infill, extension, long_video, df_rollout, causal_rollout)")
     if multipliers is None and ctx_mask is not None and task.cfg.multiplier > 0:
         multipliers = task.cfg.multiplier
-    model_fn = make_model_fn(sampling.model, sampling.schedule, y=y, cfg_scale=sampling.cfg_scale,
-                             null_label=sampling.num_classes if sampling.num_classes > 0 else None)
-    cb = None
-    if sampling.callback is not None:
-        def cb(info: dict[str, Any]) -> None:
-            sampling.callback({**info, "window": window_index, "num_windows": num_windows})
+    model_fn = context_model_fn(sampling, sampling.model, y)
+    cb = window_callback(sampling, window_index, num_windows)
     with torch.no_grad():
         return sample_loop(
             model_fn, noise, S.to(sampling.device), sampler=sampling.sampler, schedule=sampling.schedule,
@@ -197,6 +191,27 @@ def sample_window(
             vanilla_replacement=task.cfg.mode == "vanilla_replacement", generator=sampling.generator, callback=cb,
             history_guidance=hg if has_ctx else 1.0, history_level=sampling.history_level,
         )
+
+
+def draw_noise(sampling: SamplingContext, shape: tuple[int, ...]) -> torch.Tensor:
+    """Starting noise of ``shape`` from the context's generator, on the sampling device.
+
+    Drawn on the generator's own device (a CUDA generator cannot fill a CPU tensor), then moved."""
+    g = sampling.generator
+    return torch.randn(shape, generator=g, device=g.device if g is not None else "cpu").to(sampling.device)
+
+
+def context_model_fn(sampling: SamplingContext, model: Callable[..., torch.Tensor], y: torch.Tensor | None) -> Any:
+    """``make_model_fn`` for ``model`` with the context's schedule and classifier-free guidance."""
+    return make_model_fn(model, sampling.schedule, y=y, cfg_scale=sampling.cfg_scale,
+                         null_label=sampling.num_classes if sampling.num_classes > 0 else None)
+
+
+def window_callback(sampling: SamplingContext, index: int, count: int) -> Callable[[dict[str, Any]], None] | None:
+    """The context's callback with the window's ``index`` and ``count`` added (None without a callback)."""
+    if sampling.callback is None:
+        return None
+    return lambda info: sampling.callback({**info, "window": index, "num_windows": count})
 
 
 def place(frames: torch.Tensor, positions: list[int], num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:

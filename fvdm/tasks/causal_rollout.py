@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from fvdm.core.sampling import guide, make_model_fn, sample_loop
-from fvdm.tasks.base import TaskConfig, as_frames, batch_of
+from fvdm.core.sampling import guide, sample_loop
+from fvdm.tasks.base import TaskConfig, as_frames, batch_of, context_model_fn, draw_noise, window_callback
 from fvdm.tasks.long_video import StartVideoTask
 
 
@@ -102,11 +102,10 @@ class CausalRollout(StartVideoTask):
         if cfg.cache:
             check_cacheable(model)
         past = CachedModel(model) if cfg.cache else PrefixModel(model, sampling.schedule)
-        null = sampling.num_classes if sampling.num_classes > 0 else None
-        with_past = make_model_fn(past, sampling.schedule, y=y, cfg_scale=sampling.cfg_scale, null_label=null)
+        with_past = context_model_fn(sampling, past, y)
         model_fn = with_past
         if hg != 1.0:  # history guidance: the unguided branch sees the new frames alone (the past dropped)
-            alone = make_model_fn(model, sampling.schedule, y=y, cfg_scale=sampling.cfg_scale, null_label=null)
+            alone = context_model_fn(sampling, model, y)
             model_fn = lambda x, t: guide(sampling.schedule, with_past(x, t), alone(x, t), hg)  # noqa: E731
         C, H, W = sampling.shape
         frames = []
@@ -120,15 +119,9 @@ class CausalRollout(StartVideoTask):
             for i in range(n_chunks):
                 c = min(cfg.chunk, total - done)
                 S = sampling.matrix(sampling.steps, c, num_timesteps=getattr(sampling.schedule, "num_timesteps", None))
-                g = sampling.generator
-                noise = torch.randn((batch, c, C, H, W), generator=g,
-                                    device=g.device if g is not None else "cpu").to(sampling.device)
-                cb = None
-                if sampling.callback is not None:
-                    def cb(info: dict[str, Any], i: int = i) -> None:
-                        sampling.callback({**info, "window": i, "num_windows": n_chunks})
-                x = sample_loop(model_fn, noise, S.to(sampling.device), sampler=sampling.sampler,
-                                schedule=sampling.schedule, generator=g, callback=cb)
+                x = sample_loop(model_fn, draw_noise(sampling, (batch, c, C, H, W)), S.to(sampling.device),
+                                sampler=sampling.sampler, schedule=sampling.schedule, generator=sampling.generator,
+                                callback=window_callback(sampling, i, n_chunks))
                 if done + c < total:  # the last chunk is never attended to
                     past.add(with_past, x, torch.zeros(x.shape[:2], device=sampling.device))
                 frames.append(x)

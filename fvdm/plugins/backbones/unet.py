@@ -17,6 +17,7 @@ Shapes: x (B, F, C, H, W), t_in (B, F) (or (B,) for one level per clip), y (B,) 
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Literal
 
@@ -271,7 +272,7 @@ class UNetVideo(BackboneMixin, nn.Module):
         self.conv_in = nn.Conv2d(cfg.in_channels * p * p, chans[0], 3, padding=1)
 
         rope, window = cfg.temporal_positions == "rope", cfg.temporal_window
-        layers = iter(range(10_000))  # each temporal layer's index: its slot in a TemporalKVCache
+        layers = itertools.count()  # each temporal layer's index: its slot in a TemporalKVCache
 
         def attention(ch: int) -> TemporalAttention:
             return TemporalAttention(ch, cfg.num_heads, causal, rope=rope, window=window, layer=next(layers))
