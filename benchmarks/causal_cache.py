@@ -37,7 +37,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from fvdm.core.plugins import load_plugins
-    from fvdm.tasks.base import SamplingContext
+    from fvdm.tasks.context import build_context
 
     P = load_plugins(entry_points=False)
     W = 16
@@ -47,10 +47,8 @@ def main() -> None:
     sched = P["noise_schedules"].build({"name": "ddpm", "learn_sigma": False, "prediction": "v"})
 
     def sampling() -> Any:
-        return SamplingContext(model=model, schedule=sched, sampler=P["samplers"].build("ddim"),
-                               matrix=P["sampling_schedules"].build("standard"), num_frames=W, shape=(1, 32, 32),
-                               steps=args.steps, batch_size=args.batch, generator=torch.Generator().manual_seed(0),
-                               plugins=P)
+        return build_context(P, model=model, schedule=sched, sampler="ddim", matrix="standard", num_frames=W,
+                             shape=(1, 32, 32), steps=args.steps, batch_size=args.batch, seed=0)
 
     def timed(spec: dict[str, Any], n: int) -> float:
         task = P["tasks"].build(spec)

@@ -76,7 +76,7 @@ def _job(runs: str, seed: int, sampler: str, steps: list[int]) -> list[dict[str,
 
 
 def _ci(values: list[float]) -> dict[str, Any]:
-    from fvdm.bench.suites.digits_zero_shot import mean_ci
+    from fvdm.bench.stats import mean_ci
 
     return mean_ci(values)
 
@@ -121,7 +121,7 @@ def run_steps(args: argparse.Namespace) -> dict[str, Any]:
             ddim = {r["seed"]: r["fvd"] for r in rows if r["sampler"] == "ddim" and r["steps"] == k}
             cell = {"fvd": _ci([vals[s] for s in seeds])}
             if name != "ddim" and ddim:
-                from fvdm.bench.suites.digits_zero_shot import verdict
+                from fvdm.bench.stats import verdict
 
                 d = _ci([vals[s] - ddim[s] for s in seeds])
                 cell["minus_ddim"] = {**d, "verdict": verdict(d["ci_low"], d["ci_high"], higher_is_better=False)}
@@ -148,7 +148,8 @@ def run_history(args: argparse.Namespace) -> dict[str, Any]:
     lines = [f"History guidance {hg} (level {on['config'].get('history_level')}) minus off, paired per seed "
              "(95% t CI):", "", "| arm | task | metric | off | on | on - off | reading |",
              "|---|---|---|---|---|---|---|"]
-    from fvdm.bench.suites.digits_zero_shot import DIRECTIONS, TARGETS, verdict
+    from fvdm.bench.stats import compared, verdict
+    from fvdm.bench.suites.digits_zero_shot import DIRECTIONS, TARGETS
 
     seeds = sorted(set(per_off) & set(per_on))
     arms = per_off[seeds[0]].keys()
@@ -157,9 +158,8 @@ def run_history(args: argparse.Namespace) -> dict[str, Any]:
             for metric in (m for m, v in res.items() if m in DIRECTIONS and isinstance(v, float)):
                 # a metric with an ideal value (boundary jump 1 = as smooth as real video) compares |value - ideal|
                 ideal = TARGETS.get(metric)
-                dist = (lambda v: v) if ideal is None else (lambda v, i=ideal: abs(v - i))  # noqa: E731
-                a = [dist(per_off[s][arm][task][metric]) for s in seeds]
-                b = [dist(per_on[s][arm][task][metric]) for s in seeds]
+                a = [compared(per_off[s][arm][task][metric], ideal) for s in seeds]
+                b = [compared(per_on[s][arm][task][metric], ideal) for s in seeds]
                 label = metric if ideal is None else f"{metric} distance to {ideal:g}"
                 d = _ci([y - x for x, y in zip(a, b)])
                 v = verdict(d["ci_low"], d["ci_high"], DIRECTIONS[metric])

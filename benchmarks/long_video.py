@@ -30,7 +30,7 @@ QUICK = dict(frames=[16, 32, 64, 128], window=16, overlap=8, size=16, patch=4, s
 
 def _context(spec: dict[str, Any]) -> Any:
     from fvdm.core.plugins import load_plugins
-    from fvdm.tasks.base import SamplingContext
+    from fvdm.tasks.context import build_context
 
     P = load_plugins(entry_points=False)
     schedule = P["noise_schedules"].build("ddpm")
@@ -42,10 +42,9 @@ def _context(spec: dict[str, Any]) -> Any:
             if p.abs().max() == 0:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
     model.eval()
-    ctx = SamplingContext(model=model, schedule=schedule, sampler=P["samplers"].build("ddim"),
-                          matrix=P["sampling_schedules"].build("standard"), num_frames=spec["window"],
-                          shape=(1, spec["size"], spec["size"]), steps=spec["steps"], batch_size=1,
-                          generator=torch.Generator().manual_seed(0), plugins=P)
+    ctx = build_context(P, model=model, schedule=schedule, sampler="ddim", matrix="standard",
+                        num_frames=spec["window"], shape=(1, spec["size"], spec["size"]), steps=spec["steps"],
+                        batch_size=1, seed=0)
     return P, ctx
 
 

@@ -14,8 +14,10 @@ A train step is forward + MSE + backward + AdamW. FLOPs per step come from
 torch.utils.flop_counter.FlopCounterMode; MFU is against a fp32 matmul peak measured here with
 the same thread count (and, for bf16, against a bf16 matmul peak). Reference range: per_token is
 1.19-1.28x scalar on CPU (Latte-S/2, 16x32x32 latents, batch 2, 1 thread); per_frame must stay
-<= 1.03x. Issue 13's throughput target: the bf16 step <= 0.4x the public code's fp32 step, whose
-stand-in here is per_token (the public code is not run; see ``bf16`` in the result).
+<= 1.03x. Issue 13's throughput target (the bf16 step <= 0.4x the public code's fp32 step) is
+measured against the public code itself by ``benchmarks/speed_public_fvdm.py``; the bf16 / per_token
+figure here is against fvdm's own imitation of the public modulation layout (our blocks, our
+attention kernel), an ablation, not the public code.
 
     python benchmarks/train_step_overhead.py [--quick] [--threads 1] [--reps 7] [--out overhead.json]
 """
@@ -39,7 +41,8 @@ from fvdm.bench.runner import write_json
 VARIANTS = ("scalar", "per_frame", "per_token")  # fp32; ``median_s`` and the overhead ratios
 BF16 = "per_frame_bf16"
 ALL = (*VARIANTS, BF16)
-#: issue 13, part 5: bf16 step <= this fraction of the public code's fp32 LatteVIDEO-S/2 step
+#: issue 13, part 5: bf16 step <= this fraction of the public code's fp32 LatteVIDEO-S/2 step (the real
+#: figure: benchmarks/speed_public_fvdm.py; here only against the per_token imitation)
 TARGET_VS_PUBLIC = 0.4
 
 FULL = dict(model="latte_s_2", batch=2, frames=16, channels=4, size=32, reps=7, warmup=1)
@@ -233,8 +236,9 @@ def _bf16_figures(variants: dict[str, Any], med: dict[str, float], times: dict[s
         "steps_per_s": {"fp32": 1.0 / med["per_frame"], "bf16": 1.0 / med[BF16]},
         "ratio_bf16_vs_fp32": vs_fp32,
         "paired_ratio_bf16_vs_fp32": statistics.median(a / b for a, b in zip(times[BF16], times["per_frame"])),
-        # per_token is the public code's temporal-modulation layout on our blocks; the public code
-        # itself is not run here, so this is the stand-in for its fp32 step (README: ~0.8x ours-to-it)
+        # per_token is the public code's temporal-modulation layout on our blocks and kernels, not the
+        # public code (which, for one, runs explicit math attention by default): the target's real
+        # denominator is timed by benchmarks/speed_public_fvdm.py. Keys kept for the suite's readers.
         "ratio_bf16_vs_public_style_fp32": vs_public_style,
         "ratio_fp32_vs_public_style_fp32": med["per_frame"] / med["per_token"],
         "target_vs_public": TARGET_VS_PUBLIC,
@@ -272,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         b = res["bf16"]
         print(f"  bf16 autocast: {b['median_s']['bf16']:.3f} CPU-s/step; bf16 / fp32 = {b['ratio_bf16_vs_fp32']:.3f} "
               f"(paired {b['paired_ratio_bf16_vs_fp32']:.3f}); bf16 / public-style fp32 = "
-              f"{b['ratio_bf16_vs_public_style_fp32']:.3f} (target <= {b['target_vs_public']}); "
+              f"{b['ratio_bf16_vs_public_style_fp32']:.3f} (per_token imitation; the <= {b['target_vs_public']} "
+              f"target is against the public code: benchmarks/speed_public_fvdm.py); "
               f"bf16 matmul peak {b['bf16_matmul_peak_flops'] / 1e9:.1f} GFLOP/s "
               f"({b['bf16_matmul_peak_vs_fp32']:.2f}x fp32), MFU vs it {100 * b['mfu_vs_bf16_peak']:.1f}%; "
               f"attention {b['attention']}; flags {b['cpu_flags']}")

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from fvdm import __version__
 from fvdm.core.errors import FvdmError
@@ -38,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores Python's own display when the command returns
+            warnings.showwarning = _warning_printer(args.command)
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # `fvdm plugins | head`: the reader stopped early, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 0
@@ -55,15 +58,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _warning_printer(command: str):
+    """``showwarning`` for the CLI process: ``fvdm CMD: warning: message`` on stderr, without the source path
+    and code line Python prints (they point into fvdm, not at anything the user can change)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+        print(f"fvdm {command}: warning: {message}", file=sys.stderr if file is None else file, flush=True)
+
+    return show
+
+
 def _message(exc: BaseException) -> str:
-    """pydantic's multi-line dump -> one line of `field: problem`; other messages as they are."""
+    """pydantic's multi-line dump -> one line of `field: problem` (the formatter `fvdm sample` uses); other
+    messages as they are."""
     errors = getattr(exc, "errors", None)
     if type(exc).__name__ == "ValidationError" and callable(errors):
-        parts = []
-        for e in errors():
-            loc = ".".join(str(x) for x in e.get("loc", ())) or "value"
-            parts.append(f"{loc}: {e.get('msg', '')} (got {e.get('input')!r})")
-        return f"invalid value{'s' if len(parts) > 1 else ''}: " + "; ".join(parts)
+        from fvdm.commands.specs import config_errors
+
+        return f"invalid value{'s' if len(errors()) > 1 else ''}: " + config_errors(exc, None)
     return str(exc)
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 
 from fvdm.core.plugins import load_plugins
+from fvdm.core.sampling import make_model_fn
 from fvdm.plugins.backbones.embeddings import timestep_features
 from fvdm.plugins.backbones.latte import Latte, build_latte, size_config
 from fvdm.plugins.backbones.latte_import import import_latte_state_dict, infer_latte_config
@@ -304,15 +305,19 @@ def test_class_conditioning_dropout_and_cfg():
     is_null = (out - unc).flatten(1).abs().amax(1) < 1e-5
     is_cond = (out - cond).flatten(1).abs().amax(1) < 1e-5
     assert torch.equal(is_null, drops) and torch.equal(is_cond, ~drops)
-    # CFG: scale 1 = conditional, scale 0 = unconditional, on the first C channels; variance from cond
+    # CFG (fvdm.core.sampling's, the one implementation) on this backbone: scale 1 = conditional, scale 0 =
+    # unconditional (null class num_classes), on the first C channels; the variance comes from cond
+    sched = load_plugins()["noise_schedules"].build({"name": "ddpm", "learn_sigma": True})
+    levels = torch.full((B, FR), 400 / 999)  # timestep_input -> step 400, the t above
     y = torch.tensor([0, 1])
     cond2, unc2 = m(x, t, y), m(x, t, torch.tensor([3, 3]))
-    torch.testing.assert_close(m.forward_with_cfg(x, t, y, 1.0), cond2, atol=1e-5, rtol=1e-5)
-    g0 = m.forward_with_cfg(x, t, y, 0.0)
+    torch.testing.assert_close(make_model_fn(m, sched, y=y, cfg_scale=1.0)(x, levels), cond2, atol=1e-5, rtol=1e-5)
+    g0 = make_model_fn(m, sched, y=y, cfg_scale=0.0)(x, levels)
     torch.testing.assert_close(g0[:, :, :C], unc2[:, :, :C], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(g0[:, :, C:], cond2[:, :, C:], atol=1e-5, rtol=1e-5)
-    g7 = m.forward_with_cfg(x, t, y, 7.0)
+    g7 = make_model_fn(m, sched, y=y, cfg_scale=7.0)(x, levels)
     torch.testing.assert_close(g7[:, :, :C], unc2[:, :, :C] + 7 * (cond2 - unc2)[:, :, :C], atol=1e-4, rtol=1e-4)
+    assert not hasattr(m, "forward_with_cfg")  # one CFG: the backbone has no copy of its own
 
 
 def test_input_errors_are_clear():

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fvdm.core.plugins import load_plugins
+from fvdm.core.sampling import make_model_fn
 from fvdm.plugins.backbones.unet import UNetVideo
 
 
@@ -65,13 +66,17 @@ def test_batch_elements_are_independent_and_b1_shape():
 
 
 def test_cfg_matches_two_passes():
+    """Classifier-free guidance (fvdm.core.sampling.make_model_fn) on the U-Net: one doubled batch = two passes."""
     m = _model(num_classes=4)
     x = torch.randn(2, 6, 1, 16, 16)
-    t = torch.randint(0, 1000, (2, 6)).float()
+    n = torch.randint(0, 1000, (2, 6))
+    t = n.float()
     y = torch.tensor([1, 3])
     cond = m(x, t, y)
     uncond = m(x, t, torch.full((2,), 4))
-    torch.testing.assert_close(m.forward_with_cfg(x, t, y, 3.0), uncond + 3.0 * (cond - uncond), rtol=1e-4, atol=1e-5)
+    sched = load_plugins()["noise_schedules"].build({"name": "ddpm", "learn_sigma": False})
+    guided = make_model_fn(m, sched, y=y, cfg_scale=3.0)(x, n.float() / 999)  # timestep_input -> n
+    torch.testing.assert_close(guided, uncond + 3.0 * (cond - uncond), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fvdm.core.plugins import load_plugins
-from fvdm.tasks.base import SamplingContext
+from fvdm.tasks.context import build_context
 
 C, S = 1, 16
 
@@ -29,11 +29,10 @@ def unet(P, *, num_classes=0, **kw):
 
 
 def ctx(P, model, sampler="ddim", cfg_scale=1.0, num_classes=0):
-    return SamplingContext(model=model, schedule=P["noise_schedules"].build({"name": "ddpm", "learn_sigma": False}),
-                           sampler=P["samplers"].build({"name": sampler, "clip_x0": 1.0}),
-                           matrix=P["sampling_schedules"].build("standard"),
-                           num_frames=4, shape=(C, S, S), steps=3, batch_size=2, cfg_scale=cfg_scale,
-                           num_classes=num_classes, generator=torch.Generator().manual_seed(1), plugins=P)
+    return build_context(P, model=model, schedule=P["noise_schedules"].build({"name": "ddpm", "learn_sigma": False}),
+                         sampler={"name": sampler, "clip_x0": 1.0}, matrix="standard", num_frames=4,
+                         shape=(C, S, S), steps=3, batch_size=2, cfg_scale=cfg_scale, num_classes=num_classes,
+                         seed=1)
 
 
 def rollout(P, model, cache, inputs, **kw):

@@ -116,3 +116,28 @@ def test_eval_set_key_no_metric_has_is_refused_with_a_close_match(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("fvdm eval: error: --set num_reel: no chosen metric (fvd_digits) has this field. "
                              "Did you mean 'num_real'?") and len(err) == 2
+
+
+def test_a_validators_own_message_comes_out_once_without_pydantic_machinery(capsys, monkeypatch):
+    """It used to read `Value error, ... got 'a,b' (got 'a,b')`."""
+    from pydantic import BaseModel, field_validator
+
+    import fvdm.commands.plugins as cmd
+
+    class Indices(BaseModel):
+        given: list[int]
+        count: int = 1
+
+        @field_validator("given", mode="before")
+        @classmethod
+        def _split(cls, v):
+            raise ValueError(f"expected comma-separated frame indices, got {v!r}")
+
+    def bad(args):
+        Indices.model_validate({"given": "a,b", "count": "x"})
+
+    monkeypatch.setattr(cmd, "run", bad)
+    assert main(["plugins"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == ("fvdm plugins: error: invalid values: given: expected comma-separated frame indices, got 'a,b'; "
+                      "count: Input should be a valid integer, unable to parse string as an integer (got 'x')")

@@ -12,7 +12,8 @@ from fvdm.cli import main
 from fvdm.plugins.datasets import video_io as vio
 from fvdm.plugins.datasets.fixtures import synthetic_clip, write_video_folder
 from fvdm.plugins.datasets.moving_digits import MovingDigits
-from fvdm.plugins.datasets.pack import clip_starts, inspect_shards, iter_samples_uint8, pack_folder
+from fvdm.plugins.datasets.pack import clip_starts, inspect_shards, pack_folder
+from fvdm.plugins.datasets.shards import iter_samples_uint8
 from fvdm.plugins.datasets.video_folder import VideoFolder
 from fvdm.plugins.datasets.webdataset_reader import WebDatasetVideos
 

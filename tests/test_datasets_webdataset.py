@@ -13,7 +13,8 @@ from fvdm.core.plugins import load_plugins
 from fvdm.plugins.datasets import video_io as vio
 from fvdm.plugins.datasets.fixtures import synthetic_clip, write_clip_shards, write_tar
 from fvdm.plugins.datasets.pack import encode_sample
-from fvdm.plugins.datasets.webdataset_reader import WebDatasetVideos, expand_urls
+from fvdm.plugins.datasets.shards import expand_urls
+from fvdm.plugins.datasets.webdataset_reader import WebDatasetVideos
 
 
 def wds(urls, **kw):
@@ -286,7 +287,7 @@ def test_unavailable_without_optional_deps(monkeypatch):
 
 
 def test_truncated_shard_yields_every_complete_sample_before_the_cut(tmp_path):
-    from fvdm.plugins.datasets.webdataset_reader import iter_tar_samples
+    from fvdm.plugins.datasets.shards import iter_tar_samples
 
     members = [(f"s{i}.bin", bytes([i]) * 4000) for i in range(3)]  # 3 one-member samples
     write_tar(tmp_path / "t.tar", members)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -10,11 +12,25 @@ from fvdm.cli import main
 
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
+def demo_run(tmp_path_factory):
+    """`fvdm demo --quick` with its output sent to files (not a terminal), as `make demo > log` does."""
     out = tmp_path_factory.mktemp("demo")
-    args = ["demo", "--out", str(out), "--quick", "--threads", "1", "--no-progress", "--baseline-minutes", "1"]
-    assert main(args) == 0
-    return out
+    args = ["demo", "--out", str(out), "--quick", "--threads", "1", "--baseline-minutes", "1"]
+    stdout, stderr = io.StringIO(), io.StringIO()  # isatty() is False, whatever pytest's capture mode
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        assert main(args) == 0
+    return out, stdout.getvalue() + stderr.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo_dir(demo_run):
+    return demo_run[0]
+
+
+def test_demo_logs_lines_not_progress_bars_when_not_on_a_terminal(demo_run):
+    _, log = demo_run
+    assert "\r" not in log  # tqdm redraws its bar with carriage returns
+    assert "step 2/2 | loss" in log  # the engine's log line instead
 
 
 def test_demo_writes_report_for_every_task(demo_dir):

@@ -398,3 +398,102 @@ def test_loss_spike_stops_before_saving_and_lr_can_change_on_resume(plugins, tmp
     lower = parse_config(tiny(tmp_path, steps=120, ckpt_every=100, log_every=50, lr=5e-4))
     res = train(lower, plugins, run_dir=run, resume=True, progress=False)
     assert res["step"] == 120
+
+
+# -- divergence before the running median arms ---------------------------------------------------------
+def demo_like(tmp_path, **train_kw):
+    """The demo recipe (unet_video, v + min-SNR, PTSS, warmup 50) shrunk to 4-frame 16x16 digits."""
+    return {"name": "demo_like", "run_root": str(tmp_path / "runs"),
+            "data": {"name": "moving_digits", "num_frames": 4, "resolution": 16, "num_clips": 32},
+            "backbone": {"name": "unet_video"},
+            "noise_schedule": {"name": "ddpm", "prediction": "v", "learn_sigma": False, "loss_weighting": "min_snr"},
+            "vtv": {"name": "ptss", "p": 0.2}, "autoencoder": "identity",
+            "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "warmup_steps": 50, "ema_decay": 0.995, "log_every": 1,
+                      "ckpt_every": 1, "tensorboard": False, **train_kw}}
+
+
+def advised_command(err: str) -> list[str]:
+    """The `fvdm train ...` command a divergence error tells the user to run, as CLI arguments."""
+    import re
+    import shlex
+
+    found = re.findall(r"`(fvdm train [^`]+)`", err)
+    assert len(found) == 1, err
+    return shlex.split(found[0])[1:]
+
+
+def test_lr_blow_up_is_refused_at_step_2_and_the_advised_command_trains_on(tmp_path, capsys):
+    """train.lr=1e6 explodes the weights in step 1: step 2's loss (about 1e11, finite) is refused before it is
+    applied, the step-1 checkpoint (its weights gave that loss) is not called good, and the printed command
+    (a fresh start with a lower lr) trains to the end with finite losses."""
+    cfg = tmp_path / "demo_like.yaml"
+    cfg.write_text(json.dumps(demo_like(tmp_path)))
+    run = tmp_path / "r"
+    assert cli_main(["train", str(cfg), "-o", "train.lr=1e6", "--run-dir", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "loss jump at step 2" in err and "No good checkpoint" in err and "last good" not in err
+    assert len(err.strip().splitlines()) == 2  # the message, then the FVDM_DEBUG hint
+    assert not (run / "checkpoints" / "last.pt").exists()  # nothing a --resume could pick up
+    with pytest.raises(CheckpointError):
+        load_checkpoint(run)
+    argv = advised_command(err)
+    assert "--resume" not in argv and "train.lr=0.0001" in argv
+    assert cli_main(argv + ["--no-progress"]) == 0
+    ck = load_checkpoint(run)
+    assert ck["step"] == 4 and all(math.isfinite(v) for v in ck["losses"].tolist())
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    assert [json.loads(line)["step"] for line in open(run / "metrics.jsonl")] == [1, 2, 3, 4]  # the fresh run's
+
+
+def test_checkpoint_of_the_weights_that_diverged_is_set_aside_and_resume_uses_the_good_one(
+        plugins, tmp_path, capsys, monkeypatch):
+    """A blow-up at step 5 ran on the weights saved at step 4: that checkpoint is set aside, last.pt points at
+    step 2 again (step 3 ran on its weights and passed), and the advised --resume continues from there."""
+    from fvdm.plugins.noise_schedules.ddpm import DDPMSchedule
+
+    calls = {"n": 0}
+    orig = DDPMSchedule.loss
+
+    def blow_up(self, *args):
+        calls["n"] += 1
+        out = orig(self, *args)
+        return out * 1e8 if calls["n"] == 5 else out
+
+    monkeypatch.setattr(DDPMSchedule, "loss", blow_up)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps(tiny(tmp_path, steps=8, ckpt_every=2, keep_last=3)))
+    run = tmp_path / "r"
+    assert cli_main(["train", str(cfg), "--run-dir", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "loss jump at step 5" in err and "last good checkpoint:" in err and "(step 2)" in err
+    ckdir = run / "checkpoints"
+    assert (ckdir / "diverged-step-00000004.pt").is_file() and not (ckdir / "step-00000004.pt").exists()
+    assert load_checkpoint(run)["step"] == 2
+    argv = advised_command(err)
+    assert "--resume" in argv and "train.lr=0.0001" in argv
+    assert cli_main(argv + ["--no-progress"]) == 0
+    assert load_checkpoint(run)["step"] == 8
+
+
+def test_early_guard_refuses_blow_ups_not_noisy_first_batches():
+    from fvdm.core.divergence import divergence
+
+    # first-batch losses measured at initialisation on tiny batches: min-SNR all-low-noise (1e-4), bound term
+    # at low noise (190); none is a blow-up
+    assert divergence(190.0, 3.0, [0.9], 50.0, 2) is None
+    assert divergence(0.5, 1.0, [1e-4], 50.0, 2) is None
+    assert divergence(4e11, 1e12, [0.06], 50.0, 2).startswith("loss jump at step 2")
+    assert divergence(6e3, 1.0, [0.5, 30.0], 50.0, 3) is None  # 30 x 5000 is the bar
+    assert divergence(2e5, 1.0, [0.5, 30.0], 50.0, 3) is not None
+    assert divergence(4e11, 1.0, [0.06], 0.0, 2) is None  # spike_factor 0 disables both checks
+    assert divergence(float("nan"), 1.0, [], 0.0, 1).startswith("non-finite loss at step 1")
+    assert divergence(1.0, float("inf"), [], 50.0, 1).startswith("non-finite")
+    # once 100 losses are known the running median takes over
+    assert divergence(60.0, 1.0, [1.0] * 100, 50.0, 101).startswith("loss spike at step 101")
+
+
+def test_run_is_built_by_keyword_only():
+    from fvdm.core.engine import Run
+
+    with pytest.raises(TypeError, match="positional"):
+        Run(*[None] * 23)

@@ -1,5 +1,5 @@
 """History guidance: the guided prediction in closed form, composition with class guidance, every task with
-context, and the errors (no context, level out of range) before any sampling."""
+context (a plugin's too), and the errors (no context, level out of range) before any sampling."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from fvdm.core.plugins import load_plugins
 from fvdm.core.sampling import alpha_sigma, history_guided, make_model_fn, sample_loop
+from fvdm.tasks.base import Task, as_frames, batch_of, expand_batch, place, sample_window
 from tests.test_tasks import C, H, W, Toy, ctx_for
 
 
@@ -98,3 +99,60 @@ def test_refused_without_context(P):
         P["tasks"].build("unconditional").run(sampling, {})
     with pytest.raises(ValueError, match=r"history_level must be in \(0, 1\]"):
         history_guided(make_model_fn(Toy(), s), s, torch.ones(1, 3, dtype=torch.bool), x, 2.0, 0.0)
+
+
+class LastFrame(Task):
+    """A third-party-style task with context: a window that ends at a given frame."""
+
+    def run(self, sampling, inputs):
+        W = self.window(sampling)
+        last = as_frames(inputs["image"], sampling.shape, "image", single=True)
+        batch = batch_of(inputs, sampling, last)
+        ctx_x0, ctx = place(expand_batch(last, batch, "image"), [W - 1], W)
+        return sample_window(self, sampling, num_frames=W, batch=batch, ctx_x0=ctx_x0, ctx=ctx)
+
+
+class NoiseOnly(Task):
+    """A third-party-style task without context."""
+
+    uses_context = False
+
+    def run(self, sampling, inputs):
+        return sample_window(self, sampling, num_frames=self.window(sampling), batch=batch_of(inputs, sampling))
+
+
+def _plugin():
+    from fvdm.core import hookimpl
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def fvdm_register_tasks(registry):
+            registry.add("last_frame", LastFrame)
+            registry.add("noise_only", NoiseOnly)
+
+    return Plugin
+
+
+def test_a_plugin_task_with_context_counts_everywhere_the_builtins_do():
+    """No list of task names to edit: history guidance is allowed for a plugin's context task, refused for its
+    task without one, and every message offering tasks with context offers the plugin's."""
+    from fvdm.commands.jobs import check_history_guidance
+    from fvdm.tasks.base import context_tasks
+
+    P2 = load_plugins(entry_points=False, extra_plugins=[("third", _plugin())])
+    names = context_tasks(P2)
+    assert "last_frame" in names and "image_to_video" in names
+    assert "noise_only" not in names and "unconditional" not in names and "class_conditional" not in names
+    job = {"history_guidance": 2.0}
+    check_history_guidance(job, "last_frame", P2["tasks"].build("last_frame"), P2)  # allowed
+    with pytest.raises(ValueError, match="task 'noise_only' has none; drop it, or use a task with given frames "
+                                         r"\(.*last_frame.*\)"):
+        check_history_guidance(job, "noise_only", P2["tasks"].build("noise_only"), P2)
+    sampling = ctx_for(P2)
+    sampling.history_guidance = 3.0
+    img = torch.rand(2, C, H, W) * 2 - 1
+    out = P2["tasks"].build("last_frame").run(sampling, {"image": img})  # guided, the frame kept
+    assert torch.equal(out[:, -1], img)
+    with pytest.raises(ValueError, match="needs context frames and task NoiseOnly has none.*last_frame"):
+        P2["tasks"].build("noise_only").run(sampling, {})

@@ -85,3 +85,63 @@ def test_outputs_get_the_mode_the_umask_gives(tmp_path, umask):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
     assert modes == dict.fromkeys(["a.gif", "a.png", "a.npz", "a.json"], 0o666 & ~umask)
+
+
+def test_a_file_that_is_not_a_video_is_one_line_naming_it_and_the_formats(tmp_path):
+    from fvdm.core.media import read_video
+
+    (tmp_path / "notes.gif").write_text("not a video")  # GIFs go through Pillow: no PyAV needed
+    cases = ["notes.gif"]
+    try:
+        import av  # noqa: F401
+
+        (tmp_path / "notes.mp4").write_text("not a video")
+        cases.append("notes.mp4")
+    except ImportError:
+        pass  # the mp4 case needs PyAV ('fvdm[video]'); the GIF case still runs
+    for name in cases:
+        with pytest.raises(ValueError) as err:
+            read_video(tmp_path / name, (1, 8, 8))
+        msg = str(err.value)
+        assert "\n" not in msg and "Errno" not in msg and str(tmp_path / name) in msg
+        assert "not a readable video" in msg and "mp4/webm/mkv/avi/mov/gif" in msg
+
+
+def frames_rgb(path) -> np.ndarray:
+    """Every decoded frame of a video as uint8 (F, H, W, 3), read with PyAV directly (the oracle)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_a_grey_mp4_written_by_fvdm_reads_into_a_one_channel_model_without_a_warning(tmp_path):
+    pytest.importorskip("av", reason="mp4 needs PyAV: pip install 'fvdm[video]'")
+    import warnings
+
+    from fvdm.core.media import read_video, write_mp4
+
+    g = torch.Generator().manual_seed(0)
+    grey = torch.rand(1, 4, 1, 16, 16, generator=g) * 2 - 1  # (B, F, 1, H, W): mp4 stores it as RGB
+    write_mp4(grey, tmp_path / "grey.mp4")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any "converting RGB -> L" fails the test
+        back = read_video(tmp_path / "grey.mp4", (1, 16, 16))
+    stored = frames_rgb(tmp_path / "grey.mp4")
+    assert (stored.max(-1) == stored.min(-1)).all()  # the mp4 really holds equal channels
+    assert back.shape == (4, 1, 16, 16)
+    torch.testing.assert_close(back[:, 0], torch.from_numpy(stored[..., 0]).float() / 127.5 - 1)
+
+
+def test_a_colour_mp4_still_warns_when_read_into_a_one_channel_model(tmp_path):
+    pytest.importorskip("av", reason="mp4 needs PyAV: pip install 'fvdm[video]'")
+    from fvdm.core.media import read_video, write_mp4
+
+    colour = torch.zeros(1, 4, 3, 16, 16)
+    colour[:, :, 0] = 0.8  # red: channels differ by ~100 levels
+    write_mp4(colour, tmp_path / "red.mp4")
+    with pytest.warns(UserWarning, match=r"converting RGB -> L to fit the model \(all 4 frames\)"):
+        back = read_video(tmp_path / "red.mp4", (1, 16, 16))
+    stored = frames_rgb(tmp_path / "red.mp4").astype(np.float64)
+    luma = stored @ np.array([0.299, 0.587, 0.114])  # ITU-R 601, what PIL's convert("L") uses
+    assert np.abs((back[:, 0].numpy() + 1) * 127.5 - luma).max() <= 1.0

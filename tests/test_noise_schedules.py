@@ -378,3 +378,23 @@ def test_posterior_preserves_marginals(beta_schedule):
     abar_from, abar_to = s.step_alphas(t_from, t_to)
     assert torch.equal(abar_to == 1, n_to == 0)
     torch.testing.assert_close(abar_from, s.abar(t_from))
+
+
+def test_gaussian_posterior_preserves_marginals_of_a_non_vp_process():
+    """The one posterior (schedule and ddpm sampler) on rectified flow's x_t = (1-t) x0 + t eps: a step from
+    q(x_from | x0) must land on q(x_to | x0)'s moments; a step onto data has variance 0, logged by choice."""
+    from fvdm.plugins.noise_schedules.posterior import VARIANCE_FLOOR, gaussian_posterior
+
+    g = torch.Generator().manual_seed(0)
+    t_from = torch.rand(3, 5, generator=g, dtype=torch.float64) * 0.98 + 0.01
+    t_to = t_from * torch.rand(3, 5, generator=g, dtype=torch.float64)
+    a_f, s_f, a_t, s_t = 1 - t_from, t_from, 1 - t_to, t_to
+    post = gaussian_posterior(a_f, s_f, a_t, s_t)
+    torch.testing.assert_close(post.coef_x0 + post.coef_xt * a_f, a_t)
+    torch.testing.assert_close(post.coef_xt**2 * s_f**2 + post.variance, s_t**2)
+    one, zero = torch.ones_like(t_to), torch.zeros_like(t_to)
+    onto_data = gaussian_posterior(a_f, s_f, one, zero)
+    assert torch.equal(onto_data.variance, zero)
+    assert torch.equal(onto_data.log_variance, torch.full_like(zero, math.log(VARIANCE_FLOOR)))
+    floor = torch.full_like(zero, -9.0)
+    assert torch.equal(gaussian_posterior(a_f, s_f, one, zero, zero_log_variance=floor).log_variance, floor)

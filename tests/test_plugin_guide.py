@@ -104,6 +104,11 @@ def test_sampling_used_the_plugin_schedule_params_and_the_tasks_file_input(walke
                                 "center": 1.0, "lag": 0.5}
     uncond = json.loads((work / "out" / "unconditional.json").read_text())
     assert uncond["schedule"]["name"] == "middle_first" and uncond["schedule"]["center"] == 0.0
+    # provenance: the plugin's task and schedule name their distribution, the built-ins say so
+    assert meta["provenance"]["task"] == {"name": "anchor_frame", "origin": "my-fvdm-ext 0.1.0"}
+    assert meta["provenance"]["schedule"] == {"name": "middle_first", "origin": "my-fvdm-ext 0.1.0"}
+    assert meta["provenance"]["sampler"]["origin"] == "builtin"
+    assert meta["provenance"]["training"]["vtv"]["origin"] == "my-fvdm-ext 0.1.0"
 
 
 def test_jobs_file_takes_the_plugin_schedule_as_a_mapping(walked):
@@ -121,3 +126,20 @@ def test_trained_with_the_plugin_strategy(walked):
     assert (work / "run" / "checkpoints" / "last.pt").is_file()
     saved = yaml.safe_load((work / "run" / "config.yaml").read_text())
     assert saved["vtv"]["name"] == "jittered_shared" and saved["vtv"]["spread"] == 0.3
+
+
+def test_guide_documents_every_task_helper_and_how_to_get_pytest():
+    """The helpers were documented only through one example; the last step ran pytest that `.[all]` lacks."""
+    text = GUIDE.read_text()
+    section = text[text.index("## Reference: the task helpers"):]
+    section = section[:section.index("\n## ", 1)]
+    for helper in ("self.window(sampling)", "self.require(inputs, *keys)", "self.labels(sampling, inputs, batch)",
+                   "self.check_sampling(sampling)", "batch_of(inputs, sampling, *tensors)", "place(frames, positions",
+                   "sample_window(task, sampling", "rollout(task, sampling", "expand_batch(", "as_frames(",
+                   "reader.video(path, *, min_frames=1, max_frames=None,\nframes=None", "make_context(",
+                   "build_context("):
+        assert helper in section, helper
+    steps = guide_steps(text)
+    pytest_at = next(i for i, (kind, what, _) in enumerate(steps) if kind == "command" and what.startswith("pytest"))
+    before = text[:text.index("$ " + steps[pytest_at][1])]
+    assert '".[all,test]"' in before[before.rindex("## "):]  # said in the step that runs it

@@ -207,3 +207,46 @@ def test_builtins_win_a_name_clash_whatever_the_hook_ordering():
     assert {"synchronized", "independent", "ptss", "diffusion_forcing"} <= set(plugins["vtv_strategies"].names())
     failed = {r.name: r for r in plugins.failed}
     assert set(failed) == {"impostor"} and "ptss" in failed["impostor"].error
+
+
+class _SingularHook:
+    @staticmethod
+    @hookimpl
+    def fvdm_register_task(registry):  # the spec's hook is fvdm_register_tasks
+        registry.add("keyframes", _Obj)
+
+
+def test_unknown_hook_names_the_hook_meant_and_unknown_names_point_at_the_failed_plugin():
+    plugins = load_plugins(entry_points=False, extra_plugins=[("keyframes-plugin", _SingularHook)])
+    rec = {r.name: r for r in plugins.records}["keyframes-plugin"]
+    assert rec.status == "failed" and rec.stage == "check_pending"
+    assert "unknown hook 'fvdm_register_task': did you mean fvdm_register_tasks?" in rec.error
+    with pytest.raises(UnknownPluginError) as exc:
+        plugins["tasks"].get("keyframes")
+    msg = str(exc.value)
+    assert msg.startswith("unknown tasks 'keyframes'.")
+    assert ("; plugins that failed to load: keyframes-plugin (local): unknown hook 'fvdm_register_task': "
+            "did you mean fvdm_register_tasks?") in msg
+    assert "\n" not in msg
+    with pytest.raises(UnknownPluginError, match="plugins that failed to load: keyframes-plugin"):
+        plugins["samplers"].get("nope")  # a plugin refused whole may have held any kind
+
+
+def test_a_hook_failure_is_named_only_for_its_own_kind():
+    plugins = load_plugins(builtins=False, entry_points=False, extra_plugins=[("buggy", _RaisesInHook)])
+    with pytest.raises(UnknownPluginError, match="plugins that failed to load: buggy \\(local\\): RuntimeError"):
+        plugins["samplers"].get("half")
+    with pytest.raises(UnknownPluginError) as exc:
+        plugins["tasks"].get("half")
+    assert "failed to load" not in str(exc.value) and str(exc.value).endswith("with its origin.")
+
+
+def test_origin_of_a_name_is_builtin_local_or_the_distribution(tmp_path, monkeypatch):
+    root = make_dist(tmp_path / "site", "fvdm-walk", "1.2.3", "fvdm_walk_origin_plugin", GOOD_PLUGIN)
+    on_sys_path(monkeypatch, root)
+    plugins = load_plugins(extra_plugins=[("testplug", _all_kinds_plugin("t"))])
+    assert plugins.origin("vtv_strategies", "walk") == "fvdm-walk 1.2.3"
+    assert plugins.origin("tasks", "prediction") == "builtin"  # an alias resolves to its entry
+    assert plugins["samplers"].origin("t_samplers") == "local"
+    with pytest.raises(UnknownPluginError, match="Did you mean 'walk'"):
+        plugins.origin("vtv_strategies", "wlak")

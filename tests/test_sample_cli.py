@@ -134,3 +134,131 @@ def test_progress_is_log_lines_off_a_terminal(ckpt, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "\r" not in err
     assert "long_video: window 1/2 done" in err and "long_video: window 2/2 done" in err
+
+
+KEYFRAME_PLUGIN = """
+import torch
+from fvdm.core import hookimpl
+from fvdm.tasks.base import Task, as_frames, batch_of, expand_batch, place, sample_window
+
+
+class LastFrame(Task):
+    '''Generate a window that ends at the given frame.'''
+
+    def check_sampling(self, sampling):
+        super().check_sampling(sampling)
+        if sampling.steps > 50:
+            raise ValueError("last_frame samples at most 50 steps; lower --steps")
+
+    def read_inputs(self, given, reader):
+        raise AssertionError("inputs read although check_sampling refused the settings")
+
+    def run(self, sampling, inputs):
+        W = self.window(sampling)
+        last = as_frames(inputs["image"], sampling.shape, "image", single=True)
+        batch = batch_of(inputs, sampling, last)
+        ctx_x0, ctx = place(expand_batch(last, batch, "image"), [W - 1], W)
+        return sample_window(self, sampling, num_frames=W, batch=batch, ctx_x0=ctx_x0, ctx=ctx)
+
+
+class AnyFrames(Task):
+    '''Unconditional frames.'''
+
+    uses_context = False
+
+    def run(self, sampling, inputs):
+        return sample_window(self, sampling, num_frames=self.window(sampling), batch=batch_of(inputs, sampling))
+
+
+@hookimpl
+def fvdm_register_tasks(registry):
+    registry.add("last_frame", LastFrame)
+    registry.add("any_frames", AnyFrames)
+"""
+
+
+def test_sample_json_names_the_distribution_of_a_third_party_task(ckpt, tmp_path, monkeypatch):
+    from tests.plugin_fixtures import make_dist, on_sys_path
+
+    on_sys_path(monkeypatch, make_dist(tmp_path / "site", "fvdm-lastframe", "0.3.1", "fvdm_lastframe_cli",
+                                       KEYFRAME_PLUGIN))
+    assert sample(ckpt, tmp_path, "--task", "any_frames", "--schedule", "pyramid") == 0
+    p = meta(tmp_path / "any_frames.json")["provenance"]
+    assert p["task"] == {"name": "any_frames", "origin": "fvdm-lastframe 0.3.1"}
+    assert p["sampler"] == {"name": "ddim", "origin": "builtin"}
+    assert p["schedule"] == {"name": "pyramid", "origin": "builtin"}
+    # what trained the checkpoint, as the checkpoint recorded it
+    assert p["training"]["backbone"]["name"] == "latte_tiny" and p["training"]["backbone"]["origin"] == "builtin"
+    assert p["training"]["vtv"]["origin"] == "builtin"
+
+
+def test_a_plugin_tasks_check_runs_before_its_inputs_are_read(ckpt, tmp_path, capsys, monkeypatch):
+    from tests.plugin_fixtures import make_dist, on_sys_path
+
+    on_sys_path(monkeypatch, make_dist(tmp_path / "site", "fvdm-lastframe", "0.3.1", "fvdm_lastframe_check",
+                                       KEYFRAME_PLUGIN))
+    assert sample(ckpt, tmp_path / "o", "--task", "last_frame", "--steps", "60") == 2
+    assert "last_frame samples at most 50 steps; lower --steps" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_task_points_at_the_plugin_that_failed_to_load(ckpt, tmp_path, capsys, monkeypatch):
+    """A misspelled hook drops the plugin whole; the unknown-name error says which plugin and why."""
+    from tests.plugin_fixtures import make_dist, on_sys_path
+
+    source = KEYFRAME_PLUGIN.replace("def fvdm_register_tasks(", "def fvdm_register_task(")
+    on_sys_path(monkeypatch, make_dist(tmp_path / "site", "fvdm-keyframes", "0.2", "fvdm_keyframes_typo", source))
+    assert sample(ckpt, tmp_path / "o", "--task", "last_frame") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("fvdm sample: error: unknown tasks 'last_frame'.") and len(err) == 2
+    assert ("plugins that failed to load: fvdm-keyframes (fvdm-keyframes 0.2): unknown hook 'fvdm_register_task': "
+            "did you mean fvdm_register_tasks?") in err[0]
+
+
+def test_batch_size_gives_several_samples_of_the_given_frame(ckpt, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    first = tmp_path / "first.png"
+    Image.fromarray((np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8)).save(first)
+    assert sample(ckpt, tmp_path, "--task", "image_to_video", "--image", str(first), "--batch-size", "3",
+                  "--formats", "npz") == 0
+    m = meta(tmp_path / "image_to_video.json")
+    assert m["batch"] == 3 and m["samples_per_context"] == 3
+    video = np.load(tmp_path / "image_to_video.npz")["videos"]  # uint8 (3, F, C, H, W)
+    assert video.shape[0] == 3
+    assert (video[:, 0] == video[:1, 0]).all()  # every sample keeps the given frame
+    assert not (video[0, 1:] == video[1, 1:]).all() and not (video[1, 1:] == video[2, 1:]).all()
+
+
+@pytest.mark.parametrize("args,expect,absent", [
+    (["--task", "infill", "--given", "1,x"],
+     "task 'infill' inputs: given: expected comma-separated frame indices like 0,2,4, got '1,x'",
+     ["Value error", "(got"]),
+    (["--task", "infill", "--video", "{png}"],
+     "video one.png has 1 frame(s) but this task needs at least 4; give a video with at least 4 frames",
+     ["--context-frames"]),
+    (["--task", "extension", "--video", "{png}", "--context-frames", "2"],
+     "needs at least 2; give a longer video or fewer --context-frames", []),
+])
+def test_task_input_messages_name_the_tasks_own_fix(ckpt, tmp_path, capsys, args, expect, absent):
+    assert sample(ckpt, tmp_path, "--task", "unconditional", "--name", "one") == 0
+    capsys.readouterr()
+    args = [a.format(png=tmp_path / "one.png") for a in args]
+    assert sample(ckpt, tmp_path / "o", *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert expect in err[0] and len(err) == 2, err
+    assert not [a for a in absent if a in err[0]]
+
+
+def test_warnings_print_the_message_alone(ckpt, tmp_path, capsys):
+    import warnings
+
+    assert sample(ckpt, tmp_path, "--task", "unconditional", "--name", "grid") == 0  # a 68x17 grid image
+    capsys.readouterr()
+    before = warnings.showwarning
+    assert sample(ckpt, tmp_path, "--task", "image_to_video", "--image", str(tmp_path / "grid.png")) == 0
+    err = capsys.readouterr().err
+    assert "fvdm sample: warning: image grid.png: converting 68x17 -> 16x16 to fit the model\n" in err
+    assert "UserWarning" not in err and ".py:" not in err
+    assert warnings.showwarning is before  # library use keeps Python's display

@@ -99,6 +99,25 @@ def test_spacing_matches_diffusers_timesteps(R, spacing):
     assert S[-1, 0] == 0
 
 
+@pytest.mark.parametrize("K", [5, 25])
+@pytest.mark.parametrize("spacing,scheduler", [("leading", "DDIMScheduler"), ("leading", "DDPMScheduler"),
+                                               ("leading_multistep", "DPMSolverMultistepScheduler"),
+                                               ("leading_multistep", "UniPCMultistepScheduler")])
+def test_both_leading_definitions_match_their_diffusers_schedulers(R, spacing, scheduler, K):
+    """diffusers has two "leading" spacings: DDIM/DDPM's (801, 601, ... for K=5) and the multistep solvers'
+    (831, 665, ...); each of ours equals its schedulers' timesteps, steps_offset 1."""
+    import diffusers
+
+    ref = getattr(diffusers, scheduler)(num_train_timesteps=1000, timestep_spacing="leading", steps_offset=1)
+    ref.set_timesteps(K)
+    S = R.build({"name": "standard", "spacing": spacing})(K, 1, num_timesteps=1000)
+    steps = torch.round(S[:-1, 0].double() * 999).long()
+    assert steps.tolist() == ref.timesteps.tolist()
+    assert S[-1, 0] == 0
+    if K == 5:  # the two definitions really differ
+        assert steps.tolist() == ([801, 601, 401, 201, 1] if spacing == "leading" else [831, 665, 499, 333, 167])
+
+
 def test_shift_spacing_is_sd3_shift(R):
     s = R.build({"name": "standard", "shift": 3.0})(10, 1)[:, 0].double()
     u = 1 - torch.arange(11, dtype=torch.float64) / 10

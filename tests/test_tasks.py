@@ -9,7 +9,8 @@ import torch
 
 from fvdm.core.plugins import load_plugins
 from fvdm.core.tensor import append_dims
-from fvdm.tasks.base import SamplingContext, num_windows
+from fvdm.tasks.base import num_windows
+from fvdm.tasks.context import build_context
 
 C, H, W = 1, 4, 4
 
@@ -35,11 +36,9 @@ class Toy(torch.nn.Module):
 
 def ctx_for(P, *, sched="ddpm", sampler="ddim", F=8, steps=6, batch=2, num_classes=0, cfg_scale=1.0, seed=0):
     schedule = P["noise_schedules"].build({"name": sched, **({"learn_sigma": False} if sched == "ddpm" else {})})
-    return SamplingContext(
-        model=Toy(num_classes), schedule=schedule, sampler=P["samplers"].build(sampler),
-        matrix=P["sampling_schedules"].build("standard"), num_frames=F, shape=(C, H, W), steps=steps,
-        batch_size=batch, cfg_scale=cfg_scale, num_classes=num_classes,
-        generator=torch.Generator().manual_seed(seed), plugins=P)
+    return build_context(P, model=Toy(num_classes), schedule=schedule, sampler=sampler, matrix="standard",
+                         num_frames=F, shape=(C, H, W), steps=steps, batch_size=batch, cfg_scale=cfg_scale,
+                         num_classes=num_classes, seed=seed)
 
 
 MODES = [{}, {"mode": "vanilla_replacement"}, {"stabilization": 0.1}]
@@ -152,9 +151,7 @@ def test_real_backbone_image_to_video(P):
     sched = P["noise_schedules"].build("ddpm")  # learn_sigma: the model outputs 2C channels
     model = P["backbones"].build({"name": "latte_tiny", "in_channels": 1, "input_size": 8, "num_frames": 4,
                                   "learn_sigma": True}).eval()
-    s = SamplingContext(model=model, schedule=sched, sampler=P["samplers"].build("ddpm"),
-                        matrix=P["sampling_schedules"].build("standard"), num_frames=4, shape=(1, 8, 8), steps=3,
-                        generator=torch.Generator().manual_seed(0))
+    s = build_context(P, model=model, schedule=sched, sampler="ddpm", num_frames=4, shape=(1, 8, 8), steps=3)
     img = torch.rand(1, 8, 8) * 2 - 1
     out = P["tasks"].build("image_to_video").run(s, {"image": img})
     assert out.shape == (1, 4, 1, 8, 8) and torch.equal(out[0, 0], img)
@@ -172,3 +169,69 @@ def test_level_the_model_sees_for_context(P, opts, expect):
         ctx_level, gen_level = float(t_in[0, 0]), float(t_in[0, 1])
         want = {"zero": 0.0, "stab": round(0.1 * 999), "sync": gen_level, "half": round(gen_level / 999 * 0.5 * 999)}
         assert abs(ctx_level - want[expect]) <= 1.0, (ctx_level, gen_level)
+
+
+def test_build_context_is_the_hand_built_context(P):
+    """The one entry point builds what the fields say: same sampler, matrix and noise as a context built by hand."""
+    from fvdm.tasks.base import SamplingContext
+
+    schedule = P["noise_schedules"].build({"name": "ddpm", "learn_sigma": False})
+    model = Toy()
+    by_hand = SamplingContext(model=model, schedule=schedule, sampler=P["samplers"].build("ddim"),
+                              matrix=P["sampling_schedules"].build({"name": "pyramid", "u": 0.5}), num_frames=8,
+                              shape=(C, H, W), steps=4, batch_size=2, generator=torch.Generator().manual_seed(5),
+                              plugins=P)
+    built = build_context(P, model=model, schedule=schedule, sampler="ddim", matrix={"name": "pyramid", "u": 0.5},
+                          num_frames=8, shape=(C, H, W), steps=4, batch_size=2, seed=5)
+    task = P["tasks"].build("unconditional")
+    assert torch.equal(task.run(by_hand, {}), task.run(built, {}))
+    assert build_context(P, model=model, schedule=schedule, num_frames=8, shape=(C, H, W), seed=None).generator is None
+    with pytest.raises(ValueError, match="no plugin manager"):
+        build_context(None, model=model, schedule=schedule, num_frames=8, shape=(C, H, W))
+
+
+@pytest.mark.parametrize("name,inputs,given", [
+    ("image_to_video", lambda v: {"image": v[:1, 0]}, [0]),
+    ("interpolation", lambda v: {"first": v[:1, 0], "last": v[:1, -1]}, [0, 7]),
+    ("infill", lambda v: {"video": v[:1], "mask": torch.arange(8) % 2 == 0}, [0, 2, 4, 6]),
+    ("extension", lambda v: {"video": v[:1, :3]}, [0, 1, 2]),
+])
+def test_batch_size_draws_that_many_samples_of_one_given_context(P, name, inputs, given):
+    video = torch.rand(1, 8, C, H, W) * 2 - 1
+    out = P["tasks"].build(name).run(ctx_for(P, batch=3), inputs(video))
+    assert out.shape == (3, 8, C, H, W)
+    assert torch.equal(out[:, given], video[:, given].expand(3, *video[:, given].shape[1:]))  # all keep it
+    gen = [f for f in range(8) if f not in given]
+    assert not torch.allclose(out[0, gen], out[1, gen]) and not torch.allclose(out[1, gen], out[2, gen])
+
+
+def test_batch_size_and_several_given_clips_must_agree(P):
+    from fvdm.tasks.base import batch_of
+
+    clips = torch.zeros(2, 8, C, H, W)
+    assert batch_of({}, ctx_for(P, batch=1), clips) == 2 and batch_of({}, ctx_for(P, batch=2), clips) == 2
+    assert batch_of({"labels": torch.tensor([1])}, ctx_for(P, batch=4)) == 4  # one label, four samples
+    with pytest.raises(ValueError, match="2 given clips but batch_size 3: give one clip"):
+        batch_of({}, ctx_for(P, batch=3), clips)
+
+
+def test_require_checks_needs_by_default(P):
+    from fvdm.tasks.base import Task
+
+    class NeedsMask(Task):
+        needs = ("mask", "image")
+
+    with pytest.raises(ValueError, match="needs input\\(s\\) mask; got image"):
+        NeedsMask(Task.Config()).require({"image": 1})
+    NeedsMask(Task.Config()).require({"image": 1, "mask": 2})  # nothing missing
+
+
+def test_check_sampling_refuses_settings_before_any_input(P):
+    """The task hook the CLI calls before reading files: window too large, no classes, a cache the model lacks."""
+    with pytest.raises(ValueError, match="exceeds the checkpoint's frame count 8"):
+        P["tasks"].build({"name": "infill", "window": 9}).check_sampling(ctx_for(P))
+    with pytest.raises(ValueError, match="needs a class-conditional checkpoint"):
+        P["tasks"].build("class_conditional").check_sampling(ctx_for(P))
+    with pytest.raises(ValueError, match="--cache needs a backbone with a key/value cache \\(Toy has none\\)"):
+        P["tasks"].build("causal_rollout").check_sampling(ctx_for(P))
+    P["tasks"].build({"name": "causal_rollout", "cache": False}).check_sampling(ctx_for(P))

@@ -13,12 +13,14 @@ What a suite returns (every key optional):
                   "x": [...], "series": {"label": [...]}, "kind": "line"|"bar"|"barh",
                   "errors": {"label": [...]} (bar error bars, optional),
                   "logx": bool, "logy": bool}],
-     "seeds":   [...], "notes": [...]}
+     "seeds":   [...], "notes": [...],
+     "plugins": {kind: {name: origin}}}   # the plugins the run used: "builtin" or "<dist> <version>"
 
 The runner writes into ``out_dir``:
   results.json   suite, status, metrics, tables, config, seeds, provenance
                  (fvdm/torch/python versions, platform, cpu model, cores, threads,
-                 git revision), timing
+                 git revision), timing, origin (of the suite) and plugins (the
+                 suite's own plus what the suite reports under "plugins")
   results.md     the tables as Markdown (metrics flattened when a suite gives none)
   <name>.png     one per plot when matplotlib is installed (``fvdm[plots]``)
   tb/            TensorBoard scalars of the numeric metrics, when asked for
@@ -212,6 +214,10 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         lines += [markdown_table(list(tab["columns"]), [list(r) for r in tab["rows"]]), ""]
     for note in doc.get("notes") or []:
         lines.append(f"- {note}")
+    third = [f"{kind} {n} ({origin})" for kind, names in (doc.get("plugins") or {}).items()
+             for n, origin in names.items() if origin != "builtin"]
+    if third:  # where the numbers came from when not from fvdm itself
+        lines.append("- plugins from outside fvdm: " + ", ".join(third))
     if doc.get("plots"):
         lines += ["", *[f"![{p}]({p})" for p in doc["plots"]]]
     return "\n".join(lines).rstrip() + "\n"
@@ -298,6 +304,16 @@ def write_tensorboard(metrics: Mapping[str, Any], out_dir: Path) -> str | None:
 
 
 # -- the runner ------------------------------------------------------------------------
+def plugin_origins(plugins: Any, suite: str, used: Mapping[str, Mapping[str, str]] | None) -> dict[str, dict[str, str]]:
+    """kind -> name -> origin of the plugins a run used: the suite itself plus what the suite reported."""
+    out: dict[str, dict[str, str]] = {"benchmarks": {suite: plugins["benchmarks"].get(suite).origin}}
+    for kind, names in (used or {}).items():
+        if not isinstance(names, Mapping):
+            raise TypeError(f"suite {suite!r} returned plugins[{kind!r}] = {names!r}; it must map name -> origin")
+        out.setdefault(str(kind), {}).update({str(n): str(o) for n, o in names.items()})
+    return out
+
+
 def build_suite(plugins: Any, name: str, params: Mapping[str, Any] | None = None) -> Any:
     """Build the registered suite ``name`` with its Config validated from ``params``."""
     return plugins["benchmarks"].build({"name": name, **dict(params or {})}, plugins=plugins)
@@ -352,11 +368,13 @@ def run_suite(
     seed_everything(seed)
     t0 = time.perf_counter()
     status, error, res = "ok", None, {}
+    used: dict[str, dict[str, str]] | None = None
     exc_keep: BaseException | None = None
     try:
         res = _call_run(suite, out, quick=quick, seed=seed, plugins=plugins, threads=torch.get_num_threads())
         if not isinstance(res, Mapping):
             raise TypeError(f"benchmark suite {name!r} returned {type(res).__name__}; it must return a dict")
+        used = plugin_origins(plugins, name, res.get("plugins"))
     except Exception as exc:  # record, then re-raise: a failed run still leaves its provenance behind
         status, exc_keep = "failed", exc
         error = f"{type(exc).__name__}: {exc}"
@@ -392,6 +410,7 @@ def run_suite(
         "elapsed_s": elapsed,
         "provenance": prov,
         "origin": plugins["benchmarks"].get(name).origin,
+        "plugins": used if used is not None else plugin_origins(plugins, name, None),
     })
     write_json(doc, out / "results.json")
     (out / "results.md").write_text(render_markdown(doc))

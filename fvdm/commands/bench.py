@@ -1,7 +1,7 @@
 """`fvdm bench`: list and run registered benchmark suites.
 
     fvdm bench list [--json]
-    fvdm bench show SUITE [--json]
+    fvdm bench show SUITE [--json] [--set key=value ...]
     fvdm bench run SUITE [--out DIR] [--quick] [--seed S] [--threads N]
                          [--data PATH] [--weights PATH] [--set key=value ...] [--tensorboard]
 
@@ -36,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ps = bsub.add_parser("show", help="a suite's description and Config fields (what --set takes)")
     ps.add_argument("suite", help="suite name (see `fvdm bench list`)")
     ps.add_argument("--json", action="store_true", help="the suite's Config as a JSON schema")
+    ps.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="show the values with these settings (checked as `run` checks them); repeatable")
     ps.set_defaults(func=_show)
 
     pr = bsub.add_parser("run", help="run one suite", description="Run one suite and write its results.")
@@ -82,14 +84,44 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(entry.config.model_json_schema() if entry.config is not None else {}, indent=2))
         return 0
+    values = entry.config.model_validate(_params(args, entry)) if entry.config is not None else None
     av = entry.availability()
     doc = (getattr(entry.obj, "__doc__", None) or "").strip()
     print(f"{entry.name} ({entry.origin}){'' if av.ok else ' - unavailable: ' + av.reason}")
     if doc:
         print("\n".join(f"  {line}".rstrip() for line in doc.splitlines()))
     print("Config fields (fvdm bench run %s --set KEY=VALUE; dotted keys reach nested fields):" % entry.name)
-    print("\n".join(describe_model(entry.config, "  ")))
+    print("\n".join(describe_model(entry.config, "  ", defaults=values)))
+    # a list of models (arms: list[Arm]) shows only its type above: its items' fields and values here
+    for model, fields in _item_models(entry.config).items():
+        print(f"{model.__name__} fields (each item of {', '.join(fields)}):")
+        print("\n".join(describe_model(model, "  ")))
+    for fields in _item_models(entry.config).values():
+        for name in fields:
+            items = getattr(values, name, None) or []
+            if items:
+                print(f"{name} ({'with these settings' if args.overrides else 'default'}):")
+                print("\n".join(f"  - {json.dumps(it.model_dump(mode='json'))}" for it in items))
     return 0
+
+
+def _item_models(model: Any) -> dict[Any, list[str]]:
+    """pydantic models that are items of a list field of ``model`` -> the names of those fields."""
+    import typing
+
+    from pydantic import BaseModel
+
+    def items(ann: Any) -> list[Any]:
+        args = typing.get_args(ann)
+        if typing.get_origin(ann) is list:
+            return [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        return [m for a in args for m in items(a)]  # Optional / Union: look inside
+
+    out: dict[Any, list[str]] = {}
+    for name, field in (model.model_fields.items() if model is not None else ()):
+        for m in items(field.annotation):
+            out.setdefault(m, []).append(name)
+    return out
 
 
 def _params(args: argparse.Namespace, entry: Any) -> dict[str, Any]:

@@ -79,12 +79,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default 32; quick: 2)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override the demo config, e.g. -o noise_schedule.prediction=v -o data.num_frames=16")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="log lines instead of a progress bar (the default when stderr is not a terminal)")
     p.set_defaults(func=_run)
 
 
-def _train(cfg: Any, plugins: Any, run_dir: Path, minutes: float, steps: int | None, progress: bool) -> dict[str, Any]:
+def _train(cfg: Any, plugins: Any, run_dir: Path, minutes: float, steps: int | None,
+           progress: bool | None) -> dict[str, Any]:
     """Time-budgeted training: a short probe, then resumed runs sized to the remaining budget.
+
+    ``progress``: the engine's (None: a bar on a terminal, log lines otherwise, as ``fvdm train``).
 
     Each call's rate (the engine's steps/s) and start-up overhead size the next call (at most
     about half the remaining time), so a machine that gets faster or slower mid-way still
@@ -159,15 +163,16 @@ def _run(args: argparse.Namespace) -> int:
         args.eval_clips = 2 if args.quick else 32
     print(f"fvdm demo: training {cfg.backbone.name} on moving digits ({threads} thread(s), "
           f"{'%d steps' % steps if steps else '%.1f min' % args.minutes}) -> {run_dir}", flush=True)
-    tres = _train(cfg, plugins, run_dir, args.minutes, steps, progress=not args.no_progress)
+    # a bar only on a terminal: `make demo > log` gets log lines, not carriage-return frames
+    progress = False if args.no_progress else None
+    tres = _train(cfg, plugins, run_dir, args.minutes, steps, progress=progress)
     loaded = load_for_sampling(tres["checkpoint"], plugins)
     sync = sres = None
     if args.baseline_minutes > 0:
         # the classic baseline: a synchronized-timestep model (one t per clip) + the replacement trick
         scfg = parse_config({**json.loads(cfg.model_dump_json()), "vtv": {"name": "synchronized"}}, "fvdm demo")
         print(f"fvdm demo: training the synchronized baseline -> {out / 'run_sync'}", flush=True)
-        sres = _train(scfg, plugins, out / "run_sync", args.baseline_minutes, steps,
-                      progress=not args.no_progress)
+        sres = _train(scfg, plugins, out / "run_sync", args.baseline_minutes, steps, progress=progress)
         sync = load_for_sampling(sres["checkpoint"], plugins)
     W = loaded.num_frames
     K = args.sample_steps or cfg.sample.steps

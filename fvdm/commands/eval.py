@@ -89,14 +89,11 @@ def sample_checkpoint(path: str | Path, plugins: Any, *, num_samples: int, batch
     import torch
 
     from fvdm.core.checkpoint import load_for_sampling
-    from fvdm.tasks.base import SamplingContext
+    from fvdm.tasks.context import make_context, torch_generator
 
     lm = load_for_sampling(path, plugins, device=device)
-    cfg = lm.config
-    sampler = plugins["samplers"].build(cfg.sample.sampler.spec())
-    matrix = plugins["sampling_schedules"].build(cfg.sample.schedule.spec())
     task = plugins["tasks"].build("unconditional")
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch_generator(seed, device)  # one stream through every chunk
     out = []
     bar = None
     if progress:
@@ -106,12 +103,7 @@ def sample_checkpoint(path: str | Path, plugins: Any, *, num_samples: int, batch
     done = 0
     while done < num_samples:
         b = min(batch_size, num_samples - done)
-        ctx = SamplingContext(
-            model=lm.model, schedule=lm.schedule, sampler=sampler, matrix=matrix, num_frames=lm.num_frames,
-            shape=(lm.latent_channels, lm.latent_resolution, lm.latent_resolution),
-            steps=steps or cfg.sample.steps, batch_size=b, cfg_scale=cfg.sample.cfg_scale,
-            num_classes=lm.num_classes, generator=gen, device=device, plugins=plugins,
-        )
+        ctx = make_context(lm, plugins, steps=steps, batch_size=b, generator=gen, device=device)
         inputs: dict[str, Any] = {}
         if lm.num_classes > 0:  # class-conditional: cycle through the classes
             inputs["labels"] = torch.arange(done, done + b) % lm.num_classes

@@ -76,20 +76,33 @@ def resolve_spec(registry: Any, spec: Mapping[str, Any] | None, what: str) -> tu
     return entry, full
 
 
+#: the prefix pydantic puts before a validator's own message (``raise ValueError(...)`` in a field validator)
+VALIDATOR_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
 def config_errors(exc: Any, model: type[BaseModel] | None) -> str:
-    """pydantic errors -> ``key: problem; key: problem`` with close-match hints and the valid keys."""
+    """pydantic errors -> ``key: problem; key: problem`` in one line, with close-match hints and the valid
+    keys (``model``: the validated class, None when unknown). A validator's own message comes out as
+    written: without pydantic's ``Value error,`` and without a second ``(got ...)`` when it names the value."""
     parts = []
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
         key = ".".join(str(p) for p in loc) or "value"
-        if err.get("type") == "extra_forbidden":
+        if err.get("type") == "extra_forbidden" and model is not None:
             holder = model_at(model, loc[:-1])  # the (nested) model the key was given to
             known = ", ".join(holder.model_fields) if holder is not None else "none"
             parts.append(f"{key}: unknown parameter.{close_key_hint(model, loc)} Parameters: {known}")
+        elif err.get("type") == "extra_forbidden":
+            parts.append(f"{key}: unknown parameter")
         elif err.get("type") == "missing":
             parts.append(f"{key}: required")
         else:
-            parts.append(f"{key}: {err.get('msg', 'invalid')} (got {err.get('input')!r})")
+            msg, got = str(err.get("msg", "invalid")), err.get("input")
+            own = next((msg[len(p):] for p in VALIDATOR_PREFIXES if msg.startswith(p)), None)  # a validator's
+            if own is not None and repr(got) in own:
+                parts.append(f"{key}: {own}")
+            else:
+                parts.append(f"{key}: {own if own is not None else msg} (got {got!r})")
     return "; ".join(parts)
 
 

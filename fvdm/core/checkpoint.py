@@ -168,8 +168,21 @@ def publish_checkpoint(state: dict[str, Any], ckpt_dir: str | Path, step: int, k
     """Write ``step-<step>.pt`` atomically, point ``last.pt`` at it (a hard link where the filesystem allows,
     else a copy; replaced atomically), and delete step files beyond the newest ``keep_last``."""
     ckpt_dir = Path(ckpt_dir)
-    path = save_checkpoint(state, ckpt_dir / f"step-{step:08d}.pt")
-    last = ckpt_dir / "last.pt"
+    path = save_checkpoint(state, step_file(ckpt_dir, step))
+    last = point_last_at(ckpt_dir, path)
+    for old in step_checkpoints(ckpt_dir)[keep_last:]:
+        old.unlink(missing_ok=True)
+    return last
+
+
+def step_file(ckpt_dir: str | Path, step: int) -> Path:
+    """Where ``publish_checkpoint`` writes the checkpoint of ``step``."""
+    return Path(ckpt_dir) / f"step-{step:08d}.pt"
+
+
+def point_last_at(ckpt_dir: str | Path, path: Path) -> Path:
+    """Make ``last.pt`` the checkpoint ``path`` (a hard link where the filesystem allows, else a copy), atomically."""
+    last = Path(ckpt_dir) / "last.pt"
     tmp = temp_path(last)
     tmp.unlink(missing_ok=True)
     try:
@@ -179,9 +192,24 @@ def publish_checkpoint(state: dict[str, Any], ckpt_dir: str | Path, step: int, k
 
         shutil.copyfile(path, tmp)
     os.replace(tmp, last)
-    for old in step_checkpoints(ckpt_dir)[keep_last:]:
-        old.unlink(missing_ok=True)
     return last
+
+
+def set_aside_diverged(ckpt_dir: str | Path, bad_step: int, good_step: int | None) -> Path:
+    """A run diverged on the weights of checkpoint ``bad_step``: rename it ``diverged-step-<N>.pt`` (no resume
+    and no fallback picks it; it is kept for inspection) and point ``last.pt`` at ``good_step``'s file if it is
+    still there, else remove ``last.pt``. Returns the new name of the set-aside file."""
+    ckpt_dir = Path(ckpt_dir)
+    bad = step_file(ckpt_dir, bad_step)
+    aside = ckpt_dir / f"diverged-{bad.name}"
+    if bad.is_file():
+        os.replace(bad, aside)
+    good = step_file(ckpt_dir, good_step) if good_step is not None else None
+    if good is not None and good.is_file():
+        point_last_at(ckpt_dir, good)
+    else:
+        (ckpt_dir / "last.pt").unlink(missing_ok=True)
+    return aside
 
 
 def step_checkpoints(ckpt_dir: str | Path) -> list[Path]:

@@ -59,7 +59,7 @@ class TrainSettings(PluginConfig):
     grad_clip: float | None = Field(1.0, gt=0, description="max grad norm; null disables (the norm is still logged)")
     spike_factor: float = Field(
         50.0, ge=0, description="stop as diverged when a step's loss exceeds this many times the median of the "
-        "last 200 losses (after 100 steps), before the step is applied or saved; 0 disables")
+        "last 200 losses (after 100 steps; before that 100 x this many times max(1, the first 10 losses)), before the step is applied or saved; 0 disables")
     ema_decay: float = Field(0.9999, ge=0, le=1)
     ema_warmup: bool = Field(
         True, description="use min(ema_decay, (1+step)/(10+step)) so short runs get a useful EMA")

@@ -101,15 +101,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
-    """Send a picklable object from ``src`` to every rank (used for errors decided on rank 0)."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def gather_objects(obj: object, info: DistInfo) -> list[object]:
     """Every rank's ``obj``, in rank order (``[obj]`` on a single process)."""
     if not info.distributed:

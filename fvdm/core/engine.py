@@ -7,7 +7,8 @@
 
 ``set_up`` builds a :class:`Run` (what stays fixed) and a :class:`TrainState` (what every
 step changes and every checkpoint saves); ``_train`` is the loop; ``train_step`` is one
-optimizer step's forward and backward passes; ``save`` writes a checkpoint.
+optimizer step's forward and backward passes; ``save`` writes a checkpoint; ``refuse`` turns a step
+the divergence guard (``fvdm.core.divergence``) stopped into the error, naming only a good checkpoint.
 
 Determinism: the data order is a seeded stream of permutations indexed by a global
 sample position (``fvdm.core.data_stream``); t, noise and label dropout each come from
@@ -37,6 +38,7 @@ from fvdm.core import distributed as D
 from fvdm.core.build import Components, build_components, plugin_origins, set_attention
 from fvdm.core.checkpoint import (
     FORMAT, VERSION, capture_rng, checkpoint_to_resume, load_state_strict, publish_checkpoint, restore_rng,
+    set_aside_diverged, step_file,
 )
 from fvdm.core.config import ExperimentConfig, canonical_dict, canonical_hash, resolve_config, shown_dict
 from fvdm.core.data_stream import check_batch, make_loader, next_batch
@@ -71,12 +73,15 @@ class TrainState:
     position: int = 0  # samples consumed from the global data stream
     history: list[float] = field(default_factory=list)  # loss of every step since step 0
     losses: list[float] = field(default_factory=list)  # loss of every step of this call
-    last_ckpt_step: int | None = None  # newest checkpoint on disk (named when a run diverges)
+    last_ckpt_step: int | None = None  # newest checkpoint on disk
+    # newest checkpoint whose weights then gave a step that passed the divergence guard: the one a
+    # diverged run may name as good (None until one is; a resumed checkpoint counts once its next step passes)
+    good_ckpt_step: int | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
-    """What stays fixed once a run is set up."""
+    """What stays fixed once a run is set up (built by keyword: 23 fields are too many to keep in order)."""
 
     cfg: ExperimentConfig
     plugins: Any
@@ -138,7 +143,9 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
         if what is not None:  # stop before this step reaches the weights or a checkpoint
             run.opt.zero_grad(set_to_none=True)
             log.close()
-            raise diverged_error(what, run.ckpt_path, state.last_ckpt_step, run.run_dir)
+            raise refuse(run, state, what)
+        if state.last_ckpt_step == state.step:  # the newest checkpoint's weights just gave a step that passed
+            state.good_ckpt_step = state.step
         run.opt.step()
         run.opt.zero_grad(set_to_none=True)
         ema_update(run.ema, run.raw, ema_decay_at(state.step, tc.ema_decay, tc.ema_warmup))
@@ -261,6 +268,29 @@ def save(run: Run, state: TrainState) -> None:
     D.barrier(run.dinfo)
 
 
+def refuse(run: Run, state: TrainState, what: str) -> NonFiniteLossError:
+    """The error for a step the divergence guard refused, after setting aside the checkpoint it diverged on.
+
+    The refused step ran on the weights after ``state.step``: a checkpoint of that step holds them and is not
+    good (renamed ``diverged-step-<N>.pt``, ``last.pt`` back on the good one). Rank 0 moves files; every rank
+    makes the same decision from the same state.
+    """
+    ckpt_dir, good = run.ckpt_path.parent, state.good_ckpt_step
+    why_none = "none was written before the run diverged"
+    if state.last_ckpt_step == state.step:
+        aside = ckpt_dir / f"diverged-{step_file(ckpt_dir, state.step).name}"
+        if run.dinfo.is_main:
+            aside = set_aside_diverged(ckpt_dir, state.step, good)
+        why_none = f"the newest one (step {state.step}) holds the weights that diverged and was set aside as {aside}"
+    D.barrier(run.dinfo)  # every rank sees the files as rank 0 left them
+    good_path = step_file(ckpt_dir, good) if good is not None else None
+    if good_path is not None and not good_path.is_file():
+        why_none = (f"{why_none + '; ' if state.last_ckpt_step == state.step else ''}the last good one (step {good}) "
+                    f"was deleted to keep train.keep_last={run.cfg.train.keep_last}")
+        good_path = None
+    return diverged_error(what, run.run_dir, run.cfg.train.lr, good_path, good, why_none)
+
+
 def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str | Path | None, resume: bool,
            max_steps: int | None, overwrite: bool, progress: bool | None) -> tuple[Run, TrainState]:
     """Build the components, check the run dir, resume from its checkpoint, write config.yaml, start logging."""
@@ -301,6 +331,8 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
         state = restore(ckpt, ckpt_src, cfg, dinfo, raw, ema, opt, fsdp, run_dir)
     else:
         torch.manual_seed(cfg.seed + 7919 * (rank + 1))  # per-rank stream (e.g. label dropout inside the model)
+        if main:  # a fresh start (--overwrite, or after a divergence) does not continue an old run's log
+            truncate_metrics(run_dir / "metrics.jsonl", 0)
     model = D.wrap_model(raw, dinfo, compiled=tc.compile, fsdp=fsdp)
 
     end = tc.steps if max_steps is None else min(tc.steps, state.step + max_steps)
@@ -323,9 +355,11 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     autocast = (partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16) if tc.bf16
                 else contextlib.nullcontext)
     data_iter = make_loader(parts.dataset, cfg, state.position, global_micro, rank, world, global_micro // world)
-    run = Run(cfg, plugins, dinfo, parts, model, ema, opt, fsdp, run_dir, ckpt_path, canonical, chash, origins, end,
-              global_micro, global_micro // world, label_dropout, param_dtype, autocast, data_iter,
-              LossByLevel(tc.loss_buckets, device), logger)
+    run = Run(cfg=cfg, plugins=plugins, dinfo=dinfo, parts=parts, model=model, ema=ema, opt=opt, fsdp=fsdp,
+              run_dir=run_dir, ckpt_path=ckpt_path, canonical=canonical, chash=chash, origins=origins, end=end,
+              global_micro=global_micro, micro=global_micro // world, label_dropout=label_dropout,
+              param_dtype=param_dtype, autocast=autocast, data_iter=data_iter,
+              buckets=LossByLevel(tc.loss_buckets, device), logger=logger)
     return run, state
 
 
@@ -346,5 +380,6 @@ def restore(ckpt: dict[str, Any], src: Path, cfg: ExperimentConfig, dinfo: D.Dis
         warn_once("rng", f"checkpoint was written by {len(per_rank)} rank(s), resuming on {dinfo.world_size}: "
                          "global RNG states are reseeded, so the run is not bit-identical to an uninterrupted one")
         torch.manual_seed(cfg.seed + 7919 * (dinfo.rank + 1) + step)
+    # the resumed checkpoint is not yet good: it is once its next step passes the divergence guard
     return TrainState(gens=gens, step=step, position=int(ckpt["data_position"]),
                       history=[float(v) for v in ckpt["losses"].tolist()], last_ckpt_step=step)

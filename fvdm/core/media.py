@@ -260,34 +260,71 @@ def read_image(path: str | Path, shape: tuple[int, int, int], on_mismatch: str =
             from exc
 
 
+# mp4/webm have no grey pixel format: a one-channel clip (fvdm's own write_mp4 included) is stored as RGB
+# with equal channels, which comes back equal up to codec rounding. One chroma step of yuv420p moves R or B
+# by about 2 levels (BT.601: 1.596 and 2.017 per step); the mpeg4 fallback codec leaves spreads of 3 on
+# random grey noise (measured; libx264 leaves none). Up to 4 levels of 255 is grey; a tint the eye sees is more.
+GREY_SPREAD = 4
+
+
+def _is_grey(frames: list[Any]) -> bool:
+    """True when every pixel of every RGB frame has channels within ``GREY_SPREAD`` levels of each other."""
+    import numpy as np
+
+    for fr in frames:
+        a = np.asarray(fr, dtype=np.int16)  # (H, W, 3)
+        if int((a.max(-1) - a.min(-1)).max()) > GREY_SPREAD:
+            return False
+    return True
+
+
+def _unreadable_video(path: Path) -> ValueError:
+    return ValueError(f"cannot read video {path}: not a readable video, or a format this build cannot decode; "
+                      f"give a complete {'/'.join(e[1:] for e in VIDEO_EXTS)} file")
+
+
 def read_video(path: str | Path, shape: tuple[int, int, int], *, min_frames: int = 1, max_frames: int | None = None,
                on_mismatch: str = "resize") -> torch.Tensor:
-    """Video file (GIF via Pillow, others via PyAV) -> (F, C, H, W) in [-1, 1], first ``max_frames`` frames."""
-    from PIL import Image, ImageSequence
+    """Video file (GIF via Pillow, others via PyAV) -> (F, C, H, W) in [-1, 1], first ``max_frames`` frames.
+
+    A one-channel model reads a grey video (equal channels, see ``GREY_SPREAD``) without a warning; a
+    colour one is converted to luma with the usual ``RGB -> L`` warning, since colour is lost."""
+    from PIL import Image, ImageSequence, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video not found: {path}")
     frames: list[Any] = []
     if path.suffix.lower() == ".gif":
-        with Image.open(path) as im:
-            for fr in ImageSequence.Iterator(im):
-                frames.append(fr.convert("RGB"))
-                if max_frames and len(frames) >= max_frames:
-                    break
+        try:
+            with Image.open(path) as im:
+                for fr in ImageSequence.Iterator(im):
+                    frames.append(fr.convert("RGB"))
+                    if max_frames and len(frames) >= max_frames:
+                        break
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise _unreadable_video(path) from exc
     else:
         try:
             import av
         except ImportError as exc:
             raise RuntimeError(f"reading {path.suffix} needs PyAV: pip install 'fvdm[video]' (or give a GIF)") from exc
-        with av.open(str(path)) as container:
-            for fr in container.decode(video=0):
-                frames.append(fr.to_image())
-                if max_frames and len(frames) >= max_frames:
-                    break
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise ValueError("no video stream")
+                for fr in container.decode(video=0):
+                    frames.append(fr.to_image())
+                    if max_frames and len(frames) >= max_frames:
+                        break
+        except (av.error.FFmpegError, OSError, EOFError, ValueError) as exc:
+            # PyAV's own text ("[Errno 1094995529] Invalid data found ...") names no fix; the cause stays chained
+            raise _unreadable_video(path) from exc
     if len(frames) < min_frames:
         raise ValueError(f"context video {path.name} has {len(frames)} frame(s) but this task needs at least "
                          f"{min_frames}; give a longer video or fewer --context-frames")
+    if shape[0] == 1 and _is_grey(frames):
+        frames = [fr.convert("L") for fr in frames]  # equal channels: luma is the channel, nothing is lost
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = torch.stack([_fit(f, shape, f"video {path.name}", on_mismatch) for f in frames])

@@ -14,6 +14,7 @@ Environment:
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata as md
 import os
@@ -36,6 +37,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "fvdm.noise_schedules": "fvdm.plugins.noise_schedules",
     "fvdm.vtv": "fvdm.plugins.vtv",
     "fvdm.backbones": "fvdm.plugins.backbones",
+    "fvdm.backbones_wan": "fvdm.plugins.backbones.wan",
     "fvdm.autoencoders": "fvdm.plugins.autoencoders",
     "fvdm.attention": "fvdm.plugins.attention",
     "fvdm.samplers": "fvdm.plugins.samplers",
@@ -45,6 +47,9 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "fvdm.evaluators": "fvdm.plugins.evaluators",
     "fvdm.benchmarks": "fvdm.bench",
 }
+
+#: every hook name the spec has (a plugin implementing another one is refused whole)
+HOOK_NAMES: tuple[str, ...] = tuple(f"fvdm_register_{k}" for k in KINDS) + ("fvdm_choose_attention_kernel",)
 
 
 def _env_flag(name: str) -> bool:
@@ -85,6 +90,11 @@ class FvdmPlugins:
     @property
     def failed(self) -> list[PluginRecord]:
         return [r for r in self.records if r.status == "failed"]
+
+    def origin(self, kind: str, name: str) -> str:
+        """Where item ``name`` of ``kind`` comes from: ``"builtin"``, ``"<distribution> <version>"`` or
+        ``"local"`` (an unknown name raises ``UnknownPluginError``, naming plugins that failed to load)."""
+        return self.registries.origin(kind, name)
 
     def choose_attention_kernel(self, device: Any, dtype: Any) -> str | None:
         return self.pm.hook.fvdm_choose_attention_kernel(
@@ -225,11 +235,28 @@ def load_plugins(
                         + traceback.format_exc()
                     ) from exc
         registry.current_plugin = registry.current_origin = "unknown"
+    for kind in KINDS:  # an unknown name is most often an item of a plugin that did not load: say which
+        registries[kind].load_failures = [
+            f"{r.name} ({r.origin}): {(r.error.splitlines() or [''])[0]}" for r in records
+            if r.status == "failed" and (not r.stage.startswith("hook:") or r.stage == f"hook:fvdm_register_{kind}")]
     return FvdmPlugins(pm=pm, registries=registries, records=records)
 
 
+def unknown_hooks_message(hooks: list[str]) -> str:
+    """``unknown hook 'fvdm_register_task': did you mean fvdm_register_tasks?`` for each name, and the rule."""
+    parts = []
+    for hook in hooks:
+        close = difflib.get_close_matches(hook, HOOK_NAMES, n=1, cutoff=0.6)
+        parts.append(f"unknown hook {hook!r}" + (f": did you mean {close[0]}?" if close else ""))
+    rule = "hook names are fvdm_register_<kind> and fvdm_choose_attention_kernel"
+    if not all(difflib.get_close_matches(h, HOOK_NAMES, n=1, cutoff=0.6) for h in hooks):
+        rule += f"; kinds: {', '.join(KINDS)}"
+    return "; ".join(parts) + f" ({rule})"
+
+
 def _check_pending(pm: pluggy.PluginManager, records: list[PluginRecord], origins: dict[str, str], strict: bool) -> None:
-    """Run pluggy's check_pending; unregister and record each plugin with an unknown hook."""
+    """Unregister and record each plugin implementing a hook the spec lacks (a misspelled name such as
+    ``fvdm_register_task`` would otherwise be ignored), naming the hook it most likely meant."""
     for _ in range(1000):
         try:
             pm.check_pending()
@@ -237,8 +264,8 @@ def _check_pending(pm: pluggy.PluginManager, records: list[PluginRecord], origin
         except pluggy.PluginValidationError as exc:
             bad = exc.plugin
             name = pm.get_name(bad) or "?"
-            msg = (f"{exc}. Hook names are fvdm_register_<kind> with kinds: {', '.join(KINDS)}, "
-                   "plus fvdm_choose_attention_kernel")
+            hooks = sorted(c.name for c in (pm.get_hookcallers(bad) or []) if not c.has_spec())
+            msg = unknown_hooks_message(hooks) if hooks else str(exc)
             if strict:
                 raise PluginLoadError(f"plugin {name!r}: {msg}") from exc
             pm.unregister(bad)

@@ -116,6 +116,9 @@ class Registry(Generic[T]):
         # Set by the plugin manager while one plugin's hook runs.
         self.current_origin = "unknown"
         self.current_plugin = "unknown"
+        #: ``"NAME (origin): reason"`` of each plugin that failed to load and may have held this kind's names;
+        #: set by the plugin manager, appended to unknown-name errors (a typo in a plugin is the likely cause)
+        self.load_failures: list[str] = []
 
     # -- registration -------------------------------------------------------------
     def add(
@@ -208,8 +211,15 @@ class Registry(Generic[T]):
         if close:
             msg += f" Did you mean {close[0]!r}?"
         msg += f" Available: {', '.join(names) if names else '(none registered)'}."
-        msg += " Run `fvdm plugins --kind " + self.kind + "` to see every item with its origin."
-        return msg
+        msg += " Run `fvdm plugins --kind " + self.kind + "` to see every item with its origin"
+        if self.load_failures:
+            return msg + "; plugins that failed to load: " + "; ".join(self.load_failures)
+        return msg + "."
+
+    def origin(self, name: str) -> str:
+        """Where the item ``name`` (or alias) comes from: ``"builtin"``, ``"<distribution> <version>"`` for an
+        installed plugin, ``"local"`` for one passed to ``load_plugins(extra_plugins=...)`` (provenance records)."""
+        return self.get(name).origin
 
     def get(self, name: str) -> Entry[T]:
         """The entry registered under ``name`` or under an alias ``name``."""
@@ -315,6 +325,10 @@ class Registries:
 
     def items(self) -> list[tuple[str, Registry[Any]]]:
         return list(self._by_kind.items())
+
+    def origin(self, kind: str, name: str) -> str:
+        """``self[kind].origin(name)``: ``"builtin"`` or ``"<distribution> <version>"`` (or ``"local"``)."""
+        return self[kind].origin(name)
 
 
 def is_validation_error(exc: BaseException) -> bool:

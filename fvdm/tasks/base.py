@@ -18,13 +18,19 @@ model call; default the checkpoint's frame count). Inputs may also hold ``labels
 What a user gives on the command line or in a jobs file is the task's own business:
 ``Task.Inputs`` (a pydantic model, ``fvdm.tasks.inputs.TaskInputs``) declares it and
 ``Task.read_inputs(given, reader)`` turns it into the tensors ``run`` takes.
+``Task.check_sampling(sampling)`` refuses settings the task cannot sample with before any
+input file is read. Build the context with ``fvdm.tasks.context`` (``make_context`` for a
+checkpoint, ``build_context`` for a model and its parts), never field by field.
+
+Batch: ``batch_of`` gives ``sampling.batch_size`` samples of one given context (different
+noise each), or one sample per given context when several are given.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 import torch
 from pydantic import Field
@@ -33,10 +39,14 @@ from fvdm.core.interfaces import PluginConfig
 from fvdm.core.sampling import make_model_fn, sample_loop
 from fvdm.tasks.inputs import InputReader, TaskInputs
 
+if TYPE_CHECKING:
+    from fvdm.core.interfaces import Backbone, MultistepSampler, NoiseSchedule, Sampler, SamplingSchedule
+    from fvdm.core.plugins import FvdmPlugins
+
 
 @dataclass
 class SamplingContext:
-    """Everything a task needs to sample; built by the CLI from a checkpoint.
+    """Everything a task needs to sample; built by ``fvdm.tasks.context`` (``make_context`` / ``build_context``).
 
     model     : backbone ``model(x (B,F,C,H,W), t_in (B,F), y=None) -> (B,F,C_out,H,W)``
     schedule  : NoiseSchedule (``alpha_sigma``, ``predict_x0_eps``, ``timestep_input``, ...)
@@ -50,10 +60,10 @@ class SamplingContext:
                 shows the context at (1 = dropped); used in every window that has context
     """
 
-    model: Callable[..., torch.Tensor]
-    schedule: Any
-    sampler: Any
-    matrix: Any
+    model: Backbone | Callable[..., torch.Tensor]  # a wrapper (a call counter, a cache) is fine
+    schedule: NoiseSchedule
+    sampler: Sampler | MultistepSampler
+    matrix: SamplingSchedule
     num_frames: int
     shape: tuple[int, int, int]
     steps: int = 50
@@ -65,8 +75,7 @@ class SamplingContext:
     generator: torch.Generator | None = None
     device: str | torch.device = "cpu"
     callback: Callable[[dict[str, Any]], None] | None = None
-    plugins: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    plugins: FvdmPlugins | None = None
 
 
 class TaskConfig(PluginConfig):
@@ -82,7 +91,7 @@ class Task:
 
     Config = TaskConfig
     Inputs = TaskInputs  # what a user gives (files, indices); read by ``read_inputs``
-    needs: tuple[str, ...] = ()  # input keys ``run`` requires (for messages)
+    needs: tuple[str, ...] = ()  # input keys ``run`` requires: what ``require(inputs)`` checks by default
     #: generates without given frames: a class-conditional checkpoint gets labels 0, 1, ... (cycled) when the
     #: user gives none, instead of the null (unconditional) label
     default_labels: bool = False
@@ -94,6 +103,12 @@ class Task:
 
     def run(self, sampling: SamplingContext, inputs: Mapping[str, Any]) -> torch.Tensor:
         raise NotImplementedError
+
+    def check_sampling(self, sampling: SamplingContext) -> None:
+        """Refuse, in one line naming the fix, settings this task cannot sample with (the model, the window,
+        the sampling options). The CLI calls it before any input file is read; ``run`` may call it too.
+        The base checks that the window fits the checkpoint; a subclass adds its own checks."""
+        self.window(sampling)
 
     def read_inputs(self, given: TaskInputs, reader: InputReader) -> dict[str, Any]:
         """Validated user inputs (``self.Inputs``) -> the ``inputs`` mapping of ``run`` (model space).
@@ -119,7 +134,8 @@ class Task:
         return self.window_size(sampling.num_frames)
 
     def require(self, inputs: Mapping[str, Any], *keys: str) -> None:
-        missing = [k for k in keys if inputs.get(k) is None]
+        """Raise naming the missing ones unless ``inputs`` holds every key (default: ``needs``)."""
+        missing = [k for k in keys or self.needs if inputs.get(k) is None]
         if missing:
             raise ValueError(f"task {type(self).__name__} needs input(s) {', '.join(missing)}; "
                              f"got {', '.join(k for k, v in inputs.items() if v is not None) or 'none'}")
@@ -176,8 +192,8 @@ def sample_window(
     hg = float(sampling.history_guidance)
     if hg != 1.0 and not has_ctx and num_windows == 1:  # a rollout's first window may lack context; its others not
         raise ValueError(f"history guidance ({hg:g}) needs context frames and task {type(task).__name__} has none "
-                         "here; drop --history-guidance or use a task with given frames (image_to_video, "
-                         "interpolation, infill, extension, long_video, df_rollout, causal_rollout)")
+                         f"here; drop --history-guidance or use a task with given frames "
+                         f"({', '.join(context_tasks(sampling.plugins)) or 'none registered'})")
     if multipliers is None and ctx_mask is not None and task.cfg.multiplier > 0:
         multipliers = task.cfg.multiplier
     model_fn = context_model_fn(sampling, sampling.model, y)
@@ -280,17 +296,32 @@ def rollout(
     return video[:, :total], windows
 
 
+def context_tasks(plugins: FvdmPlugins | None) -> list[str]:
+    """Names of the registered tasks that condition on given frames (``uses_context``, default True): what
+    a message offers instead of a task without context. Read from the registry, so a plugin's task counts."""
+    if plugins is None:
+        return []
+    return [e.name for e in plugins["tasks"].list() if getattr(e.obj, "uses_context", True)]
+
+
 def batch_of(inputs: Mapping[str, Any], sampling: SamplingContext, *tensors: torch.Tensor | None) -> int:
-    for t in tensors:
-        if t is not None:
-            return int(t.shape[0])
+    """Samples to draw: the batch of the first given tensor (else of ``labels``), where one given clip (or
+    none) is shared by ``sampling.batch_size`` samples, each with its own noise (``expand_batch`` it)."""
+    given = next((int(t.shape[0]) for t in tensors if t is not None), None)
     y = inputs.get("labels")
-    if y is not None:
-        return int(torch.as_tensor(y).reshape(-1).numel())
-    return int(sampling.batch_size)
+    if given is None and y is not None:
+        given = int(torch.as_tensor(y).reshape(-1).numel())
+    n = int(sampling.batch_size)
+    if given is None or given == 1:
+        return n
+    if n in (1, given):
+        return given
+    raise ValueError(f"{given} given clips but batch_size {n}: give one clip (shared by the {n} samples), or "
+                     f"batch_size 1 or {given} (one sample per clip)")
 
 
 def expand_batch(x: torch.Tensor, batch: int, name: str) -> torch.Tensor:
+    """``x`` (b, ...) as a batch of ``batch``: as it is, or its one clip shared by every sample (a view)."""
     if x.shape[0] == batch:
         return x
     if x.shape[0] == 1:

@@ -84,23 +84,30 @@ class CausalRollout(StartVideoTask):
 
     Config = CausalRolloutConfig
 
-    def run(self, sampling, inputs):
+    def check_sampling(self, sampling):
+        """The options that do not apply, history guidance with a re-noised past, and a cache the backbone
+        cannot keep: each one line before any input is read or any frame sampled."""
+        super().check_sampling(sampling)
         cfg = self.cfg
         if cfg.mode != "fvdm" or cfg.stabilization > 0 or cfg.multiplier > 0:
             raise ValueError("causal_rollout shows finished frames clean (level 0) to the next ones; "
                              "mode, stabilization and multiplier do not apply: drop them")
-        hg = float(sampling.history_guidance)
-        if hg != 1.0 and float(sampling.history_level) != 1.0:
+        if float(sampling.history_guidance) != 1.0 and float(sampling.history_level) != 1.0:
             raise ValueError("causal_rollout's history guidance drops the past (history level 1): the past lives in "
                              "the cache and cannot be re-noised; drop --history-level or use df_rollout")
+        if cfg.cache:
+            check_cacheable(sampling.model)
+
+    def run(self, sampling, inputs):
+        cfg = self.cfg
+        self.check_sampling(sampling)
+        hg = float(sampling.history_guidance)
         total = int(inputs.get("num_frames") or cfg.num_frames)
         first = inputs.get("video")
         first = None if first is None else as_frames(first, sampling.shape, "video").to(sampling.device)
         batch = batch_of(inputs, sampling, first)
         y = self.labels(sampling, inputs, batch)
         model = sampling.model
-        if cfg.cache:
-            check_cacheable(model)
         past = CachedModel(model) if cfg.cache else PrefixModel(model, sampling.schedule)
         with_past = context_model_fn(sampling, past, y)
         model_fn = with_past

@@ -11,11 +11,15 @@ class ClassConditional(Unconditional):
 
     needs = ("labels",)
 
-    def run(self, sampling, inputs):
-        self.require(inputs, "labels")
+    def check_sampling(self, sampling):
+        super().check_sampling(sampling)
         if sampling.num_classes <= 0:
             raise ValueError("class_conditional needs a class-conditional checkpoint (num_classes > 0); "
                              "use the unconditional task")
+
+    def run(self, sampling, inputs):
+        self.require(inputs)
+        self.check_sampling(sampling)
         n = int(inputs.get("num_frames") or self.cfg.num_frames or self.window(sampling))
         batch = batch_of(inputs, sampling)
         return sample_window(self, sampling, num_frames=n, batch=batch, y=self.labels(sampling, inputs, batch))

@@ -36,11 +36,12 @@ class Extension(Task):
         if given.video is None:
             raise ValueError("extension/prediction needs --video context.mp4 (its first --context-frames frames)")
         k = given.context_frames or self.window_size(reader.num_frames) // 2
-        inputs["video"] = reader.video(given.video, min_frames=k, max_frames=k)
+        inputs["video"] = reader.video(given.video, min_frames=k, max_frames=k,
+                                       fix="give a longer video or fewer --context-frames")
         return inputs
 
     def run(self, sampling, inputs):
-        self.require(inputs, "video")
+        self.require(inputs)
         first = as_frames(inputs["video"], sampling.shape, "video")
         W = self.window(sampling)
         total = int(inputs.get("num_frames") or self.cfg.num_frames or W)

@@ -30,7 +30,7 @@ class ImageToVideo(Task):
         return inputs
 
     def run(self, sampling, inputs):
-        self.require(inputs, "image")
+        self.require(inputs)
         first = as_frames(inputs["image"], sampling.shape, "image", single=True)
         W = self.window(sampling)
         if W < 2:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field, FilePath, field_validator
 
-from fvdm.tasks.base import Task, as_frames, batch_of, sample_window
+from fvdm.tasks.base import Task, as_frames, batch_of, expand_batch, sample_window
 from fvdm.tasks.inputs import TaskInputs, index_list
 
 
@@ -38,7 +38,7 @@ class Infill(Task):
         return inputs
 
     def run(self, sampling, inputs):
-        self.require(inputs, "video", "mask")
+        self.require(inputs)
         video = as_frames(inputs["video"], sampling.shape, "video")
         W = self.window(sampling)
         if video.shape[1] != W:
@@ -50,5 +50,6 @@ class Infill(Task):
         if bool(mask.all()):
             raise ValueError("mask marks every frame as given: nothing to infill")
         batch = batch_of(inputs, sampling, video)
-        return sample_window(self, sampling, num_frames=W, batch=batch, ctx_x0=video, ctx=mask,
+        return sample_window(self, sampling, num_frames=W, batch=batch, ctx_x0=expand_batch(video, batch, "video"),
+                             ctx=mask,
                              y=self.labels(sampling, inputs, batch), multipliers=inputs.get("multipliers"))

@@ -17,6 +17,7 @@ needs to know a task by name::
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -77,13 +78,25 @@ class InputReader:
         return self._encode(pixels)[:, 0]
 
     def video(self, path: str | Path, *, min_frames: int = 1, max_frames: int | None = None,
-              frames: Sequence[int] | None = None) -> torch.Tensor:
+              frames: Sequence[int] | None = None, fix: str | None = None) -> torch.Tensor:
         """Video file -> (1, n, C', H', W') in model space: its first ``max_frames`` frames (at least
-        ``min_frames``), or only the frames at indices ``frames`` (negative counts from the end)."""
+        ``min_frames``), or only the frames at indices ``frames`` (negative counts from the end).
+
+        ``fix``: what the user can change when the video is too short, in the task's own terms (default:
+        give a longer video), e.g. ``"give a longer video or fewer --context-frames"``."""
         from fvdm.core.media import read_video
 
-        pixels = read_video(path, self.shape, min_frames=min_frames, max_frames=max_frames,
-                            on_mismatch=self.on_mismatch)  # (F, C, H, W)
+        # the length is checked here, not by read_video: its message names a flag this task may not have;
+        # a resize warning is only worth showing for a video that is then used
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pixels = read_video(path, self.shape, min_frames=1, max_frames=max_frames,
+                                on_mismatch=self.on_mismatch)  # (F, C, H, W)
+        if pixels.shape[0] < min_frames:
+            raise ValueError(f"video {Path(path).name} has {pixels.shape[0]} frame(s) but this task needs at least "
+                             f"{min_frames}; {fix or f'give a video with at least {min_frames} frames'}")
+        for w in caught:
+            warnings.warn(w.message, stacklevel=2)
         if frames is not None:
             pixels = pixels[list(frames)]
         return self._encode(pixels[None])

@@ -32,7 +32,8 @@ class StartVideoTask(Task):
         inputs = super().read_inputs(given, reader)
         if given.video is not None:
             k = given.context_frames or 1
-            inputs["video"] = reader.video(given.video, min_frames=k, max_frames=k)
+            inputs["video"] = reader.video(given.video, min_frames=k, max_frames=k,
+                                           fix="give a longer video or fewer --context-frames")
         elif given.context_frames is not None:
             raise ValueError("--context-frames counts frames of --video; give --video start.mp4 too")
         return inputs

@@ -1,5 +1,7 @@
-"""What every built-in video backbone shares: input checks at the boundary, batched classifier-free
-guidance, and a swappable attention kernel.
+"""What every built-in video backbone shares: input checks at the boundary and a swappable attention kernel.
+
+Classifier-free guidance is not here: it wraps any backbone at sampling time
+(``fvdm.core.sampling.make_model_fn``, null label ``num_classes``).
 
 A backbone here has ``in_channels``, ``num_frames``, ``input_size``, ``num_classes``, a ``y_embedder``
 (``LabelEmbedder`` or None) and ``forward(x, t_in, y, *, force_drop=None)``; ``BackboneMixin`` turns
@@ -55,34 +57,14 @@ def check_inputs(model: Any, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tenso
         raise ValueError(f"y must have shape (B,) = ({B},), got {tuple(y.shape)}")
 
 
-def forward_with_cfg(model: Any, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor, cfg_scale: float,
-                     guided_channels: int | None = None) -> torch.Tensor:
-    """Classifier-free guidance in one batched pass; guidance on the first ``guided_channels`` output
-    channels (default: the C predicted channels, not the learned variance)."""
-    if model.y_embedder is None or model.y_embedder.dropout_prob <= 0:
-        raise ValueError("forward_with_cfg needs a class-conditional model trained with class_dropout > 0")
-    B = x.shape[0]
-    drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(x.device)
-    out = model.forward(torch.cat([x, x]), torch.cat([t_in, t_in]), torch.cat([y, y]), force_drop=drop)
-    cond, uncond = out[:B], out[B:]  # (B, F, C_out, H, W) each
-    k = model.in_channels if guided_channels is None else guided_channels
-    guided = uncond[:, :, :k] + cfg_scale * (cond[:, :, :k] - uncond[:, :, :k])
-    return torch.cat([guided, cond[:, :, k:]], dim=2)
-
-
 class BackboneMixin:
-    """The methods every built-in backbone has, once: boundary checks, CFG, parameter count, attention kernel.
+    """The methods every built-in backbone has, once: boundary checks, parameter count, attention kernel.
 
     Attention modules opt in to ``set_attention_kernel`` by holding a ``kernel`` attribute (an ``AttentionFn``).
     """
 
     def _check_inputs(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None) -> None:
         check_inputs(self, x, t_in, y)
-
-    def forward_with_cfg(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor, cfg_scale: float,
-                         guided_channels: int | None = None) -> torch.Tensor:
-        """Classifier-free guidance in one batched pass (see ``forward_with_cfg``)."""
-        return forward_with_cfg(self, x, t_in, y, cfg_scale, guided_channels)
 
     def num_params(self, trainable_only: bool = True) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

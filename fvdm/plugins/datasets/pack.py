@@ -6,6 +6,7 @@ at ``shard_size`` bytes; ``manifest.json`` beside them records counts, frame siz
 classes, the pack settings and each shard's sha256. Each sample is one clip:
 ``KEY.npy`` (uint8 (F, H, W, C), lossless, the default), or ``KEY.mp4``, or
 ``KEY.0000.png ...``/``.jpg``, plus ``KEY.cls`` (label) and ``KEY.json`` (provenance).
+Reading shards back (URL expansion, tar members, a sample's frames) lives in ``shards``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ import re
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
 from fvdm.core.hashing import sha256_file
 from fvdm.plugins.datasets import video_io as vio
+from fvdm.plugins.datasets.moving_digits import MovingDigits
+from fvdm.plugins.datasets.shards import MANIFEST, all_frames, expand_urls, iter_tar_samples, manifest_checksums
+from fvdm.plugins.datasets.video_folder import VideoFolder
 
 MANIFEST_VERSION = 1
 STORAGE_FORMATS = ("npy", "mp4", "png", "jpg")
@@ -114,9 +118,9 @@ def write_manifest(dst: Path, shards: list[dict[str, Any]], **info: Any) -> dict
         **info,
         "shards": shards,
     }
-    tmp = dst / "manifest.json.tmp"
+    tmp = dst / f"{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, dst / "manifest.json")
+    os.replace(tmp, dst / MANIFEST)
     return manifest
 
 
@@ -145,8 +149,6 @@ def pack_folder(src: "str | Path", dst: "str | Path", *, shard_size: "int | str"
     reads them with ``offset: start``; reading the shards back gives the same frames
     (bit-identical for ``npy`` without resize; within one uint8 step with resize).
     """
-    from fvdm.plugins.datasets.video_folder import VideoFolder
-
     if storage not in STORAGE_FORMATS:
         raise ValueError(f"unknown storage {storage!r}; choose one of {STORAGE_FORMATS}")
     dst = Path(dst)
@@ -195,8 +197,6 @@ def make_digits(dst: "str | Path", *, split: str = "train", num_clips: int | Non
                 num_frames: int = 16, channels: int = 1, seed: int = 0, shard_size: "int | str" = "64MB",
                 storage: str = "npy", progress: bool = True, **digits_cfg: Any) -> dict[str, Any]:
     """Write ``moving_digits`` clips (uint8, label = first digit's class) as shards + manifest."""
-    from fvdm.plugins.datasets.moving_digits import MovingDigits
-
     ds = MovingDigits(MovingDigits.Config(split=split, num_clips=num_clips, resolution=resolution,  # type: ignore[arg-type]
                                           num_frames=num_frames, channels=channels, seed=seed,  # type: ignore[arg-type]
                                           class_conditional=True, **digits_cfg))
@@ -225,8 +225,6 @@ def inspect_shards(urls: "str | list[str]", *, grid: "str | Path | None" = None,
 
     ``decode_all`` decodes every sample's frames (not only the grid's), so a damaged member anywhere is
     reported; ``report["decoded"]`` counts the samples that decoded."""
-    from fvdm.plugins.datasets.webdataset_reader import expand_urls, iter_tar_samples
-
     shards = expand_urls(urls)
     if not shards:
         raise FileNotFoundError(f"no shards match {urls!r}")
@@ -291,41 +289,3 @@ def save_grid(rows: list[np.ndarray], path: "str | Path", min_height: int = 64) 
         im = im.resize((im.width * s, im.height * s), Image.NEAREST)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     im.save(path)
-
-
-def manifest_checksums(shards: Iterable[str]) -> dict[str, str]:
-    """Shard path -> sha256 from the manifest.json beside each (existing, local) shard."""
-    out: dict[str, str] = {}
-    for d in {str(Path(s).parent) for s in shards if os.path.exists(s)}:
-        m = Path(d) / "manifest.json"
-        if m.is_file():
-            for s in json.loads(m.read_text()).get("shards", []):
-                out[str(Path(d) / s["name"])] = s.get("sha256", "")
-    return out
-
-
-def iter_samples_uint8(urls: "str | list[str]") -> Iterator[tuple[str, np.ndarray]]:
-    """All frames of every sample, for tests and tools: ``(key, uint8 (T, H, W, C))``."""
-    from fvdm.plugins.datasets.webdataset_reader import expand_urls, iter_tar_samples
-
-    for shard in expand_urls(urls):
-        for key, files in iter_tar_samples(shard):
-            yield key, all_frames(key, files, shard)
-
-
-def all_frames(key: str, files: dict[str, bytes], shard: str) -> np.ndarray:
-    """Every frame of one sample -> uint8 (T, H, W, C)."""
-    name = f"{shard}:{key}"
-    video_ext = next((e for e in files if "." + e in vio.VIDEO_EXTS), None)
-    if video_ext:
-        return vio.decode_video(files[video_ext], name=name)
-    for ext in ("npy", "npz"):
-        if ext in files:
-            return vio.load_array(files[ext], name)
-    names = sorted((e for e in files if re.match(r"^(?:.*\.)?\d+\.(jpg|jpeg|png|bmp|webp)$", e)), key=vio.natural_key)
-    if not names:
-        raise vio.BadSampleError(name, f"no video, array or numbered frames among {sorted(files)}", "format")
-    frames = [vio.decode_image(files[n], name=f"{name}.{n}") for n in names]
-    if len({f.shape for f in frames}) > 1:
-        raise vio.BadSampleError(name, "frame images differ in size", "image")
-    return np.stack(frames)

@@ -361,12 +361,6 @@ class SkipCounter:
         tot = self._counts.sum(0)
         return {k: int(tot[i]) for i, k in enumerate(SKIP_KINDS) if int(tot[i])}
 
-    def total(self) -> int:
-        return int(self._counts.sum())
-
-    def reset(self) -> None:
-        self._counts.zero_()
-
 
 def parse_size(text: "str | int") -> int:
     """'1GB' / '500MB' / '10k' / 1234 -> bytes (decimal units, as disk tools print)."""
@@ -377,10 +371,6 @@ def parse_size(text: "str | int") -> int:
         raise ValueError(f"cannot parse size {text!r}; use e.g. 1GB, 500MB, 64k")
     base = 1024 if m.group(3) else 1000
     return int(float(m.group(1)) * base ** "_kmgt".index(m.group(2) or "_"))
-
-
-def list_frame_files(folder: Path) -> list[str]:
-    return [e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMAGE_EXTS)]
 
 
 def read_frame_folder(folder: Path, names: Sequence[str], indices: Sequence[int]) -> np.ndarray:

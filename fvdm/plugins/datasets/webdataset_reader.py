@@ -1,11 +1,8 @@
 """webdataset: video clips from tar shards (local paths, directories, globs, brace patterns, URLs).
 
-A sample is the group of tar members sharing a key (``dir/name`` up to the first
-dot of the file name, the webdataset convention). Its frames come from, in order
-of preference: a video (``.mp4/.avi/.mkv/.webm/.mov``, decoded with PyAV), an
-array (``.npy``, ``.npz``: uint8 (T, H, W[, C]) or float in [0, 1]) or numbered
-images (``key.0000.png``, ``key.0001.jpg``, ... in natural order). A label comes from
-``.cls``/``.label`` (an integer as text) or ``.json`` (``{"label": k}``).
+A sample is the group of tar members sharing a key; which members hold its frames
+(video, array or numbered images) and its label is decided in ``shards``, which this
+module reads through.
 
 Splitting (non-resampled): shards are ordered (shuffled per epoch with ``seed``,
 identically on every rank), then dealt round-robin to the ``world_size x
@@ -26,24 +23,19 @@ the worker layout.
 
 from __future__ import annotations
 
-import glob as globlib
-import json
 import os
-import re
-import tarfile
-from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from fvdm.core.errors import DataError
+from fvdm.core.hashing import sha256_file
 from fvdm.core.interfaces import PluginConfig
 from fvdm.plugins.datasets import video_io as vio
-from fvdm.core.errors import DataError
-
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)  # http:, https:, pipe:, s3:, gs:, file:
-SHARD_EXTS = (".tar", ".tar.gz", ".tgz")
+from fvdm.plugins.datasets.shards import (expand_urls, iter_tar_samples, manifest_checksums, manifest_entries,
+                                          sample_frames, sample_label)
 
 
 def available() -> tuple[bool, str]:
@@ -52,148 +44,6 @@ def available() -> tuple[bool, str]:
     except Exception as exc:
         return False, f"webdataset is not importable ({type(exc).__name__}: {exc})"
     return True, ""
-
-
-# -- shard lists -----------------------------------------------------------------------
-def expand_urls(urls: "str | list[str]") -> list[str]:
-    """Paths, directories (their ``*.tar``), globs, ``manifest.json`` files, brace patterns
-    (``data-{000..009}.tar``) and URLs -> a flat list of shard names, order preserved."""
-    from braceexpand import braceexpand
-
-    items = [urls] if isinstance(urls, str) else list(urls)
-    out: list[str] = []
-    for item in items:
-        for u in (p for part in str(item).split("::") for p in braceexpand(part)):
-            if _URL.match(u) and not u.startswith("file:"):
-                out.append(u)
-                continue
-            u = u[5:] if u.startswith("file:") else u
-            p = Path(u).expanduser()
-            if p.is_dir():
-                manifest = p / "manifest.json"
-                if manifest.is_file():
-                    out += _manifest_shards(manifest)
-                else:
-                    out += sorted(str(q) for q in p.iterdir() if q.name.endswith(SHARD_EXTS))
-            elif p.name.endswith(".json") and p.is_file():
-                out += _manifest_shards(p)
-            elif any(c in u for c in "*?["):
-                out += sorted(globlib.glob(str(p)))
-            else:
-                out.append(str(p))
-    return out
-
-
-def _manifest_shards(path: Path) -> list[str]:
-    data = json.loads(Path(path).read_text())
-    return [str(Path(path).parent / s["name"]) for s in data.get("shards", [])]
-
-
-def open_shard(url: str):
-    """A readable binary stream for a local path or any URL webdataset's ``gopen`` knows."""
-    if _URL.match(url) and not url.startswith("file:"):
-        import webdataset as wds
-
-        return wds.gopen(url, "rb")
-    path = url[5:] if url.startswith("file:") else url
-    if not os.path.exists(path):
-        raise vio.BadSampleError(url, "shard file not found", "corrupt")
-    return open(path, "rb")
-
-
-def split_key(member_name: str) -> tuple[str, str]:
-    """'a/b/clip_01.0003.png' -> ('a/b/clip_01', '0003.png') (webdataset's key rule)."""
-    d, base = os.path.split(member_name)
-    stem, dot, ext = base.partition(".")
-    return (f"{d}/{stem}" if d else stem), ext.lower()
-
-
-def iter_tar_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Stream ``(key, {ext: bytes})`` groups from one shard.
-
-    A corrupt or truncated shard raises :class:`BadSampleError` after every complete
-    sample before the damage was yielded (a sample is complete once the next sample's
-    header has been read); the damaged sample is dropped.
-    """
-    stream = None
-    try:
-        stream = open_shard(url)
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            key, files = None, {}
-            for member in tar:
-                if not member.isfile():
-                    continue
-                k, ext = split_key(member.name)
-                if k.startswith(".") or not ext or os.path.basename(k).startswith("_"):
-                    continue  # hidden files and webdataset metadata (__key__...)
-                if key is not None and k != key:
-                    # the next sample's header means the pending one is complete: hand it on before reading
-                    # on (a cut inside the next sample must not take this one with it)
-                    yield key, files
-                    files = {}
-                f = tar.extractfile(member)
-                data = f.read() if f is not None else b""
-                if len(data) != member.size:
-                    raise EOFError(f"member {member.name} truncated ({len(data)} of {member.size} bytes)")
-                key = k
-                files[ext] = data
-            if key is not None:
-                yield key, files
-    except vio.BadSampleError:
-        raise
-    except (tarfile.TarError, EOFError, OSError, ValueError, Exception) as exc:  # noqa: B014 - any read error
-        raise vio.BadSampleError(url, f"corrupt or truncated shard ({type(exc).__name__}: {exc})", "corrupt") from None
-    finally:
-        if stream is not None:
-            try:
-                stream.close()
-            except Exception:
-                pass
-
-
-# -- one sample -> frames ----------------------------------------------------------------
-_FRAME_EXT = re.compile(r"^(?:.*\.)?(\d+)\.(jpg|jpeg|png|bmp|webp)$")
-
-
-def sample_frames(key: str, files: dict[str, bytes], *, num_frames: int, stride: int, offset: str,
-                  rng: np.random.Generator, where: str) -> np.ndarray:
-    """Pick one clip's frames from a sample -> uint8 (num_frames, H, W, C)."""
-    name = f"{where}:{key}"
-    video_ext = next((e for e in files if "." + e in vio.VIDEO_EXTS), None)
-    if video_ext is not None:
-        vname = f"{name}.{video_ext}"
-        return vio.decode_clip(files[video_ext], lambda n: vio.clip_indices(n, num_frames, stride, offset, rng, vname),
-                               name=vname)
-    array_ext = next((e for e in ("npy", "npz") if e in files), None)
-    if array_ext is not None:
-        frames = vio.load_array(files[array_ext], f"{name}.{array_ext}")
-        idx = vio.clip_indices(len(frames), num_frames, stride, offset, rng, f"{name}.{array_ext}")
-        return frames[idx]
-    images = sorted((e for e in files if _FRAME_EXT.match(e)), key=vio.natural_key)
-    if images:
-        idx = vio.clip_indices(len(images), num_frames, stride, offset, rng, name)
-        frames = [vio.decode_image(files[images[i]], name=f"{name}.{images[i]}") for i in idx]
-        if len({f.shape for f in frames}) > 1:
-            raise vio.BadSampleError(name, "frame images differ in size", "image")
-        return np.stack(frames)
-    raise vio.BadSampleError(name, f"no video, array or numbered frames among {sorted(files)}", "format")
-
-
-def sample_label(files: dict[str, bytes], name: str) -> int:
-    for ext in ("cls", "label", "cls.txt"):
-        if ext in files:
-            try:
-                return int(files[ext].decode().strip())
-            except ValueError:
-                raise vio.BadSampleError(name, f".{ext} is not an integer: {files[ext][:20]!r}", "format") from None
-    if "json" in files:
-        try:
-            meta = json.loads(files["json"])
-            if "label" in meta:
-                return int(meta["label"])
-        except (ValueError, TypeError):
-            pass
-    raise vio.BadSampleError(name, "num_classes > 0 but the sample has no .cls/.label/.json label", "format")
 
 
 def _rank_world(cfg: "WebDatasetVideos.Config") -> tuple[int, int]:
@@ -266,9 +116,6 @@ class WebDatasetVideos(torch.utils.data.IterableDataset):
 
     def _verify_checksums(self) -> None:
         """Drop (or, on_error: raise, refuse) local shards whose bytes differ from the manifest's sha256."""
-        from fvdm.core.hashing import sha256_file
-        from fvdm.plugins.datasets.pack import manifest_checksums
-
         expected = manifest_checksums(self.shards)
         bad = []
         for shard in self.shards:
@@ -302,15 +149,10 @@ class WebDatasetVideos(torch.utils.data.IterableDataset):
         return -(-n // _rank_world(self.cfg)[1])
 
     def _manifest_count(self) -> int | None:
-        counts: dict[str, int] = {}
-        for d in {str(Path(s).parent) for s in self.shards if not _URL.match(s)}:
-            m = Path(d) / "manifest.json"
-            if m.is_file():
-                for s in json.loads(m.read_text()).get("shards", []):
-                    counts[str(Path(d) / s["name"])] = int(s["samples"])
+        counts = manifest_entries(self.shards)
         if not all(s in counts for s in self.shards):
             return None
-        return sum(counts[s] for s in self.shards)
+        return sum(int(counts[s]["samples"]) for s in self.shards)
 
     def _peek_resolution(self) -> int:
         tried = 0

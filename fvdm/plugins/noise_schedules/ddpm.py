@@ -14,7 +14,7 @@ other frame the KL, whatever its neighbours' steps are.
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 from fvdm.core.interfaces import PluginConfig
 from fvdm.core.tensor import append_dims, check_timesteps
 from fvdm.plugins.noise_schedules._common import as_float32, check_inputs, frame_mean, high_precision
+from fvdm.plugins.noise_schedules.posterior import Posterior, gaussian_posterior, learned_log_variance
 
 
 def make_betas(kind: str, num_timesteps: int, beta_start: float, beta_end: float) -> np.ndarray:
@@ -68,20 +69,6 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, lo
     log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
     log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
-
-
-class Posterior(NamedTuple):
-    """q(x_to | x_from, x0) for one step between levels, each (B, F) float64.
-
-    mean = coef_x0 * x0 + coef_xt * x_from; ``log_variance`` is clipped (never -inf),
-    ``log_beta`` is log(1 - abar_from / abar_to), the upper end of the learned range.
-    """
-
-    coef_x0: torch.Tensor
-    coef_xt: torch.Tensor
-    variance: torch.Tensor
-    log_variance: torch.Tensor
-    log_beta: torch.Tensor
 
 
 class DDPMSchedule:
@@ -283,41 +270,22 @@ class DDPMSchedule:
         return abar_from, abar_to
 
     def posterior(self, t_from: torch.Tensor, t_to: torch.Tensor, *, to_data: torch.Tensor | bool | None = None) -> Posterior:
-        """q(x_to | x_from, x0) for a (respaced) step from level t_from to t_to, per frame.
+        """q(x_to | x_from, x0) for a (respaced) step from level t_from to t_to, per frame, (B, F) float64 each.
 
-        Built from abar ratios (beta = 1 - abar_from / abar_to), so any pair of grid
-        levels works, as IDDPM's respacing. ``to_data``: see ``step_alphas`` (default:
-        a step ending at t_to = 0 lands on data). There the posterior variance is 0; its
-        log is clipped to the n=0 table value (variance of step 1 -> 0) as IDDPM does.
+        ``fvdm.plugins.noise_schedules.posterior.gaussian_posterior`` on this schedule's abar, so any pair
+        of grid levels works, as IDDPM's respacing (beta = 1 - abar_from / abar_to). ``to_data``: see
+        ``step_alphas`` (default: a step ending at t_to = 0 lands on data). There the posterior variance
+        is 0; its log is clipped to the n=0 table value (variance of step 1 -> 0) as IDDPM does.
         Frames with t_from == t_to get the identity mean (coef_xt = 1); mask them.
         """
         abar_from, abar_to = self.step_alphas(t_from, t_to, to_data=to_data)
-        n_from = self._steps(t_from)
-        alpha_step = abar_from / abar_to
-        beta = 1.0 - alpha_step
-        one_m = 1.0 - abar_from
-        variance = beta * (1.0 - abar_to) / one_m
-        floor = self._gather("posterior_log_variance_clipped", torch.zeros_like(n_from))  # log of table variance at n=1
-        log_variance = torch.where(variance > 0, torch.log(variance.clamp(min=1e-300)), floor)
-        log_beta = torch.log(beta.clamp(min=1e-300))
-        return Posterior(
-            coef_x0=abar_to.sqrt() * beta / one_m,
-            coef_xt=alpha_step.sqrt() * (1.0 - abar_to) / one_m,
-            variance=variance,
-            log_variance=log_variance,
-            log_beta=torch.maximum(log_beta, log_variance),
-        )
+        floor = self._gather("posterior_log_variance_clipped", torch.zeros_like(self._steps(t_from)))
+        return gaussian_posterior(abar_from.sqrt(), (1.0 - abar_from).sqrt(), abar_to.sqrt(), (1.0 - abar_to).sqrt(),
+                                  zero_log_variance=floor)
 
     def posterior_log_variance(self, t_from: torch.Tensor, t_to: torch.Tensor, *, to_data=None) -> torch.Tensor:
         """Clipped log of the posterior variance (beta tilde) for t_from -> t_to, (B, F) float64."""
         return self.posterior(t_from, t_to, to_data=to_data).log_variance
-
-    @staticmethod
-    def _interp_log_variance(var_values: torch.Tensor, min_log: torch.Tensor, max_log: torch.Tensor) -> torch.Tensor:
-        frac = (var_values + 1.0) / 2.0  # model outputs v in [-1, 1]
-        d = var_values.ndim
-        lo, hi = append_dims(min_log, d).to(var_values.dtype), append_dims(max_log, d).to(var_values.dtype)
-        return frac * hi + (1.0 - frac) * lo
 
     def model_log_variance(self, var_values: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor, *, to_data=None) -> torch.Tensor:
         """Learned log variance (IDDPM): frac * log(beta) + (1 - frac) * log(beta_tilde), frac = (v + 1) / 2.
@@ -326,7 +294,7 @@ class DDPMSchedule:
         abar ratio of the step, so respaced samplers get the respaced range.
         """
         post = self.posterior(t_from, t_to, to_data=to_data)
-        return self._interp_log_variance(var_values, post.log_variance, post.log_beta)
+        return learned_log_variance(var_values, post.log_variance, post.log_beta)
 
     # -- loss --------------------------------------------------------------------------
     def snr(self, t: torch.Tensor) -> torch.Tensor:
@@ -370,7 +338,7 @@ class DDPMSchedule:
         true_mean = c1 * x0 + c2 * xt
         true_log_var = g("posterior_log_variance_clipped")
         model_mean = c1 * x0_hat + c2 * xt
-        model_log_var = self._interp_log_variance(
+        model_log_var = learned_log_variance(
             var_values, self._gather("posterior_log_variance_clipped", n), self._gather("log_betas", n)
         )
         kl = frame_mean(normal_kl(true_mean, true_log_var, model_mean, model_log_var)) / math.log(2.0)

@@ -21,11 +21,8 @@ class DDIMSampler:
         eta: float = Field(0.0, ge=0, le=1, description="0 = deterministic DDIM, 1 = DDPM-like noise")
         clip_x0: float | None = Field(None, gt=0, description="clamp x0_hat to [-c, c] (diffusers clip_sample)")
 
-    stochastic = False
-
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.stochastic = self.cfg.eta > 0
 
     def step(self, model_fn: ModelFn, x: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor, *,
              schedule: NoiseSchedule, generator: torch.Generator | None = None) -> torch.Tensor:

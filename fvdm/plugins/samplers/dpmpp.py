@@ -37,7 +37,6 @@ class DPMSolverPP:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.stochastic = cfg.sde
 
     def init_state(self, x: torch.Tensor) -> FrameHistory:
         """No frame has history yet; each frame's first step will be first order."""

@@ -20,8 +20,6 @@ class EulerSampler:
     class Config(PluginConfig):
         """No parameters."""
 
-    stochastic = False
-
     def __init__(self, cfg: Config):
         self.cfg = cfg
 

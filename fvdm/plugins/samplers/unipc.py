@@ -50,7 +50,6 @@ class UniPC:
         clip_x0: float | None = Field(None, gt=0, description="clamp x0_hat to [-c, c] before it is used or stored")
 
     name = "unipc"
-    stochastic = False
 
     def __init__(self, cfg: Config):
         self.cfg = cfg

@@ -18,9 +18,10 @@ from fvdm.plugins.sampling_schedules.spacing import spacing_levels
 
 
 class MatrixScheduleConfig(PluginConfig):
-    spacing: Literal["uniform", "leading", "trailing"] = "uniform"
+    spacing: Literal["uniform", "leading", "leading_multistep", "trailing"] = Field(
+        "uniform", description="leading = diffusers DDIM/DDPM's; leading_multistep = DPMSolverMultistep/UniPC's")
     shift: float = Field(1.0, gt=0, description="rectified-flow timestep shift; 1 = none")
-    steps_offset: int = Field(1, ge=0, description="offset of 'leading' spacing (diffusers steps_offset)")
+    steps_offset: int = Field(1, ge=0, description="offset of the leading spacings (diffusers steps_offset)")
 
 
 def context_mask(context: torch.Tensor | Sequence[bool] | None, num_frames: int) -> torch.Tensor:

@@ -4,21 +4,25 @@ Levels are floats in [0, 1] (0 = clean). ``s_K = 0`` is always exactly clean: th
 last step of every frame lands on the data (DDIM's ``set_alpha_to_one``).
 
 - ``uniform``  : s_k = 1 - k/K (starts from pure noise).
-- ``leading``  : diffusers "leading" on a grid of T integer steps:
-                 n_k = (K-1-k)·(T // K) + steps_offset for k < K, s_k = n_k / (T-1).
+- ``leading``  : diffusers "leading" as DDIMScheduler / DDPMScheduler define it, on a grid of T
+                 integer steps: n_k = (K-1-k)·(T // K) + steps_offset for k < K, s_k = n_k / (T-1)
+                 (T=1000, K=5, offset 1: 801, 601, 401, 201, 1).
+- ``leading_multistep`` : diffusers "leading" as DPMSolverMultistepScheduler and
+                 UniPCMultistepScheduler define it: n_k = (K-k)·(T // (K+1)) + steps_offset
+                 (T=1000, K=5, offset 1: 831, 665, 499, 333, 167). Those schedulers default to
+                 steps_offset 0; pass it to match them.
 - ``trailing`` : diffusers "trailing": n_k = round(T - k·T/K) - 1 for k < K.
 - ``shift``    : the rectified-flow timestep shift (SD3 / Pusa), applied last:
                  s -> shift·s / (1 + (shift-1)·s); shift = 1 is the identity.
 
-Continuous schedules (rectified flow) have no T; ``leading``/``trailing`` then use a
-1000-step grid.
+Continuous schedules (rectified flow) have no T; the grid spacings then use a 1000-step grid.
 """
 
 from __future__ import annotations
 
 import torch
 
-SPACINGS = ("uniform", "leading", "trailing")
+SPACINGS = ("uniform", "leading", "leading_multistep", "trailing")
 DEFAULT_GRID = 1000
 
 
@@ -36,11 +40,14 @@ def spacing_levels(
     k = torch.arange(k_steps + 1, dtype=torch.float64)
     if spacing == "uniform":
         s = 1.0 - k / k_steps
-    elif spacing in ("leading", "trailing"):
-        if k_steps > grid:
-            raise ValueError(f"{spacing} spacing needs num_steps <= T={grid} (got {k_steps}); use 'uniform'")
+    elif spacing in ("leading", "leading_multistep", "trailing"):
+        most = grid - 1 if spacing == "leading_multistep" else grid  # T // (K+1) must be >= 1
+        if k_steps > most:
+            raise ValueError(f"{spacing} spacing needs num_steps <= {most} on T={grid} (got {k_steps}); use 'uniform'")
         if spacing == "leading":
             n = (k_steps - 1 - k[:-1]) * (grid // k_steps) + steps_offset
+        elif spacing == "leading_multistep":
+            n = (k_steps - k[:-1]) * (grid // (k_steps + 1)) + steps_offset
         else:
             n = torch.round(grid - k[:-1] * grid / k_steps) - 1
         n = n.clamp(0, grid - 1)

@@ -1,0 +1,291 @@
+"""Per-frame modulation for diffusers' Wan-family transformers (Wan2.1/2.2, SkyReels-V2): the one algorithm.
+
+fvdm gives every frame its own level, so a Wan-family backbone receives timesteps t (B, F). The
+wrapped diffusers model (``self.transformer``) keeps every submodule and parameter name, so
+diffusers-format state dicts and LoRA adapters load into it unchanged. Its forward is replaced by
+``FrameModulatedWan.forward`` below, which calls the same submodules in the same order and with the
+same dtype casts (patch embedding, rope, condition embedder, each block's norms / self-attention /
+cross-attention / FFN, norm_out, proj_out); what changes is how timesteps become modulation:
+
+* the condition embedder runs once per (clip, frame): t (B, F) -> temb (B, F, D) and its six-way
+  projection (B, F, 6, D), where diffusers' per-token path (Wan2.2 TI2V) runs it on B*F*N rows;
+* each block adds its ``scale_shift_table`` to the (B, F, 6, D) projection and the result is
+  broadcast over the N = H/2 * W/2 tokens of each frame (tokens viewed as (B, F, N, D); no copy).
+
+Why the blocks' own forward is not called: ``WanTransformerBlock.forward`` takes per-token
+modulation only as one (B, S, 6, D) tensor over the flat token axis S = F*N (and SkyReels' block as
+(B, 6, S, D)). A per-frame broadcast inside a flat S axis is not a strided view (a token's offset
+would have to be 0 within a frame and 6D across frames), so feeding it costs a B*S*6*D copy (1.2 GB
+in float32 per clip at Wan2.1-1.3B's 81x480x832 shapes), and the block then builds another
+(B, S, 6, D) sum per block that autograd keeps alive through the gate views (about 36 GB per clip
+over 30 blocks in training). ``frame_modulated_block`` is therefore the block's modulation glue
+written once over (B, F, N, D) views, every elementwise op in diffusers' order; attention, rope,
+qk-norm, cross-attention and FFN are the block's own modules. tests/test_backbone_wan.py holds it
+to diffusers' own forward (scalar, per-token, diffusion-forcing paths) at 1e-10 in float64, so a
+diffusers release that changes the block fails there, not silently.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from fvdm.core.tensor import check_video
+
+#: Both model classes (and the per-token/diffusion-forcing paths the oracles compare against) exist from here.
+MIN_DIFFUSERS = "0.35.0"
+
+
+class WanSize(NamedTuple):
+    """One row of a size table: the hyperparameters of a public diffusers-format ``transformer/config.json``."""
+
+    repo: str | None  # Hugging Face repo of the diffusers-format checkpoint (subfolder "transformer")
+    heads: int  # num_attention_heads
+    head_dim: int  # attention_head_dim (inner dim D = heads * head_dim)
+    layers: int  # num_layers
+    ffn_dim: int
+    channels: int  # in_channels = out_channels (the VAE's latent channels)
+    text_dim: int  # umT5-XXL embedding width
+    freq_dim: int  # sinusoidal timestep features
+    patch: tuple[int, int, int]  # (t, h, w)
+    rope_max_seq_len: int  # rotary table length: bounds latent frames and H/2, W/2
+    qk_norm: str
+    cross_attn_norm: bool
+    eps: float
+    flow_shift: float  # shift of the flow-matching UniPC scheduler the public pipeline ships / recommends
+    use: str
+
+    @property
+    def dim(self) -> int:
+        return self.heads * self.head_dim
+
+
+def diffusers_available(**_ctx: Any) -> tuple[bool, str]:
+    """(ok, reason): diffusers importable at a version with both Wan-family models."""
+    try:
+        import diffusers
+        from packaging.version import Version
+    except Exception as exc:  # ImportError, or a broken install
+        return False, f"diffusers is not importable ({type(exc).__name__}: {exc}); pip install 'fvdm[latent]'"
+    if Version(diffusers.__version__).release < Version(MIN_DIFFUSERS).release:
+        return False, (f"diffusers {diffusers.__version__} lacks the Wan/SkyReels-V2 models; "
+                       f"pip install 'diffusers>={MIN_DIFFUSERS}'")
+    return True, ""
+
+
+def require_diffusers(name: str) -> None:
+    ok, why = diffusers_available()
+    if not ok:
+        raise ImportError(f"{name}: {why}")
+
+
+def frame_modulated_block(block: nn.Module, x: torch.Tensor, context: torch.Tensor, proj: torch.Tensor,
+                          rotary_emb: Any, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One diffusers Wan/SkyReels block with per-frame modulation.
+
+    x (B, S, D) tokens, S = F*N frame-major; context (B, L, D) projected text; proj (B, F, 6, D) the
+    condition embedder's per-frame projection. Same arithmetic as the block's own forward with
+    per-token modulation, in the same order and dtypes (float32 modulation, ``type_as`` casts).
+    """
+    frames = proj.shape[1]
+    mod = block.scale_shift_table.unsqueeze(0) + proj.float()  # (1, 1, 6, D) + (B, F, 6, D) -> (B, F, 6, D)
+    # six (B, F, 1, D) views: each broadcasts over the N tokens of its frame
+    shift, scale, gate, c_shift, c_scale, c_gate = rearrange(mod, "b f six d -> six b f 1 d")
+
+    def by_frame(a: torch.Tensor) -> torch.Tensor:
+        return rearrange(a, "b (f n) d -> b f n d", f=frames)
+
+    def flat(a: torch.Tensor) -> torch.Tensor:
+        return rearrange(a, "b f n d -> b (f n) d")
+
+    # 1. self-attention (rope; SkyReels' block-causal mask when given)
+    h = flat(by_frame(block.norm1(x.float())) * (1 + scale) + shift).type_as(x)
+    out = block.attn1(h, None, attention_mask, rotary_emb)
+    x = flat(by_frame(x.float()) + by_frame(out) * gate).type_as(x)
+    # 2. cross-attention to the text (not modulated)
+    h = block.norm2(x.float()).type_as(x)
+    x = x + block.attn2(h, context, None, None)
+    # 3. feed-forward
+    h = flat(by_frame(block.norm3(x.float())) * (1 + c_scale) + c_shift).type_as(x)
+    out = block.ffn(h)
+    return flat(by_frame(x.float()) + by_frame(out.float()) * c_gate).type_as(x)
+
+
+class FrameModulatedWan(nn.Module):
+    """Base of the ``wan`` and ``skyreels_v2_df`` backbones: fvdm layout, per-frame modulation, the wrapped model.
+
+    Subclasses set ``self.transformer`` (the diffusers model), ``self.size`` (a ``WanSize``),
+    ``self.cfg`` and implement ``time_embedding`` (and optionally ``attention_mask``).
+    """
+
+    transformer: nn.Module
+    size: WanSize
+    name: str = "wan"
+
+    def _init_common(self, cfg: Any, size: WanSize) -> None:
+        self.cfg, self.size = cfg, size
+        self.in_channels = self.out_channels = size.channels if cfg.in_channels is None else cfg.in_channels
+        self.num_frames, self.input_size, self.num_classes = cfg.num_frames, cfg.input_size, 0
+        self.learn_sigma = False
+        self.gradient_checkpointing = cfg.gradient_checkpointing
+
+    # -- the family-specific part ------------------------------------------------------------------
+    def time_embedding(self, t: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """t (B, F), context (B, L, text_dim) -> temb (B, F, D), proj (B, F, 6, D), projected context (B, L, D)."""
+        raise NotImplementedError
+
+    def attention_mask(self, frames: int, grid: tuple[int, int], device: torch.device) -> torch.Tensor | None:
+        return None
+
+    # -- boundary ----------------------------------------------------------------------------------
+    def check_inputs(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
+                     context: torch.Tensor | None) -> None:
+        check_video(x, "x", channels=self.in_channels)
+        B, F, _, H, W = x.shape
+        pt, ph, pw = self.size.patch
+        if F % pt or H % ph or W % pw:
+            raise ValueError(f"{self.name}: x (B, F, C, H, W) = {tuple(x.shape)} does not fit patch size "
+                             f"{self.size.patch} (F % {pt}, H % {ph}, W % {pw} must be 0); crop or pad the latents")
+        longest = max(F // pt, H // ph, W // pw)
+        if longest > self.size.rope_max_seq_len:
+            raise ValueError(f"{self.name}: {longest} patches along one axis exceed rope_max_seq_len="
+                             f"{self.size.rope_max_seq_len}; use fewer frames or a smaller resolution")
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (B, F):
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{self.name}: t must be per-frame (B, F) = {(B, F)}, got {shape}; "
+                             f"one level per clip is t[:, None].expand({B}, {F})")
+        if not t.is_floating_point():
+            raise TypeError(f"{self.name}: t must be float model timesteps in [0, 1000] (schedule.timestep_input), "
+                            f"got {t.dtype}")
+        if y is not None:
+            raise ValueError(f"{self.name} is text-conditioned: pass encoder_hidden_states=(B, L, "
+                             f"{self.size.text_dim}), not class labels y")
+        if context is not None and (context.ndim != 3 or context.shape[0] != B
+                                    or context.shape[2] != self.size.text_dim):
+            raise ValueError(f"{self.name}: encoder_hidden_states must be (B, L, text_dim) = ({B}, L, "
+                             f"{self.size.text_dim}), got {tuple(context.shape)}")
+
+    def text_context(self, context: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """The text embeddings, or (policy ``missing_text: zeros``) one all-zero token per clip.
+
+        One zero token equals any number of them under attention (identical keys and values), and
+        zero rows are what Wan's pipeline pads umT5 embeddings to 512 tokens with.
+        """
+        if context is not None:
+            return context
+        if self.cfg.missing_text == "error":
+            raise ValueError(f"{self.name}: encoder_hidden_states (B, L, {self.size.text_dim}) is required "
+                             "(missing_text: error); pass umT5 embeddings or set missing_text: zeros")
+        return x.new_zeros(x.shape[0], 1, self.size.text_dim)
+
+    # -- forward -----------------------------------------------------------------------------------
+    def _block(self, block: nn.Module, h: torch.Tensor, context: torch.Tensor, proj: torch.Tensor,
+               rotary_emb: Any, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(frame_modulated_block, block, h, context, proj, rotary_emb, mask, use_reentrant=False)
+        return frame_modulated_block(block, h, context, proj, rotary_emb, mask)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, *,
+                encoder_hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, F, C, H, W) latents, t (B, F) model timesteps in [0, 1000] -> flow velocity (B, F, C, H, W).
+
+        ``encoder_hidden_states`` (B, L, text_dim): umT5-XXL embeddings of the prompt (Wan pads to L=512);
+        None follows ``missing_text``. ``y`` must be None (text, not classes, conditions Wan).
+        """
+        self.check_inputs(x, t, y, encoder_hidden_states)
+        m = self.transformer
+        B, F, _, H, W = x.shape
+        pt, ph, pw = self.size.patch
+        gh, gw = H // ph, W // pw
+        video = rearrange(x, "b f c h w -> b c f h w")  # diffusers' layout
+        rotary_emb = m.rope(video)  # (cos, sin), each (1, S, 1, head_dim)
+        # contiguous as diffusers makes it before its block loop (same memory layout, same kernels)
+        tokens = rearrange(m.patch_embedding(video), "b d f h w -> b (f h w) d").contiguous()  # (B, S, D)
+        temb, proj, context = self.time_embedding(t, self.text_context(encoder_hidden_states, x))
+        mask = self.attention_mask(F // pt, (gh, gw), x.device)
+        for block in m.blocks:
+            tokens = self._block(block, tokens, context, proj, rotary_emb, mask)
+        # output adaLN: shift and scale per frame (B, F, 1, D), broadcast over the frame's tokens
+        shift, scale = rearrange(m.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2), "b f two d -> two b f 1 d")
+        normed = rearrange(m.norm_out(tokens.float()), "b (f n) d -> b f n d", f=F // pt)
+        tokens = rearrange(normed * (1 + scale) + shift, "b f n d -> b (f n) d").type_as(tokens)
+        out = m.proj_out(tokens)  # (B, S, pt*ph*pw*C): diffusers orders a patch's outputs (pt, ph, pw, c)
+        return rearrange(out, "b (f gh gw) (pt ph pw c) -> b (f pt) c (gh ph) (gw pw)",
+                         f=F // pt, gh=gh, gw=gw, pt=pt, ph=ph, pw=pw)
+
+    def num_params(self, trainable_only: bool = True) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def diffusers_kwargs(size: WanSize, in_channels: int) -> dict[str, Any]:
+    """The ``__init__`` keywords of the diffusers model for one size row."""
+    return dict(patch_size=size.patch, num_attention_heads=size.heads, attention_head_dim=size.head_dim,
+                in_channels=in_channels, out_channels=in_channels, text_dim=size.text_dim, freq_dim=size.freq_dim,
+                ffn_dim=size.ffn_dim, num_layers=size.layers, cross_attn_norm=size.cross_attn_norm,
+                qk_norm=size.qk_norm, eps=size.eps, rope_max_seq_len=size.rope_max_seq_len)
+
+
+def make_transformer(cls: Callable[..., nn.Module], name: str, cfg: Any, size: WanSize,
+                     extra: dict[str, Any] | None = None) -> nn.Module:
+    """A random-init model of ``size``, or the local diffusers directory ``cfg.pretrained_path`` (never downloads)."""
+    kwargs = {**diffusers_kwargs(size, size.channels if cfg.in_channels is None else cfg.in_channels), **(extra or {})}
+    if cfg.pretrained_path is None:
+        return cls(**kwargs)
+    from pathlib import Path
+
+    path = Path(cfg.pretrained_path).expanduser()
+    if not (path / (cfg.subfolder or "") / "config.json").is_file():
+        raise FileNotFoundError(f"{name}: no config.json under {path / (cfg.subfolder or '')}; fvdm never downloads: "
+                                f"`huggingface-cli download {size.repo} --local-dir DIR` and set pretrained_path: DIR")
+    config = cls.load_config(str(path), subfolder=cfg.subfolder, local_files_only=True)
+    got = {k: config.get(k) for k in kwargs}
+    bad = {k: (v, got[k]) for k, v in kwargs.items() if (list(v) if isinstance(v, tuple) else v) != (
+        list(got[k]) if isinstance(got[k], (tuple, list)) else got[k])}
+    if bad:
+        raise ValueError(f"{name}: {path} is not size {cfg.size!r}: " + ", ".join(
+            f"{k} {want!r} != {have!r}" for k, (want, have) in bad.items()) + "; choose the matching size")
+    import importlib.util
+
+    if importlib.util.find_spec("accelerate") is not None:  # diffusers' fast path (empty init, then the weights)
+        return cls.from_pretrained(str(path), subfolder=cfg.subfolder, local_files_only=True)
+    # without accelerate diffusers refuses these models (keep_in_fp32_modules): init, then load every shard strictly
+    from safetensors.torch import load_file
+
+    model = cls.from_config(config)
+    shards = sorted((path / (cfg.subfolder or "")).glob("*.safetensors"))
+    if not shards:
+        raise FileNotFoundError(f"{name}: no *.safetensors weights under {path / (cfg.subfolder or '')}")
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        state.update(load_file(str(shard)))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def check_size_fields(cfg: Any, sizes: dict[str, WanSize], family: str) -> None:
+    """Validation shared by both Configs (called from their model validators)."""
+    size = sizes[cfg.size]
+    if cfg.in_channels is not None and size.repo is not None and cfg.in_channels != size.channels:
+        raise ValueError(f"{family} size {cfg.size!r} takes {size.channels}-channel latents (its VAE), got in_channels="
+                         f"{cfg.in_channels}; use that VAE or a random-init size (tiny)")
+    if cfg.num_classes:
+        raise ValueError(f"{family} is text-conditioned, not class-conditioned: set backbone.num_classes: 0")
+    if cfg.learn_sigma:
+        raise ValueError(f"{family} predicts a flow velocity, no variance: use a flow noise schedule "
+                         "(rectified_flow), learn_sigma false")
+    if size.patch[0] != 1:
+        raise ValueError(f"{family}: per-frame levels need a temporal patch of 1, size {cfg.size!r} has {size.patch}")
+
+
+def block_causal_mask(frames: int, grid: tuple[int, int], block_frames: int, device: torch.device) -> torch.Tensor:
+    """(1, 1, S, S) bool, True = attend: a token sees the tokens of its own and earlier blocks of ``block_frames``."""
+    block = torch.arange(frames, device=device) // block_frames  # (F,)
+    allowed = block[None, :] <= block[:, None]  # (F_query, F_key)
+    n = math.prod(grid)
+    return repeat(allowed, "fq fk -> 1 1 (fq nq) (fk nk)", nq=n, nk=n)
+
