@@ -62,3 +62,13 @@ gpu-check: install
 
 clean:
 	rm -rf $(VENV) $(ORACLE_VENV) demo_out bench_out runs .pytest_cache
+
+## fvdm's train step against the public FVDM code (a local checkout: PUBLIC_DIR=...). The public model imports
+## timm, which needs torchvision: it runs in the oracle venv, never in .venv.
+.PHONY: bench-speed-public
+bench-speed-public:
+	test -n "$(PUBLIC_DIR)" || (echo "give PUBLIC_DIR=<checkout of github.com/Yaofang-Liu/FVDM>"; exit 2)
+	test -x $(ORACLE_VENV)/bin/python || $(MAKE) test-oracles
+	$(ORACLE_VENV)/bin/python -m pip -q install timm ipdb
+	OMP_NUM_THREADS=1 $(ORACLE_VENV)/bin/python -m benchmarks.speed_public_fvdm --public-dir $(PUBLIC_DIR) \
+		--threads 1 --rounds 30 --out bench_out/speed_public_fvdm
