@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from fvdm.commands.sample import make_context
+    from fvdm.tasks.context import make_context
     from fvdm.core.checkpoint import load_for_sampling
     from fvdm.core.plugins import load_plugins
     from fvdm.plugins.evaluators.digits_truth import digits_truth

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -81,16 +79,14 @@ def main() -> None:
     t0 = time.perf_counter()
     result = run(args.size)
     import diffusers
+    from fvdm.bench.runner import provenance, write_json
 
-    result["provenance"] = {
-        "git": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),
-        "device": "meta (FlopCounterMode; no weights)", "seconds": round(time.perf_counter() - t0, 1),
-        "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    # the project's provenance (versions, threads, CPU, git revision and dirtiness) plus what only this
+    # benchmark knows
+    result["provenance"] = {**provenance(), "diffusers": diffusers.__version__,
+                            "device": "meta (FlopCounterMode; no weights)",
+                            "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(result, Path(args.out) / "results.json")
     print(json.dumps(result, indent=2))
 
 

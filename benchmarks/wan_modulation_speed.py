@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -133,15 +131,14 @@ def main() -> None:
 
     import diffusers
 
-    result["provenance"] = {
-        "git": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),
-        "threads": 1, "cpu_count": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-        "seconds": round(time.perf_counter() - t0, 1), "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    from fvdm.bench.runner import provenance, write_json
+
+    # the project's provenance (versions, threads, CPU, git revision and dirtiness) plus what only this
+    # benchmark knows
+    result["provenance"] = {**provenance(), "diffusers": diffusers.__version__,
+                            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+                            "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(result, Path(args.out) / "results.json")
     print(json.dumps(result, indent=2))
 
 

@@ -70,18 +70,23 @@ def test_resume_is_bit_identical(plugins, tmp_path):
             assert torch.equal(v, b["optimizer"]["state"][i][k])
 
 
-def test_nan_loss_stops_with_step_and_keeps_checkpoint(plugins, tmp_path, monkeypatch):
+def scale_loss_at_call(monkeypatch, call: int, factor: float) -> None:
+    """Multiply the DDPM training loss by ``factor`` at its ``call``-th evaluation (a finite blow-up)."""
     from fvdm.plugins.noise_schedules.ddpm import DDPMSchedule
 
     calls = {"n": 0}
     orig = DDPMSchedule.loss
 
-    def flaky(self, *args):
+    def scaled(self, *args):
         calls["n"] += 1
         out = orig(self, *args)
-        return out * float("nan") if calls["n"] == 7 else out
+        return out * factor if calls["n"] == call else out
 
-    monkeypatch.setattr(DDPMSchedule, "loss", flaky)
+    monkeypatch.setattr(DDPMSchedule, "loss", scaled)
+
+
+def test_nan_loss_stops_with_step_and_keeps_checkpoint(plugins, tmp_path, monkeypatch):
+    scale_loss_at_call(monkeypatch, 7, float("nan"))
     cfg = parse_config(tiny(tmp_path, steps=10, ckpt_every=5))
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 7 .*last good checkpoint: .*step 5"):
         train(cfg, plugins, run_dir=tmp_path / "r", progress=False)
@@ -379,17 +384,7 @@ def test_stream_that_cannot_form_a_batch_fails_instead_of_spinning(tmp_path):
 def test_loss_spike_stops_before_saving_and_lr_can_change_on_resume(plugins, tmp_path, monkeypatch):
     """A finite blow-up (loss 1e4 x the running median) stops like a NaN would; the advice (resume the same
     run dir with a lower lr) works."""
-    from fvdm.plugins.noise_schedules.ddpm import DDPMSchedule
-
-    calls = {"n": 0}
-    orig = DDPMSchedule.loss
-
-    def spiky(self, *args):
-        calls["n"] += 1
-        out = orig(self, *args)
-        return out * 1e4 if calls["n"] == 110 else out
-
-    monkeypatch.setattr(DDPMSchedule, "loss", spiky)
+    scale_loss_at_call(monkeypatch, 110, 1e4)
     cfg = parse_config(tiny(tmp_path, steps=120, ckpt_every=100, log_every=50))
     run = tmp_path / "r"
     with pytest.raises(NonFiniteLossError, match=r"loss spike at step 110 .*--run-dir .*--resume -o train.lr="):
@@ -449,17 +444,7 @@ def test_checkpoint_of_the_weights_that_diverged_is_set_aside_and_resume_uses_th
         plugins, tmp_path, capsys, monkeypatch):
     """A blow-up at step 5 ran on the weights saved at step 4: that checkpoint is set aside, last.pt points at
     step 2 again (step 3 ran on its weights and passed), and the advised --resume continues from there."""
-    from fvdm.plugins.noise_schedules.ddpm import DDPMSchedule
-
-    calls = {"n": 0}
-    orig = DDPMSchedule.loss
-
-    def blow_up(self, *args):
-        calls["n"] += 1
-        out = orig(self, *args)
-        return out * 1e8 if calls["n"] == 5 else out
-
-    monkeypatch.setattr(DDPMSchedule, "loss", blow_up)
+    scale_loss_at_call(monkeypatch, 5, 1e8)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(json.dumps(tiny(tmp_path, steps=8, ckpt_every=2, keep_last=3)))
     run = tmp_path / "r"

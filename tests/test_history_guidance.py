@@ -8,7 +8,7 @@ import torch
 
 from fvdm.core.plugins import load_plugins
 from fvdm.core.sampling import alpha_sigma, history_guided, make_model_fn, sample_loop
-from fvdm.tasks.base import Task, as_frames, batch_of, expand_batch, place, sample_window
+from tests.task_fixtures import LastFrame, NoiseOnly
 from tests.test_tasks import C, H, W, Toy, ctx_for
 
 
@@ -99,26 +99,6 @@ def test_refused_without_context(P):
         P["tasks"].build("unconditional").run(sampling, {})
     with pytest.raises(ValueError, match=r"history_level must be in \(0, 1\]"):
         history_guided(make_model_fn(Toy(), s), s, torch.ones(1, 3, dtype=torch.bool), x, 2.0, 0.0)
-
-
-class LastFrame(Task):
-    """A third-party-style task with context: a window that ends at a given frame."""
-
-    def run(self, sampling, inputs):
-        W = self.window(sampling)
-        last = as_frames(inputs["image"], sampling.shape, "image", single=True)
-        batch = batch_of(inputs, sampling, last)
-        ctx_x0, ctx = place(expand_batch(last, batch, "image"), [W - 1], W)
-        return sample_window(self, sampling, num_frames=W, batch=batch, ctx_x0=ctx_x0, ctx=ctx)
-
-
-class NoiseOnly(Task):
-    """A third-party-style task without context."""
-
-    uses_context = False
-
-    def run(self, sampling, inputs):
-        return sample_window(self, sampling, num_frames=self.window(sampling), batch=batch_of(inputs, sampling))
 
 
 def _plugin():

@@ -137,12 +137,11 @@ def test_progress_is_log_lines_off_a_terminal(ckpt, tmp_path, capsys):
 
 
 KEYFRAME_PLUGIN = """
-import torch
 from fvdm.core import hookimpl
-from fvdm.tasks.base import Task, as_frames, batch_of, expand_batch, place, sample_window
+from tests.task_fixtures import LastFrame as _LastFrame, NoiseOnly as AnyFrames
 
 
-class LastFrame(Task):
+class LastFrame(_LastFrame):
     '''Generate a window that ends at the given frame.'''
 
     def check_sampling(self, sampling):
@@ -152,22 +151,6 @@ class LastFrame(Task):
 
     def read_inputs(self, given, reader):
         raise AssertionError("inputs read although check_sampling refused the settings")
-
-    def run(self, sampling, inputs):
-        W = self.window(sampling)
-        last = as_frames(inputs["image"], sampling.shape, "image", single=True)
-        batch = batch_of(inputs, sampling, last)
-        ctx_x0, ctx = place(expand_batch(last, batch, "image"), [W - 1], W)
-        return sample_window(self, sampling, num_frames=W, batch=batch, ctx_x0=ctx_x0, ctx=ctx)
-
-
-class AnyFrames(Task):
-    '''Unconditional frames.'''
-
-    uses_context = False
-
-    def run(self, sampling, inputs):
-        return sample_window(self, sampling, num_frames=self.window(sampling), batch=batch_of(inputs, sampling))
 
 
 @hookimpl

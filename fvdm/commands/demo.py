@@ -136,7 +136,7 @@ def _mse(a: Any, b: Any) -> float:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from fvdm.commands.sample import make_context
+    from fvdm.tasks.context import make_context
     from fvdm.core.checkpoint import load_for_sampling
     from fvdm.core.config import apply_overrides, parse_config
     from fvdm.core.media import AtomicOutputs, auto_scale, write_gif, write_png_grid
@@ -248,7 +248,7 @@ def _recognisability(loaded: Any, plugins: Any, cfg: Any, K: int, args: argparse
     detector (``digit_recognisability``); writes samples.png/gif (the first 8 samples)."""
     import torch
 
-    from fvdm.commands.sample import sample_unconditional
+    from fvdm.tasks.context import sample_unconditional
     from fvdm.core.media import auto_scale, write_gif, write_png_grid
 
     n = args.eval_clips  # positive_int at the parser

@@ -35,19 +35,6 @@ from fvdm.commands.argtypes import device_arg, nonnegative_int, positive_int
 from fvdm.commands.jobs import RUN_KEYS, SHORTHANDS, SPEC_KEYS, TASK_FLAGS, load_jobs, merge_layers, plan_job, run_plan
 from fvdm.commands.specs import describe_model, parse_params
 
-#: moved to fvdm.tasks.context; still importable from here for fvdm.commands.demo and benchmarks/ scripts
-MOVED = ("make_context", "sample_unconditional", "torch_generator")
-
-
-def __getattr__(name: str) -> Any:
-    """The moved library functions, imported on first use (torch stays out of `fvdm --help`)."""
-    if name in MOVED:
-        from fvdm.tasks import context
-
-        return getattr(context, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample", help="sample a task (i2v, interpolation, infill, extension, long video, ...) from a checkpoint",

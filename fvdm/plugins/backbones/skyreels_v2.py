@@ -22,9 +22,9 @@ import torch
 from einops import rearrange
 from pydantic import Field, model_validator
 
-from fvdm.core.interfaces import PluginConfig
 from fvdm.plugins.backbones.wan_common import (
-    FrameModulatedWan, WanSize, block_causal_mask, check_size_fields, make_transformer, require_diffusers,
+    FrameModulatedWan, WanFamilyConfig, WanSize, block_causal_mask, check_size_fields, make_transformer,
+    require_diffusers,
 )
 
 _SHARED = dict(text_dim=4096, freq_dim=256, patch=(1, 2, 2), rope_max_seq_len=1024, qk_norm="rms_norm_across_heads",
@@ -48,25 +48,15 @@ SKYREELS_V2_DF_SIZES: dict[str, tuple[WanSize, bool]] = {
 }
 
 
-class SkyReelsV2DFConfig(PluginConfig):
+class SkyReelsV2DFConfig(WanFamilyConfig):
     """SkyReels-V2 diffusion-forcing backbone; ``size`` picks one row of ``SKYREELS_V2_DF_SIZES``."""
 
     size: Literal["skyreels-v2-df-1.3b-540p", "skyreels-v2-df-14b-540p", "skyreels-v2-df-14b-720p", "tiny"] = (
         "skyreels-v2-df-1.3b-540p")
-    in_channels: int | None = Field(None, ge=1, description="latent channels (engine fills); 16 except for tiny")
-    input_size: int = Field(32, ge=2, description="nominal latent size (engine fills); any H, W divisible by 2 run")
-    num_frames: int = Field(21, ge=1, description="latent frames of the training clips (engine fills)")
-    num_classes: int = Field(0, ge=0, description="must be 0: text-conditioned")
-    learn_sigma: bool = Field(False, description="must be false: flow velocity")
     fps: int = Field(24, ge=1, description="sizes with an fps embedding (DF-1.3B): 16 -> embedding 0, any other -> 1, "
                                            "as SkyReelsV2DiffusionForcingPipeline maps it")
     causal_block_size: int = Field(1, ge=1, description="> 1: block-causal attention over blocks of this many "
                                                         "latent frames (asynchronous mode); clips a multiple of it")
-    missing_text: Literal["zeros", "error"] = Field(
-        "zeros", description="no encoder_hidden_states: zeros = one all-zero text token; error = refuse")
-    pretrained_path: str | None = Field(None, description="local diffusers dir; None = random init; never downloads")
-    subfolder: str | None = Field("transformer", description="subfolder of pretrained_path holding config.json")
-    gradient_checkpointing: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "SkyReelsV2DFConfig":

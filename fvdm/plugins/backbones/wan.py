@@ -23,12 +23,12 @@ from __future__ import annotations
 from typing import Literal
 
 from einops import rearrange
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 from fvdm.core.hookspecs import hookimpl
-from fvdm.core.interfaces import PluginConfig
 from fvdm.plugins.backbones.wan_common import (
-    FrameModulatedWan, WanSize, check_size_fields, diffusers_available, make_transformer, require_diffusers,
+    FrameModulatedWan, WanFamilyConfig, WanSize, check_size_fields, diffusers_available, make_transformer,
+    require_diffusers,
 )
 
 _SHARED = dict(text_dim=4096, freq_dim=256, patch=(1, 2, 2), rope_max_seq_len=1024, qk_norm="rms_norm_across_heads",
@@ -55,24 +55,11 @@ WAN_SIZES: dict[str, WanSize] = {
 }
 
 
-class WanConfig(PluginConfig):
+class WanConfig(WanFamilyConfig):
     """Wan backbone; ``size`` picks one row of ``WAN_SIZES`` (its architecture is not overridable)."""
 
     size: Literal["wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-ti2v-5b", "small", "tiny"] = (
         "wan2.1-t2v-1.3b")
-    in_channels: int | None = Field(None, ge=1, description="latent channels (engine fills); must be the size's "
-                                                            "(16, or 48 for wan2.2-ti2v-5b) except small/tiny")
-    input_size: int = Field(32, ge=2, description="nominal latent size (engine fills); any H, W divisible by 2 run")
-    num_frames: int = Field(21, ge=1, description="latent frames of the training clips (engine fills); rope "
-                                                  "allows up to rope_max_seq_len")
-    num_classes: int = Field(0, ge=0, description="must be 0: Wan is text-conditioned")
-    learn_sigma: bool = Field(False, description="must be false: Wan predicts a flow velocity")
-    missing_text: Literal["zeros", "error"] = Field(
-        "zeros", description="no encoder_hidden_states: zeros = one all-zero text token; error = refuse")
-    pretrained_path: str | None = Field(None, description="local diffusers dir (e.g. a download of the size's "
-                                                          "repo); None = random init; never downloads")
-    subfolder: str | None = Field("transformer", description="subfolder of pretrained_path holding config.json")
-    gradient_checkpointing: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "WanConfig":

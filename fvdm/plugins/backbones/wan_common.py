@@ -28,13 +28,15 @@ diffusers release that changes the block fails there, not silently.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import torch
 from einops import rearrange, repeat
 from torch import nn
+from pydantic import Field
 from torch.utils.checkpoint import checkpoint
 
+from fvdm.core.interfaces import PluginConfig
 from fvdm.core.tensor import check_video
 
 #: Both model classes (and the per-token/diffusion-forcing paths the oracles compare against) exist from here.
@@ -63,6 +65,25 @@ class WanSize(NamedTuple):
     @property
     def dim(self) -> int:
         return self.heads * self.head_dim
+
+
+class WanFamilyConfig(PluginConfig):
+    """The fields every Wan-family backbone shares; a subclass adds ``size`` (one row of its table) and its own."""
+
+    in_channels: int | None = Field(None, ge=1, description="latent channels (engine fills); must be the size's "
+                                                            "(its VAE's: 16, 48 for wan2.2-ti2v-5b) except for the "
+                                                            "random-init sizes (small, tiny)")
+    input_size: int = Field(32, ge=2, description="nominal latent size (engine fills); any H, W divisible by 2 run")
+    num_frames: int = Field(21, ge=1, description="latent frames of the training clips (engine fills); rope "
+                                                  "allows up to rope_max_seq_len")
+    num_classes: int = Field(0, ge=0, description="must be 0: text-conditioned")
+    learn_sigma: bool = Field(False, description="must be false: a flow velocity is predicted")
+    missing_text: Literal["zeros", "error"] = Field(
+        "zeros", description="no encoder_hidden_states: zeros = one all-zero text token; error = refuse")
+    pretrained_path: str | None = Field(None, description="local diffusers dir (e.g. a download of the size's "
+                                                          "repo); None = random init; never downloads")
+    subfolder: str | None = Field("transformer", description="subfolder of pretrained_path holding config.json")
+    gradient_checkpointing: bool = False
 
 
 def diffusers_available(**_ctx: Any) -> tuple[bool, str]:

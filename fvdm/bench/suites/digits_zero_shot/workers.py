@@ -46,14 +46,12 @@ def train_model(cfg: Config, plugins: Any, run_dir: Path, seed: int, key: str, v
 # -- sampling --------------------------------------------------------------------------
 def sampling_context(cfg: Config, plugins: Any, lm: Any, budget: Budget) -> Any:
     """The SamplingContext every task of one model is sampled with (batch size and generator set per chunk)."""
-    from fvdm.tasks.base import SamplingContext
+    from fvdm.tasks.context import make_context
 
-    return SamplingContext(
-        model=lm.model, schedule=lm.schedule, sampler=plugins["samplers"].build(cfg.sampler),
-        matrix=plugins["sampling_schedules"].build("standard"), num_frames=lm.num_frames,
-        shape=(lm.latent_channels, lm.latent_resolution, lm.latent_resolution), steps=budget.sample_steps,
-        batch_size=cfg.eval_batch, generator=None, device=cfg.device, plugins=plugins,
-        history_guidance=cfg.history_guidance, history_level=cfg.history_level)
+    # guidance off (cfg_scale 1) whatever the checkpoint's sample section says: the suite's tasks are unlabelled
+    return make_context(lm, plugins, sampler=cfg.sampler, schedule="standard", steps=budget.sample_steps,
+                        batch_size=cfg.eval_batch, seed=None, cfg_scale=1.0, device=cfg.device,
+                        history_guidance=cfg.history_guidance, history_level=cfg.history_level)
 
 
 def encode(cfg: Config, lm: Any, x: torch.Tensor) -> torch.Tensor:
