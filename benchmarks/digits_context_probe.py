@@ -58,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from fvdm.tasks.context import make_context
-    from fvdm.core.checkpoint import load_for_sampling
+    from fvdm.core.loaded import load_for_sampling
     from fvdm.core.plugins import load_plugins
     from fvdm.plugins.evaluators.digits_truth import digits_truth
 

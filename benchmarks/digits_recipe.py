@@ -53,7 +53,7 @@ def _reference(plugins, frames: int, resolution: int) -> tuple:
 
 def score(ckpt: Path, plugins, n: int, steps: int, seed: int, out_png: Path) -> dict:
     from fvdm.tasks.context import sample_unconditional
-    from fvdm.core.checkpoint import load_for_sampling
+    from fvdm.core.loaded import load_for_sampling
     from fvdm.core.media import write_png_grid
 
     loaded = load_for_sampling(ckpt, plugins)

@@ -187,23 +187,30 @@ def test_registered_with_the_latent_extra_and_built_from_a_spec():
 
 @torch.no_grad()
 def test_diffusers_directory_loads_unchanged(tmp_path):
+    """``pretrained: DIR`` through the build reads a diffusers-written sharded directory into the wrapped model."""
     from diffusers import WanTransformer3DModel
 
+    from fvdm.core.build import build_model
+    from fvdm.core.plugins import load_plugins
     from fvdm.plugins.backbones.wan_common import diffusers_kwargs
     from fvdm.plugins.backbones.wan import WAN_SIZES
 
     torch.manual_seed(3)
     ref = WanTransformer3DModel(**diffusers_kwargs(WAN_SIZES["tiny"], 4)).eval()
-    ref.save_pretrained(tmp_path / "transformer")
-    m = WanBackbone(WanBackbone.Config(size="tiny", pretrained_path=str(tmp_path))).eval()
+    ref.save_pretrained(tmp_path / "transformer", max_shard_size="20KB")  # several shards and an index
+    spec = {"name": "wan", "size": "tiny", "in_channels": 4, "pretrained": str(tmp_path)}
+    m = build_model(load_plugins(), spec, load_pretrained=True).eval()
+    assert m.pretrained_info["fingerprint"] and m.pretrained_info["subfolder"] == "transformer"
     x, t, ctx = _inputs()
     level = t[:, :1].expand(-1, 3)
     _close(m(x, level, encoder_hidden_states=ctx), _diffusers(ref, x, level[:, 0], ctx), torch.float32)
+    random_init = build_model(load_plugins(), spec, load_pretrained=False)  # a checkpoint's path: DIR not read
+    assert not hasattr(random_init, "pretrained_info")
     torch.manual_seed(3)
     one_layer = {**diffusers_kwargs(WAN_SIZES["tiny"], 4), "num_layers": 1}
     WanTransformer3DModel(**one_layer).save_pretrained(tmp_path / "one")
-    with pytest.raises(ValueError, match=r"is not size 'tiny': num_layers 2 != 1"):
-        WanBackbone(WanBackbone.Config(size="tiny", pretrained_path=str(tmp_path), subfolder="one"))
+    with pytest.raises(Exception, match=r"num_layers 1 \(want 2\)"):
+        build_model(load_plugins(), {**spec, "subfolder": "one"}, load_pretrained=True)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

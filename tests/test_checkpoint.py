@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from fvdm.core.checkpoint import (
-    CheckpointError, LoadedModel, capture_rng, load_checkpoint, load_for_sampling, load_state_strict, restore_rng,
+    CheckpointError, capture_rng, load_checkpoint, load_state_strict, restore_rng,
     save_checkpoint,
 )
+from fvdm.core.loaded import LoadedModel, load_for_sampling
 from fvdm.core.config import parse_config
 from fvdm.core.engine import train
 from fvdm.core.plugins import load_plugins
@@ -41,7 +42,7 @@ def test_checkpoint_loads_with_plain_weights_only(trained):
     assert raw["config_hash"] == res["config_hash"]
     assert set(raw["rng"]) == {"generator", "ranks"} and len(raw["rng"]["ranks"]) == 1
     assert raw["data_info"] == {"num_frames": 4, "channels": 1, "resolution": 16, "num_classes": 10,
-                                "latent_channels": 1, "latent_resolution": 16}
+                                "latent_channels": 1, "latent_resolution": 16, "latent_frames": 4}
 
 
 def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ def test_no_match_says_so_with_close_names(capsys):
 
 def test_json_keeps_every_asked_kind(capsys):
     doc = json.loads(run(capsys, "plugins", "--json", "flow"))
-    assert len(doc["kinds"]) == 12 and doc["kinds"]["backbones"] == []
+    assert len(doc["kinds"]) == 13 and doc["kinds"]["backbones"] == []
     assert [e["name"] for e in doc["kinds"]["noise_schedules"]] == ["rectified_flow"]
 
 

@@ -30,6 +30,7 @@ ITEMS = [(kind, name) for kind in KINDS for name in P[kind].names()]
 REQUIRED_INPUTS = {
     ("datasets", "video_folder"): {"root": "/nonexistent/videos"},
     ("datasets", "webdataset"): {"urls": "/nonexistent/shard-{000000..000001}.tar"},
+    ("text_encoders", "umt5"): {"path": "/nonexistent/wan"},
 }
 
 #: Protocols whose kinds may legitimately be satisfied differently (map-style datasets index, not iterate)

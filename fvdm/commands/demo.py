@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from fvdm.tasks.context import make_context
-    from fvdm.core.checkpoint import load_for_sampling
+    from fvdm.core.loaded import load_for_sampling
     from fvdm.core.config import apply_overrides, parse_config
     from fvdm.core.media import AtomicOutputs, auto_scale, write_gif, write_png_grid
     from fvdm.core.plugins import load_plugins

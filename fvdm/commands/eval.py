@@ -88,7 +88,7 @@ def sample_checkpoint(path: str | Path, plugins: Any, *, num_samples: int, batch
     """Unconditional samples of a training checkpoint as uint8 videos (N, F, C, H, W)."""
     import torch
 
-    from fvdm.core.checkpoint import load_for_sampling
+    from fvdm.core.loaded import load_for_sampling
     from fvdm.tasks.context import make_context, torch_generator
 
     lm = load_for_sampling(path, plugins, device=device)

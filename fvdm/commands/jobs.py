@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from fvdm.commands.specs import as_spec, config_errors, merge_spec, resolve_spec
 
 if TYPE_CHECKING:
-    from fvdm.core.checkpoint import LoadedModel
+    from fvdm.core.loaded import LoadedModel
     from fvdm.core.interfaces import Task
     from fvdm.core.plugins import FvdmPlugins
     from fvdm.tasks.base import SamplingContext
@@ -32,8 +32,8 @@ TASK_FLAGS = ("image", "last", "video", "given", "context_frames", "label", "fra
 #: a flag whose task field has another name
 FLAG_FIELDS = {"frames": "num_frames"}
 #: settings of the run itself (sampling context and outputs)
-RUN_KEYS = ("checkpoint", "out", "name", "steps", "seed", "batch_size", "cfg_scale", "history_guidance",
-            "history_level", "on_mismatch", "formats", "fps", "device", "no_ema")
+RUN_KEYS = ("checkpoint", "config", "out", "name", "steps", "seed", "batch_size", "cfg_scale", "history_guidance",
+            "history_level", "prompt", "negative_prompt", "on_mismatch", "formats", "fps", "device", "no_ema")
 #: keys holding a spec (a name or a mapping), and the shorthand flags for one parameter of them
 SPEC_KEYS = ("task", "sampler", "schedule")
 SHORTHANDS = {"eta": ("sampler", "eta"), "u": ("schedule", "u")}
@@ -177,10 +177,19 @@ def check_history_guidance(job: dict[str, Any], task_name: str, task: Any, plugi
 
 
 def load_cached(job: dict[str, Any], plugins: FvdmPlugins, cache: dict[str, Any]) -> LoadedModel:
-    from fvdm.core.checkpoint import load_for_sampling
+    """The job's model, loaded once per (source, weights, device): a checkpoint, or a config naming pretrained
+    weights (sampled without a training run)."""
+    from fvdm.core.loaded import load_for_sampling, load_from_config
 
-    ckpt = str(job["checkpoint"])
     device = job.get("device") or "cpu"
+    if job.get("config") and not job.get("checkpoint"):
+        from fvdm.core.config import load_config
+
+        key = f"config|{job['config']}|{device}"
+        if key not in cache:
+            cache[key] = load_from_config(load_config(job["config"], plugins), plugins, device=device)
+        return cache[key]
+    ckpt = str(job["checkpoint"])
     key = f"{ckpt}|{bool(job.get('no_ema'))}|{device}"
     if key not in cache:
         if not Path(ckpt).is_file():
@@ -232,8 +241,10 @@ def plan_job(job: dict[str, Any], plugins: FvdmPlugins, cache: dict[str, Any]) -
     bad = [f for f in formats if f not in WRITERS]
     if bad:
         raise ValueError(f"unknown output format(s) {bad}; choose from {', '.join(WRITERS)}")
-    if not job.get("checkpoint"):
-        raise ValueError("give --checkpoint (or a 'checkpoint' in every job)")
+    if not job.get("checkpoint") and not job.get("config"):
+        raise ValueError("give --checkpoint (or --config naming pretrained weights; or one of them in every job)")
+    if job.get("checkpoint") and job.get("config"):
+        raise ValueError("give --checkpoint or --config, not both (a checkpoint holds its own config)")
     if not job.get("out"):
         raise ValueError("give --out DIR")
 
@@ -248,16 +259,18 @@ def plan_job(job: dict[str, Any], plugins: FvdmPlugins, cache: dict[str, Any]) -
     sampling = make_context(loaded, plugins, steps=job.get("steps"), sampler=sampler, schedule=context_schedule,
                             cfg_scale=job.get("cfg_scale"), history_guidance=job.get("history_guidance"),
                             history_level=job.get("history_level"), batch_size=batch_size,
-                            seed=int(job.get("seed") or 0), device=job.get("device") or "cpu")
+                            seed=int(job.get("seed") or 0), device=job.get("device") or "cpu",
+                            prompt=job.get("prompt"), negative_prompt=job.get("negative_prompt"))
     check = getattr(task, "check_sampling", None)
     if callable(check):  # a --window too large, a cache the backbone cannot keep, ...: before any file is read
         check(sampling)
     reader = InputReader(shape=(loaded.channels, loaded.resolution, loaded.resolution),
                          num_frames=loaded.num_frames, num_classes=loaded.num_classes, batch_size=batch_size,
                          encode=loaded.autoencoder.encode, on_mismatch=job.get("on_mismatch") or "resize")
-    origins_key = f"origins|{job['checkpoint']}"
+    origins_key = f"origins|{job.get('checkpoint')}"
     if origins_key not in cache:
-        cache[origins_key] = training_origins(job["checkpoint"])
+        cache[origins_key] = training_origins(job["checkpoint"]) if job.get("checkpoint") else {
+            "pretrained": getattr(loaded.model, "pretrained_info", None)}
     return Plan(job=job, loaded=loaded, task=task, task_spec=task_spec, sampler=sampler, schedule=schedule,
                 context_schedule=context_schedule, sampling=sampling, inputs=task.read_inputs(given, reader),
                 inputs_record=inputs_record(given), formats=formats,
@@ -281,7 +294,10 @@ def run_plan(plan: Plan, *, callback: Callable[[dict[str, Any]], None] | None = 
     seconds = time.perf_counter() - t0
     formats = plan.formats
     summary = {"task": plan.task_spec["name"], "task_spec": plan.task_spec, "inputs": plan.inputs_record,
-               "checkpoint": str(job["checkpoint"]), "ema": not job.get("no_ema"),
+               "checkpoint": str(job["checkpoint"]) if job.get("checkpoint") else None,
+               "config": str(job["config"]) if job.get("config") and not job.get("checkpoint") else None,
+               "prompt": job.get("prompt"), "negative_prompt": job.get("negative_prompt"),
+               "ema": not job.get("no_ema") and bool(job.get("checkpoint")),
                "frames": int(video.shape[1]), "batch": int(video.shape[0]), "steps": ctx.steps,
                "sampler": plan.sampler, "schedule": plan.schedule, "cfg_scale": ctx.cfg_scale,
                "history_guidance": ctx.history_guidance, "history_level": ctx.history_level,

@@ -51,6 +51,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                "  fvdm sample --checkpoint C --jobs jobs.yaml --out out",
     )
     p.add_argument("--checkpoint", help="checkpoint file (runs/NAME/checkpoints/last.pt)")
+    p.add_argument("--config", help="instead of --checkpoint: a config whose backbone names pretrained weights "
+                                    "(backbone: {name: wan, pretrained: DIR}); samples them without a training run")
+    p.add_argument("--prompt", help="text prompt (text-conditioned backbones; the config's text_encoder encodes it)")
+    p.add_argument("--negative-prompt", help="the unconditional side of --cfg-scale guidance (default: the empty "
+                                             "prompt)")
     p.add_argument("--task", help="task name (fvdm plugins --kind tasks)")
     p.add_argument("--task-param", action="append", metavar="KEY=VALUE",
                    help="a task option (its Config field; value parsed as YAML); repeatable")
@@ -76,7 +81,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule-param", action="append", metavar="KEY=VALUE",
                    help="a sampling-schedule parameter (value parsed as YAML), e.g. u=0.5; repeatable")
     p.add_argument("--u", type=float, help="shorthand for --schedule-param u=U (pyramid, trapezoid)")
-    p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (class-conditional models)")
+    p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale: class labels against the null "
+                                                   "label, a prompt against --negative-prompt (Wan: 5.0)")
     p.add_argument("--history-guidance", type=float, metavar="S",
                    help="history guidance scale (1 = off): guide between the prediction with the given context and "
                         "with it noised to --history-level; tasks with context only")
@@ -189,8 +195,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.jobs:
         jobs = load_jobs(args.jobs, defaults)
     else:
-        if not args.task or not args.checkpoint:
-            raise ValueError("give --checkpoint and --task (or --jobs jobs.yaml)")
+        if not args.task or not (args.checkpoint or args.config):
+            raise ValueError("give --checkpoint (or --config with pretrained weights) and --task (or --jobs jobs.yaml)")
         jobs = [merge_layers({}, defaults)]
     cache: dict[str, Any] = {}
     plans = []

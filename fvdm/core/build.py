@@ -5,7 +5,7 @@
            --> data_info (pixel and latent shapes) --> backbone spec (shapes filled in) --> backbone
 
 Training (``fvdm.core.engine``), loading a checkpoint for sampling
-(``fvdm.core.checkpoint.load_for_sampling``) and the benchmarks all build through
+(``fvdm.core.loaded.load_for_sampling``) and the benchmarks all build through
 here, so a backbone is sized the same way wherever it is made. Each plugin config is
 validated once (by ``resolve_config``) and constructed from that validated result.
 """
@@ -19,7 +19,8 @@ import torch
 
 from fvdm.core.config import DERIVED_BACKBONE_KEYS, PLUGIN_FIELDS, ExperimentConfig, plugin_ref, resolve_config
 from fvdm.core.errors import ConfigError, FvdmError
-from fvdm.core.interfaces import Autoencoder, NoiseSchedule, VideoDataset, VTVStrategy
+from fvdm.core.interfaces import Autoencoder, BackboneConfig, NoiseSchedule, VideoDataset, VTVStrategy
+from fvdm.core.temporal import latent_frame_count
 
 
 def build_plugin(plugins: Any, kind: str, spec: dict[str, Any], field: str, *,
@@ -42,7 +43,8 @@ def build_plugin(plugins: Any, kind: str, spec: dict[str, Any], field: str, *,
 
 
 def data_info(dataset: VideoDataset, autoencoder: Autoencoder) -> dict[str, int]:
-    """Shapes of the training data (pixel space) and of the space the backbone sees (latent)."""
+    """Shapes of the training data (pixel space) and of the space the backbone sees (latent; a video VAE
+    with temporal compression makes fewer latent frames, ``fvdm.core.temporal``)."""
     try:
         f, c, r = int(dataset.num_frames), int(dataset.channels), int(dataset.resolution)
     except AttributeError as exc:
@@ -57,8 +59,17 @@ def data_info(dataset: VideoDataset, autoencoder: Autoencoder) -> dict[str, int]
             raise ConfigError([("data", f"resolution {r} is not divisible by the autoencoder's downsample {down}")])
         lc = getattr(autoencoder, "latent_channels", None)
         lc, lr = (c if lc in (None, 0) else int(lc)), r // down
+    try:
+        lf = latent_frame_count(autoencoder, f)
+    except ValueError as exc:
+        raise ConfigError([("data.num_frames", f"{exc} (autoencoder {type(autoencoder).__name__})")]) from None
     return {"num_frames": f, "channels": c, "resolution": r, "num_classes": nc,
-            "latent_channels": lc, "latent_resolution": lr}
+            "latent_channels": lc, "latent_resolution": lr, "latent_frames": lf}
+
+
+def model_frames(info: dict[str, int]) -> int:
+    """Frames the backbone sees per clip: the latent frames (a checkpoint from before temporal VAEs: the frames)."""
+    return int(info.get("latent_frames", info["num_frames"]))
 
 
 def backbone_spec(cfg: ExperimentConfig, plugins: Any, info: dict[str, int],
@@ -70,19 +81,17 @@ def backbone_spec(cfg: ExperimentConfig, plugins: Any, info: dict[str, int],
     """
     spec = cfg.backbone.spec()
     entry = plugins["backbones"].get(spec["name"])
-    fields = set(entry.config.model_fields) if entry.config is not None else set()
+    backbone_config(entry)
     want = {
         "in_channels": info["latent_channels"],
         "input_size": info["latent_resolution"],
-        "num_frames": info["num_frames"],
+        "num_frames": model_frames(info),
         "num_classes": info["num_classes"],
         "learn_sigma": bool(getattr(schedule, "learn_sigma", False)),
     }
     assert set(want) == set(DERIVED_BACKBONE_KEYS), "config show leaves out exactly the fields filled in here"
     errors = []
     for key, value in want.items():
-        if key not in fields:
-            continue
         given = spec.get(key)
         if given is None:
             spec[key] = value
@@ -100,15 +109,57 @@ def backbone_spec(cfg: ExperimentConfig, plugins: Any, info: dict[str, int],
     return spec
 
 
-def build_model(plugins: Any, spec: dict[str, Any], check_against: NoiseSchedule | None = None) -> torch.nn.Module:
-    """Build the backbone from a complete spec; check its output channels against the schedule."""
+def backbone_config(entry: Any) -> type[BackboneConfig]:
+    """The backbone's Config class, which must extend ``BackboneConfig`` (the fields the build fills and
+    the conditioning it wires): a Config that lacks them would be built wrong silently."""
+    cls = entry.config
+    if not (isinstance(cls, type) and issubclass(cls, BackboneConfig)):
+        raise ConfigError([("backbone", f"{entry.name!r} ({entry.origin}) has a Config that does not extend "
+                                        "fvdm.core.interfaces.BackboneConfig (in_channels, input_size, num_frames, "
+                                        "num_classes, learn_sigma, pretrained, conditioning); subclass it")])
+    return cls
+
+
+def build_model(plugins: Any, spec: dict[str, Any], check_against: NoiseSchedule | None = None, *,
+                load_pretrained: bool = False) -> torch.nn.Module:
+    """Build the backbone from a complete spec; check its output channels against the schedule.
+
+    ``load_pretrained``: read ``spec["pretrained"]`` into it (a fresh run, or sampling a config that
+    names weights). Resuming and loading a checkpoint leave it False: the checkpoint holds the weights,
+    so the directory is never read again (and may be gone). The provenance of what was read is left on
+    the model as ``pretrained_info``.
+    """
     model = build_plugin(plugins, "backbones", spec, "backbone")
+    if load_pretrained and spec.get("pretrained"):
+        model.pretrained_info = read_pretrained(model, spec)
     if check_against is not None and hasattr(model, "out_channels") and hasattr(check_against, "out_channels"):
         want = check_against.out_channels(int(spec.get("in_channels", model.in_channels)))
         if int(model.out_channels) != int(want):
             raise ConfigError([("backbone", f"outputs {model.out_channels} channels but the noise schedule needs "
                                             f"{want} (learn_sigma={getattr(check_against, 'learn_sigma', None)})")])
     return model
+
+
+def read_pretrained(model: torch.nn.Module, spec: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``model`` from the local directory ``spec["pretrained"]``: the backbone's own ``load_pretrained``
+    (diffusers-format Wan directories), else an fvdm backbone directory (config.json naming the backbone,
+    safetensors weights of exactly the model's keys and shapes)."""
+    directory = str(spec["pretrained"])
+    try:
+        if hasattr(model, "load_pretrained"):
+            return dict(model.load_pretrained(directory))
+        from fvdm.core.pretrained import check_config, directory_fingerprint, read_config, read_state_dict
+
+        what, public = f"backbone {spec['name']!r}", f"an fvdm backbone directory of {spec['name']!r}"
+        check_config(read_config(directory, None, public_copy=public, what=what), {"backbone": spec["name"]},
+                     path=directory, public_copy=public, what=what)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        model.load_state_dict(read_state_dict(directory, expected=expected, public_copy=public, what=what))
+        return {"directory": directory, "fingerprint": directory_fingerprint(directory)}
+    except FvdmError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError([("backbone.pretrained", f"{directory}: {exc}")]) from exc
 
 
 @dataclass
@@ -131,9 +182,11 @@ class Components:
 
 
 def build_components(cfg: ExperimentConfig, plugins: Any, *,
-                     resolved: dict[tuple[str, ...], tuple[Any, Any]] | None = None) -> Components:
+                     resolved: dict[tuple[str, ...], tuple[Any, Any]] | None = None,
+                     load_pretrained: bool = True) -> Components:
     """Validate ``cfg`` against its plugins once (unless the caller passes ``resolve_config``'s result as
-    ``resolved``) and build every training component; the model fits the data."""
+    ``resolved``) and build every training component; the model fits the data. ``load_pretrained``: read
+    ``backbone.pretrained`` (a fresh run; a resumed one passes False: its checkpoint holds the weights)."""
     resolved = resolve_config(cfg, plugins) if resolved is None else resolved
 
     def make(*path: str) -> Any:
@@ -144,10 +197,16 @@ def build_components(cfg: ExperimentConfig, plugins: Any, *,
     schedule = make("noise_schedule")
     vtv = make("vtv")
     autoencoder = make("autoencoder")
+    if callable(getattr(dataset, "check_autoencoder", None)):  # latents packed with one autoencoder: the same one
+        entry, acfg = resolved[("autoencoder",)]
+        try:
+            dataset.check_autoencoder({"name": entry.name, **(acfg.model_dump(mode="json") if acfg else {})})
+        except ValueError as exc:
+            raise ConfigError([("autoencoder", str(exc))]) from None
     info = data_info(dataset, autoencoder)
     # the backbone spec gains data-derived fields, so it is validated here (its resolved Config lacks them)
     spec = backbone_spec(cfg, plugins, info, schedule)
-    model = build_model(plugins, spec, check_against=schedule)
+    model = build_model(plugins, spec, check_against=schedule, load_pretrained=load_pretrained)
     return Components(dataset, model, schedule, vtv, autoencoder, info, spec, resolved)
 
 

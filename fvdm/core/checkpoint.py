@@ -1,4 +1,5 @@
-"""Checkpoint io: atomic writes, ``weights_only=True`` loads, config checks, loading for sampling.
+"""Checkpoint io: atomic writes, ``weights_only=True`` loads, config checks (loading a model for sampling:
+``fvdm.core.loaded``).
 
 A checkpoint is one ``torch.save`` dict of tensors and plain Python data only (no
 pickled classes), so ``torch.load(..., weights_only=True)`` reads it::
@@ -19,15 +20,12 @@ import json
 import os
 import random
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from fvdm.core.build import build_model, build_plugin, set_attention
-from fvdm.core.config import parse_config
 from fvdm.core.errors import FvdmError
 
 FORMAT = "fvdm-checkpoint"
@@ -398,57 +396,3 @@ def restore_rng(state: dict[str, Any]) -> None:
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
-
-
-# -- loading for sampling ---------------------------------------------------------------------------
-
-@dataclass
-class LoadedModel:
-    """A trained model ready to sample, with what a sampler needs to know about it.
-
-    ``channels``/``resolution`` describe the data (pixel) space; ``latent_channels``/
-    ``latent_resolution`` the space the backbone works in (equal for the identity
-    autoencoder). Sample noise of shape (B, F, latent_channels, latent_resolution,
-    latent_resolution), then ``autoencoder.decode``.
-    """
-
-    model: torch.nn.Module
-    schedule: Any
-    autoencoder: Any
-    config: Any  # ExperimentConfig
-    num_frames: int
-    channels: int
-    resolution: int
-    num_classes: int
-    latent_channels: int
-    latent_resolution: int
-    step: int = 0
-    path: str = ""
-    used_ema: bool = True
-    max_frames: int = 0  # the backbone's frame capacity (>= num_frames, the trained clip length)
-
-
-def load_for_sampling(path: str | Path, plugins: Any, *, use_ema: bool = True,
-                      device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the model from the config stored in a checkpoint and load (EMA) weights, eval mode."""
-    ckpt = load_checkpoint(path)
-    cfg = parse_config(json.loads(ckpt["config"]), source=f"{path} (stored config)")
-    schedule = build_plugin(plugins, "noise_schedules", cfg.noise_schedule.spec(), "noise_schedule")
-    autoencoder = build_plugin(plugins, "autoencoders", cfg.autoencoder.spec(), "autoencoder")
-    info = dict(ckpt["data_info"])
-    model = build_model(plugins, dict(ckpt["model_info"]), check_against=None)
-    weights = ckpt["ema"] if use_ema else ckpt["model"]
-    load_state_strict(model, weights, "EMA" if use_ema else "model", path)
-    model.to(device).eval().requires_grad_(False)
-    set_attention(model, cfg, plugins, torch.device(device), torch.float32)  # the run's configured kernel
-    if hasattr(autoencoder, "to"):
-        autoencoder.to(device)
-    spec = ckpt["model_info"]
-    return LoadedModel(
-        model=model, schedule=schedule, autoencoder=autoencoder, config=cfg,
-        num_frames=int(info["num_frames"]), channels=int(info["channels"]), resolution=int(info["resolution"]),
-        num_classes=int(spec.get("num_classes", info.get("num_classes", 0)) or 0),
-        latent_channels=int(info["latent_channels"]), latent_resolution=int(info["latent_resolution"]),
-        step=int(ckpt["step"]), path=str(path), used_ema=use_ema,
-        max_frames=int(getattr(model, "num_frames", info["num_frames"])),
-    )

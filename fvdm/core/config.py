@@ -101,6 +101,9 @@ class ExperimentConfig(PluginConfig):
     noise_schedule: PluginRef = PluginRef(name="ddpm")
     vtv: PluginRef = PluginRef(name="ptss")
     autoencoder: PluginRef = PluginRef(name="identity")
+    text_encoder: PluginRef | None = Field(
+        None, description="prompts -> embeddings for a text-conditioned backbone (umt5: {name: umt5, path: DIR}); "
+                          "used by `fvdm sample --prompt` and `fvdm data pack --text-encoder`")
     attention: str = Field("auto", description="auto | math | sdpa | xformers | flex | any registered kernel")
     train: TrainSettings = TrainSettings()
     sample: SampleSettings = SampleSettings()
@@ -120,6 +123,7 @@ PLUGIN_FIELDS: dict[tuple[str, ...], str] = {
     ("noise_schedule",): "noise_schedules",
     ("vtv",): "vtv_strategies",
     ("autoencoder",): "autoencoders",
+    ("text_encoder",): "text_encoders",  # optional: None = no text
     ("sample", "sampler"): "samplers",
     ("sample", "schedule"): "sampling_schedules",
 }
@@ -195,8 +199,9 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Experime
         raise ConfigError(_pydantic_errors(exc, model=ExperimentConfig), source) from None
 
 
-def plugin_ref(cfg: BaseModel, path: tuple[str, ...]) -> PluginRef:
-    """The plugin reference at ``path`` (a key of ``PLUGIN_FIELDS``), e.g. ("sample", "sampler")."""
+def plugin_ref(cfg: BaseModel, path: tuple[str, ...]) -> PluginRef | None:
+    """The plugin reference at ``path`` (a key of ``PLUGIN_FIELDS``), e.g. ("sample", "sampler"); None for an
+    optional field left out."""
     obj: Any = cfg
     for p in path:
         obj = getattr(obj, p)
@@ -213,6 +218,8 @@ def resolve_config(cfg: ExperimentConfig, plugins: Any, source: str | None = Non
     resolved: dict[tuple[str, ...], tuple[Any, Any]] = {}
     for path, kind in PLUGIN_FIELDS.items():
         ref = plugin_ref(cfg, path)
+        if ref is None:  # an optional plugin field left out (text_encoder)
+            continue
         try:
             resolved[path] = plugins[kind].validate(ref.spec())
         except UnknownPluginError as exc:
@@ -347,5 +354,6 @@ def experiment_schema(plugins: Any | None = None) -> dict[str, Any]:
         prop = node["properties"][path[-1]]
         prop.pop("$ref", None)
         prop.pop("allOf", None)
-        prop["anyOf"] = options or [{"$ref": "#/$defs/PluginRef"}]
+        optional = any(o.get("type") == "null" for o in prop.get("anyOf", []))
+        prop["anyOf"] = (options or [{"$ref": "#/$defs/PluginRef"}]) + ([{"type": "null"}] if optional else [])
     return schema

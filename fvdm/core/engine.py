@@ -35,13 +35,13 @@ import numpy as np
 import torch
 
 from fvdm.core import distributed as D
-from fvdm.core.build import Components, build_components, plugin_origins, set_attention
+from fvdm.core.build import Components, build_components, model_frames, plugin_origins, set_attention
 from fvdm.core.checkpoint import (
     FORMAT, VERSION, capture_rng, checkpoint_to_resume, load_state_strict, publish_checkpoint, restore_rng,
     set_aside_diverged, step_file,
 )
 from fvdm.core.config import ExperimentConfig, canonical_dict, canonical_hash, resolve_config, shown_dict
-from fvdm.core.data_stream import check_batch, make_loader, next_batch
+from fvdm.core.data_stream import check_batch, check_latents, make_loader, next_batch
 from fvdm.core.divergence import NonFiniteLossError, diverged_error, divergence
 from fvdm.core.ema import ema_decay_at, ema_update, make_ema
 from fvdm.core.errors import ConfigError, warn_once
@@ -100,6 +100,8 @@ class Run:
     global_micro: int  # samples per micro-step over all ranks
     micro: int  # samples per micro-step on this rank
     label_dropout: float  # drawn here, not in the model, so that it does not depend on the rank split
+    text_dropout: float  # share of clips whose text embeddings become the empty prompt's (CFG), drawn here too
+    started_from: dict[str, Any] | None  # the pretrained directory a fresh run read (kept through resumes)
     param_dtype: torch.dtype
     autocast: Callable[[], Any]
     data_iter: Iterator[dict[str, Any]]
@@ -192,19 +194,23 @@ def train_step(run: Run, state: TrainState, first: bool) -> tuple[float, float]:
     for micro_step in range(tc.grad_accum):
         check = first and micro_step == 0
         batch = next_batch(run.data_iter, dinfo, dev)
-        check_batch(batch["video"], info, run.micro, run.cfg.data.name, check)
-        x = batch["video"].to(dev, dtype=run.param_dtype, non_blocking=True)
-        with torch.no_grad():
-            x0 = p.autoencoder.encode(x)  # (B, F, C, H, W) latent
+        if "latent" in batch:  # precomputed by `fvdm data pack --autoencoder`: the encoder does not run
+            check_latents(batch["latent"], info, run.micro, run.cfg.data.name)
+            x0 = batch["latent"].to(dev, dtype=run.param_dtype, non_blocking=True)  # (B, f, c, h, w)
+        else:
+            check_batch(batch["video"], info, run.micro, run.cfg.data.name, check)
+            x = batch["video"].to(dev, dtype=run.param_dtype, non_blocking=True)
+            with torch.no_grad():
+                x0 = p.autoencoder.encode(x)  # (B, F, C, H, W) -> (B, f, c, h, w) latent
         # Draw t and noise for the whole global micro-batch, keep this rank's rows.
-        u = p.vtv(run.global_micro, info["num_frames"], generator=gens["t"], device=dev)
+        u = p.vtv(run.global_micro, model_frames(info), generator=gens["t"], device=dev)
         t_all = p.schedule.snap(u)  # (B_global, F)
         noise_all = torch.randn((run.global_micro, *x0.shape[1:]), generator=gens["noise"], device=dev,
                                 dtype=x0.dtype)  # (B_global, F, C, H, W): own stream, whatever vtv drew
         if check:
             check_timesteps(t_all, name=f"t from vtv {run.cfg.vtv.name!r} + {run.cfg.noise_schedule.name!r}.snap")
         t, noise = t_all[rows], noise_all[rows]
-        y, kwargs = labels(run, batch, gens["label"], rows)
+        y, kwargs = conditioning(run, batch, gens["label"], rows)
         xt = p.schedule.add_noise(x0, noise, t)
         with D.grad_sync(run.model, run.raw, run.fsdp, sync=micro_step == tc.grad_accum - 1):
             with run.autocast():
@@ -219,17 +225,26 @@ def train_step(run: Run, state: TrainState, first: bool) -> tuple[float, float]:
     return float(D.all_reduce_mean(loss_acc, dinfo)), float(grad_norm)
 
 
-def labels(run: Run, batch: dict[str, Any], gen: torch.Generator,
-           rows: slice) -> tuple[torch.Tensor | None, dict[str, Any]]:
-    """(class labels (B,) or None, extra backbone kwargs): label dropout drawn for the global batch."""
-    if int(run.parts.spec.get("num_classes", 0) or 0) <= 0:
-        return None, {}
-    if "label" not in batch:
-        raise ValueError(f"the backbone is class-conditional but dataset {run.cfg.data.name!r} yields no 'label'")
-    y, kwargs = batch["label"].to(run.dinfo.device), {}
-    if run.label_dropout > 0:  # own shared-by-all-ranks stream, like t: rank-count invariant
-        drop = torch.rand(run.global_micro, generator=gen, device=run.dinfo.device) < run.label_dropout
-        kwargs["force_drop"] = drop[rows]
+def conditioning(run: Run, batch: dict[str, Any], gen: torch.Generator,
+                 rows: slice) -> tuple[torch.Tensor | None, dict[str, Any]]:
+    """(class labels (B,) or None, extra backbone kwargs): labels and/or text embeddings, with the guidance
+    dropout of each drawn for the global batch from the run's own stream (rank-count invariant, like t)."""
+    y, kwargs, dev = None, {}, run.dinfo.device
+    if int(run.parts.spec.get("num_classes", 0) or 0) > 0:
+        if "label" not in batch:
+            raise ValueError(f"the backbone is class-conditional but dataset {run.cfg.data.name!r} yields no 'label'")
+        y = batch["label"].to(dev)
+        if run.label_dropout > 0:
+            kwargs["force_drop"] = (torch.rand(run.global_micro, generator=gen, device=dev) < run.label_dropout)[rows]
+    if "text_emb" in batch:  # (B, L, D) embeddings packed with the clips (fvdm data pack --text-encoder)
+        emb = batch["text_emb"].to(dev, dtype=run.param_dtype)
+        if run.text_dropout > 0:
+            drop = (torch.rand(run.global_micro, generator=gen, device=dev) < run.text_dropout)[rows]
+            # the empty prompt's embeddings, packed once with the shards (zeros when the dataset has none)
+            null = getattr(run.parts.dataset, "null_text", None)
+            null = torch.zeros_like(emb) if null is None else null.to(emb).expand_as(emb)
+            emb = torch.where(drop[:, None, None], null, emb)
+        kwargs["encoder_hidden_states"] = emb
     return y, kwargs
 
 
@@ -263,6 +278,7 @@ def save(run: Run, state: TrainState) -> None:
             "data_info": run.parts.info, "model_info": run.parts.spec, "world_size": run.dinfo.world_size,
             "losses": torch.tensor(state.history, dtype=torch.float64),
             "torch_version": str(torch.__version__), "plugin_origins": run.origins,
+            "started_from": run.started_from,
         }, run.ckpt_path.parent, state.step, run.cfg.train.keep_last)
     state.last_ckpt_step = state.step
     D.barrier(run.dinfo)
@@ -313,7 +329,7 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    parts = build_components(cfg, plugins, resolved=resolved)
+    parts = build_components(cfg, plugins, resolved=resolved, load_pretrained=ckpt is None)
 
     raw = parts.model
     param_dtype = torch.float64 if tc.dtype == "float64" else torch.float32
@@ -338,10 +354,12 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     end = tc.steps if max_steps is None else min(tc.steps, state.step + max_steps)
     # Label dropout (CFG) in the engine when the backbone takes force_drop: its own torch.rand would
     # make the drop pattern depend on how the batch is split over ranks.
+    _, bcfg = plugins["backbones"].validate(parts.spec)
+    dropout = bcfg.guidance_dropout()
     label_dropout = 0.0
     if int(parts.spec.get("num_classes", 0) or 0) > 0 and "force_drop" in inspect.signature(raw.forward).parameters:
-        _, bcfg = plugins["backbones"].validate(parts.spec)
-        label_dropout = float(getattr(bcfg, "class_dropout", 0.0) or 0.0)
+        label_dropout = float(dropout.get("class", 0.0))
+    started_from = (ckpt.get("started_from") if ckpt is not None else getattr(raw, "pretrained_info", None))
     origins = plugin_origins(parts.resolved)  # fixed for the run: config.yaml header and every checkpoint
     if main:
         write_config(run_dir, shown_dict(cfg, resolved=parts.resolved), origins)  # `fvdm train` re-reads it
@@ -358,6 +376,7 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     run = Run(cfg=cfg, plugins=plugins, dinfo=dinfo, parts=parts, model=model, ema=ema, opt=opt, fsdp=fsdp,
               run_dir=run_dir, ckpt_path=ckpt_path, canonical=canonical, chash=chash, origins=origins, end=end,
               global_micro=global_micro, micro=global_micro // world, label_dropout=label_dropout,
+              text_dropout=float(dropout.get("text", 0.0)), started_from=started_from,
               param_dtype=param_dtype, autocast=autocast, data_iter=data_iter,
               buckets=LossByLevel(tc.loss_buckets, device), logger=logger)
     return run, state

@@ -65,6 +65,10 @@ class FvdmHookSpecs:
     def fvdm_register_autoencoders(self, registry: Any) -> None:
         """Add pixel <-> latent maps applied per frame (identity, SD VAE)."""
 
+    @hookspec
+    def fvdm_register_text_encoders(self, registry: Any) -> None:
+        """Add text encoders: ``encoder.encode(prompts) -> (B, L, dim)`` embeddings (umT5)."""
+
     @hookspec(firstresult=True)
     def fvdm_choose_attention_kernel(self, device: Any, dtype: Any, registry: Any) -> str | None:
         """Pick an attention kernel name for ``attention: auto``; first non-None wins."""

@@ -13,16 +13,44 @@ These Protocols are structural: a plugin does not need to inherit from them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class PluginConfig(BaseModel):
     """Base for plugin Configs: unknown keys are errors, assignment is validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class BackboneConfig(PluginConfig):
+    """The contract between a backbone and the build; every backbone's ``Config`` extends it.
+
+    The build (``fvdm.core.build.backbone_spec``) fills the five shape fields from the data, the
+    autoencoder and the noise schedule when a config leaves them out, and checks them when it gives
+    them; a subclass sets its own defaults and bounds. ``conditioning`` declares what the model
+    consumes besides x and t: ``"class"`` (labels y (B,)) and/or ``"text"`` (``encoder_hidden_states``
+    (B, L, text_dim)); ``guidance_dropout`` says how often training drops each for classifier-free
+    guidance. ``pretrained`` names a local weights directory read once, when a fresh run starts or a
+    config is sampled without a run; checkpoints then hold the weights.
+    """
+
+    #: what the model consumes besides x and t; a subclass overrides it
+    conditioning: ClassVar[frozenset[str]] = frozenset()
+
+    in_channels: int | None = Field(None, ge=1, description="latent channels per frame (the build fills it)")
+    input_size: int | None = Field(None, ge=1, description="latent height = width (the build fills it)")
+    num_frames: int | None = Field(None, ge=1, description="frame capacity (the build fills it with the clip length)")
+    num_classes: int = Field(0, ge=0, description="0 = no class labels (the build fills it from the data)")
+    learn_sigma: bool = Field(False, description="output 2C channels (the build sets it from the noise schedule)")
+    pretrained: str | None = Field(None, description="local weights directory read at the start of a fresh run "
+                                                     "(never downloaded); checkpoints then hold the weights")
+
+    def guidance_dropout(self) -> dict[str, float]:
+        """Training dropout per conditioning kind (``{"class": 0.1}``): how classifier-free guidance is learned."""
+        return {}
 
 
 #: ``model_fn(x (B,F,C,H,W), t (B,F)) -> raw model output (B,F,C',H,W)``; conditioning is closed over.
@@ -207,7 +235,14 @@ class BenchmarkSuite(Protocol):
 
 @runtime_checkable
 class Autoencoder(Protocol):
-    """Per-frame pixel <-> latent map: (B, F, C, H, W) <-> (B, F, c, H/d, W/d)."""
+    """Pixel <-> latent map: (B, F, C, H, W) <-> (B, f, c, H/d, W/d).
+
+    Per-frame autoencoders (identity, SD VAE) keep f = F. A video VAE may also compress time: it
+    declares ``temporal_downsample`` r (absent = 1) and ``causal`` (absent = False). A causal VAE
+    (Wan's) encodes the first frame alone and each later latent from r pixel frames, so F = 1 + r k
+    pixel frames become f = 1 + k latents; a non-causal one maps F = r k to k. ``fvdm.core.temporal``
+    turns this into frame counts and maps given pixel frames to given latent frames.
+    """
 
     latent_channels: int
     downsample: int
@@ -215,6 +250,22 @@ class Autoencoder(Protocol):
     def encode(self, x: torch.Tensor) -> torch.Tensor: ...
 
     def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """Prompts -> embeddings (B, L, dim) for a text-conditioned backbone's cross-attention.
+
+    ``encode`` pads every prompt to ``max_length`` tokens with zero rows past its own tokens (what
+    Wan's pipeline does with umT5), so a prompt and its negative batch together. ``encoder_id``
+    names the encoder (and its weights) in provenance and in packed shards.
+    """
+
+    dim: int
+    max_length: int
+    encoder_id: str
+
+    def encode(self, prompts: Sequence[str]) -> torch.Tensor: ...
 
 
 INTERFACES: dict[str, type] = {
@@ -230,6 +281,7 @@ INTERFACES: dict[str, type] = {
     "feature_extractors": FeatureExtractor,
     "benchmarks": BenchmarkSuite,
     "autoencoders": Autoencoder,
+    "text_encoders": TextEncoder,
 }
 
 __all__ = [name for name in dir() if not name.startswith("_") and name[0].isupper()] + ["ModelFn"]

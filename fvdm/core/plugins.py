@@ -39,6 +39,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "fvdm.backbones": "fvdm.plugins.backbones",
     "fvdm.backbones_wan": "fvdm.plugins.backbones.wan",
     "fvdm.autoencoders": "fvdm.plugins.autoencoders",
+    "fvdm.text_encoders": "fvdm.plugins.text_encoders",
     "fvdm.attention": "fvdm.plugins.attention",
     "fvdm.samplers": "fvdm.plugins.samplers",
     "fvdm.sampling_schedules": "fvdm.plugins.sampling_schedules",

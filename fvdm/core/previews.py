@@ -15,6 +15,7 @@ import torch
 from einops import rearrange
 
 from fvdm.core import sampling
+from fvdm.core.build import model_frames
 from fvdm.core.config import ExperimentConfig
 from fvdm.core.errors import warn_once
 from fvdm.core.interfaces import Autoencoder, NoiseSchedule
@@ -32,7 +33,7 @@ def sample_videos(ema: torch.nn.Module, schedule: NoiseSchedule, autoencoder: Au
                   plugins: Any, info: dict[str, int], spec: dict[str, Any], device: torch.device, n: int,
                   seed: int) -> torch.Tensor:
     """n unconditional (or class-cycled) EMA samples in pixel space (n, F, C, H, W), from their own RNG."""
-    nf = info["num_frames"]
+    nf = model_frames(info)
     sampler = plugins["samplers"].build(cfg.sample.sampler.spec(), plugins=plugins)
     S = plugins["sampling_schedules"].build(cfg.sample.schedule.spec(), plugins=plugins)(
         cfg.sample.steps, nf, num_timesteps=getattr(schedule, "num_timesteps", None)).to(device)

@@ -36,6 +36,7 @@ KINDS: tuple[str, ...] = (
     "feature_extractors",
     "benchmarks",
     "autoencoders",
+    "text_encoders",
 )
 
 @dataclass(frozen=True)

@@ -204,43 +204,64 @@ def sample_loop(
 
 def make_model_fn(
     model: Callable[..., torch.Tensor], schedule: Any, *, y: torch.Tensor | None = None, cfg_scale: float = 1.0,
-    null_label: int | None = None,
+    null_label: int | None = None, text: torch.Tensor | None = None, null_text: torch.Tensor | None = None,
 ) -> ModelFn:
     """Backbone -> ``model_fn(x, t)`` on levels t (B, F) in [0, 1].
 
-    The backbone gets ``schedule.timestep_input(t)``. With ``cfg_scale != 1`` and a label
-    ``y`` (B,), classifier-free guidance runs cond and uncond (label ``null_label``, the
-    class-dropout embedding, default ``num_classes``) in one doubled batch and mixes
-    only the prediction channels: ``uncond + s·(cond - uncond)``; learned-variance
-    channels come from the conditional pass (DiT/Latte).
+    The backbone gets ``schedule.timestep_input(t)``, the class labels ``y`` (B,) and/or the text
+    embeddings ``text`` (B, L, D) as ``encoder_hidden_states``. With ``cfg_scale != 1``,
+    classifier-free guidance runs cond and uncond in one doubled batch and mixes only the
+    prediction channels, ``uncond + s·(cond - uncond)`` (learned-variance channels come from the
+    conditional pass, as DiT/Latte): the uncond pass takes label ``null_label`` (the class-dropout
+    embedding, default ``num_classes``) and the embeddings ``null_text`` (a negative prompt's, or
+    the empty prompt's). History guidance wraps the result, so the two compose.
     """
     to_input = getattr(schedule, "timestep_input", lambda t: t)
-    if y is None or cfg_scale == 1.0:
-        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return model(x, to_input(t), _tiled(y, x.shape[0])) if y is not None else model(x, to_input(t))
-        return model_fn
-    if null_label is None:
-        null_label = int(getattr(model, "num_classes", 0))
-        if null_label <= 0:
-            raise ValueError("classifier-free guidance needs a class-conditional model (num_classes > 0) "
-                             "or an explicit null_label")
-    y_null = torch.full_like(y, null_label)
+    if text is not None and text.ndim != 3:
+        raise ValueError(f"text embeddings must be (B, L, D), got {tuple(text.shape)}")
+
+    def call(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, emb: torch.Tensor | None) -> torch.Tensor:
+        args = (x, to_input(t)) if labels is None else (x, to_input(t), _tiled(labels, x.shape[0]))
+        if emb is None:
+            return model(*args)
+        return model(*args, encoder_hidden_states=_tiled(emb, x.shape[0]))
+
+    if cfg_scale == 1.0 or (y is None and text is None):
+        return lambda x, t: call(x, t, y, text)
+    y_null = None
+    if y is not None:
+        if null_label is None:
+            null_label = int(getattr(model, "num_classes", 0))
+            if null_label <= 0:
+                raise ValueError("classifier-free guidance needs a class-conditional model (num_classes > 0) "
+                                 "or an explicit null_label")
+        y_null = torch.full_like(y, null_label)
+    if text is not None:
+        if null_text is None:
+            raise ValueError("classifier-free guidance on text needs the unconditional embeddings: pass null_text "
+                             "(the negative prompt's, or the empty prompt's: --negative-prompt '')")
+        if null_text.shape != text.shape and null_text.shape[1:] != text.shape[1:]:
+            raise ValueError(f"null_text {tuple(null_text.shape)} does not match text {tuple(text.shape)}: "
+                             "encode both with the same text encoder (same max_length)")
+        null_text = null_text.expand_as(text)
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        yc, yn = _tiled(y, x.shape[0]), _tiled(y_null, x.shape[0])
-        out = model(torch.cat([x, x]), to_input(torch.cat([t, t])), torch.cat([yc, yn]))
+        labels = None if y is None else torch.cat([_tiled(y, x.shape[0]), _tiled(y_null, x.shape[0])])
+        emb = None if text is None else torch.cat([_tiled(text, x.shape[0]), _tiled(null_text, x.shape[0])])
+        out = call(torch.cat([x, x]), torch.cat([t, t]), labels, emb)
         return guide(schedule, *out.chunk(2, dim=0), cfg_scale)
 
     return guided
 
 
 def _tiled(y: torch.Tensor, batch: int) -> torch.Tensor:
-    """Labels (B,) for a batch of k·B stacked copies (history guidance runs its branches as one batch)."""
+    """Labels (B,) or embeddings (B, L, D) for a batch of k·B stacked copies (history guidance runs its
+    branches as one batch)."""
     if batch == y.shape[0]:
         return y
     if batch % y.shape[0]:
-        raise ValueError(f"a batch of {batch} clips cannot take {y.shape[0]} labels; give one label per clip")
-    return y.repeat(batch // y.shape[0])
+        raise ValueError(f"a batch of {batch} clips cannot take {y.shape[0]} conditions; give one per clip")
+    return y.repeat(batch // y.shape[0], *([1] * (y.ndim - 1)))
 
 
 def guide(schedule: Any, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:

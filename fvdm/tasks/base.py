@@ -58,6 +58,8 @@ class SamplingContext:
     plugins   : plugin manager (tasks that build their own matrix, e.g. df_rollout)
     history_guidance, history_level: history guidance scale (1 = off) and the level the unguided branch
                 shows the context at (1 = dropped); used in every window that has context
+    text, null_text: prompt embeddings (B or 1, L, D) for a text-conditioned backbone and the negative
+                (or empty) prompt's, the unconditional side of classifier-free guidance (``cfg_scale``)
     """
 
     model: Backbone | Callable[..., torch.Tensor]  # a wrapper (a call counter, a cache) is fine
@@ -76,6 +78,8 @@ class SamplingContext:
     device: str | torch.device = "cpu"
     callback: Callable[[dict[str, Any]], None] | None = None
     plugins: FvdmPlugins | None = None
+    text: torch.Tensor | None = None
+    null_text: torch.Tensor | None = None
 
 
 class TaskConfig(PluginConfig):
@@ -218,9 +222,12 @@ def draw_noise(sampling: SamplingContext, shape: tuple[int, ...]) -> torch.Tenso
 
 
 def context_model_fn(sampling: SamplingContext, model: Callable[..., torch.Tensor], y: torch.Tensor | None) -> Any:
-    """``make_model_fn`` for ``model`` with the context's schedule and classifier-free guidance."""
+    """``make_model_fn`` for ``model`` with the context's schedule, text and classifier-free guidance."""
+    text = None if sampling.text is None else sampling.text.to(sampling.device)
+    null_text = None if sampling.null_text is None else sampling.null_text.to(sampling.device)
     return make_model_fn(model, sampling.schedule, y=y, cfg_scale=sampling.cfg_scale,
-                         null_label=sampling.num_classes if sampling.num_classes > 0 else None)
+                         null_label=sampling.num_classes if sampling.num_classes > 0 else None,
+                         text=text, null_text=null_text)
 
 
 def window_callback(sampling: SamplingContext, index: int, count: int) -> Callable[[dict[str, Any]], None] | None:

@@ -44,8 +44,8 @@ class CachedModel:
         self.model, self.cache, self.committing = model, model.new_kv_cache(), False
         self.num_classes = getattr(model, "num_classes", 0)
 
-    def __call__(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(x, t_in, y, kv_cache=self.cache, commit=self.committing)
+    def __call__(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None = None, **cond: Any) -> torch.Tensor:
+        return self.model(x, t_in, y, kv_cache=self.cache, commit=self.committing, **cond)
 
     def add(self, model_fn: Any, frames: torch.Tensor, t: torch.Tensor) -> None:
         """Append finished ``frames`` (B, c, ...) at levels ``t`` (B, c) through ``model_fn`` (so guided branches
@@ -66,12 +66,13 @@ class PrefixModel:
         self.past: torch.Tensor | None = None  # (B, L, C, H, W)
         self.past_t: torch.Tensor | None = None  # (B, L) levels
 
-    def __call__(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None = None, **cond: Any) -> torch.Tensor:
+        """``cond``: text embeddings (``encoder_hidden_states``), the same for the past and the new frames."""
         if self.past is None:
-            return self.model(x, t_in, y)
+            return self.model(x, t_in, y, **cond)
         k = x.shape[0] // self.past.shape[0]  # guided batches stack k copies of the clips
         past, past_in = self.past.repeat(k, 1, 1, 1, 1), self.schedule.timestep_input(self.past_t).repeat(k, 1)
-        out = self.model(torch.cat([past, x], dim=1), torch.cat([past_in.to(t_in.dtype), t_in], dim=1), y)
+        out = self.model(torch.cat([past, x], dim=1), torch.cat([past_in.to(t_in.dtype), t_in], dim=1), y, **cond)
         return out[:, past.shape[1]:]
 
     def add(self, model_fn: Any, frames: torch.Tensor, t: torch.Tensor) -> None:

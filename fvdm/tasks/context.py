@@ -13,7 +13,7 @@ checkpoint in seeded chunks (the clips do not depend on the chunking's batch siz
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
 
 import torch
 from pydantic import BaseModel
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from fvdm.tasks.base import SamplingContext
 
 if TYPE_CHECKING:
-    from fvdm.core.checkpoint import LoadedModel
+    from fvdm.core.loaded import LoadedModel
     from fvdm.core.interfaces import Backbone, MultistepSampler, NoiseSchedule, Sampler, SamplingSchedule
     from fvdm.core.plugins import FvdmPlugins
 
@@ -48,7 +48,7 @@ def build_context(
     steps: int = 50, batch_size: int = 1, cfg_scale: float = 1.0, num_classes: int = 0,
     seed: int | None = 0, generator: torch.Generator | None = None, device: str | torch.device = "cpu",
     callback: Callable[[dict[str, Any]], None] | None = None, history_guidance: float = 1.0,
-    history_level: float = 1.0,
+    history_level: float = 1.0, text: torch.Tensor | None = None, null_text: torch.Tensor | None = None,
 ) -> SamplingContext:
     """A ``SamplingContext`` from a model and its noise ``schedule``; ``sampler`` and ``matrix`` (the sampling
     schedule) are names/specs built with ``plugins`` or ready objects.
@@ -69,6 +69,7 @@ def build_context(
         num_frames=int(num_frames), shape=tuple(shape), steps=int(steps), batch_size=int(batch_size),
         cfg_scale=float(cfg_scale), num_classes=int(num_classes), history_guidance=float(history_guidance),
         history_level=float(history_level), generator=generator, device=device, callback=callback, plugins=plugins,
+        text=text, null_text=null_text,
     )
 
 
@@ -78,11 +79,20 @@ def make_context(
     cfg_scale: float | None = None, batch_size: int = 1, seed: int | None = 0,
     generator: torch.Generator | None = None, device: str | torch.device = "cpu",
     callback: Callable[[dict[str, Any]], None] | None = None, history_guidance: float | None = None,
-    history_level: float | None = None,
+    history_level: float | None = None, text: torch.Tensor | None = None, null_text: torch.Tensor | None = None,
+    prompt: str | Sequence[str] | None = None, negative_prompt: str | None = None,
 ) -> SamplingContext:
     """A ``SamplingContext`` for a loaded checkpoint. ``sampler`` and ``schedule`` (the *sampling* schedule:
     the checkpoint's noise schedule is fixed) are specs or built objects; every setting left unset (None)
-    comes from the checkpoint config's ``sample`` section (history guidance: off). Noise: as ``build_context``."""
+    comes from the checkpoint config's ``sample`` section (history guidance: off). Noise: as ``build_context``.
+
+    ``prompt`` (one, or one per clip) and ``negative_prompt`` are encoded with the config's text encoder
+    (the negative defaults to the empty prompt, the unconditional side of guidance); ``text`` and
+    ``null_text`` give embeddings directly instead."""
+    if prompt is not None or negative_prompt is not None:
+        if text is not None or null_text is not None:
+            raise ValueError("give prompts or embeddings (text=, null_text=), not both")
+        text, null_text = encode_prompts(loaded, plugins, prompt, negative_prompt)
     sc = loaded.config.sample
     return build_context(
         plugins, model=loaded.model, schedule=loaded.schedule, num_frames=loaded.num_frames,
@@ -93,8 +103,19 @@ def make_context(
         cfg_scale=float(sc.cfg_scale if cfg_scale is None else cfg_scale), num_classes=loaded.num_classes,
         seed=seed, generator=generator, device=device, callback=callback,
         history_guidance=1.0 if history_guidance is None else history_guidance,
-        history_level=1.0 if history_level is None else history_level,
+        history_level=1.0 if history_level is None else history_level, text=text, null_text=null_text,
     )
+
+
+def encode_prompts(loaded: LoadedModel, plugins: FvdmPlugins, prompt: str | Sequence[str] | None,
+                   negative_prompt: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(text (B, L, D), null_text (1, L, D)) from the loaded model's text encoder, before any sampling."""
+    if prompt is None:
+        raise ValueError("--negative-prompt needs --prompt (the negative is the unconditional side of guidance)")
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    encoder = loaded.text_encoder(plugins)  # refuses a model without text, or an encoder of another width
+    with torch.no_grad():
+        return encoder.encode(prompts), encoder.encode([negative_prompt or ""])
 
 
 def sample_unconditional(loaded: LoadedModel, plugins: FvdmPlugins, n: int, *, steps: int | None = None,

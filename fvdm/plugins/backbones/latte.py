@@ -13,7 +13,7 @@ Parameter names follow Latte; ``latte_import.py`` maps Latte / FVDM checkpoints 
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -22,12 +22,14 @@ from pydantic import Field, create_model, model_validator
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from fvdm.core.interfaces import PluginConfig
+from fvdm.core.interfaces import BackboneConfig
 from fvdm.plugins.backbones.common import AttentionFn, BackboneMixin, sdpa_attention
 from fvdm.plugins.backbones.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_1d, sincos_2d
 
-class LatteConfig(PluginConfig):
+class LatteConfig(BackboneConfig):
     """Latte/FVDM backbone. ``depth`` counts blocks as Latte does: depth/2 spatial+temporal pairs."""
+
+    conditioning: ClassVar[frozenset[str]] = frozenset({"class"})
 
     in_channels: int = Field(4, ge=1, description="channels per frame (filled by the engine)")
     input_size: int = Field(32, ge=1, description="latent height = width (filled by the engine)")
@@ -57,6 +59,9 @@ class LatteConfig(PluginConfig):
         if self.input_size % self.patch_size:
             raise ValueError(f"input_size={self.input_size} must be divisible by patch_size={self.patch_size}")
         return self
+
+    def guidance_dropout(self) -> dict[str, float]:
+        return {"class": self.class_dropout} if self.num_classes > 0 else {}
 
 
 #: Latte sizes, one row each (as DiT's ``DiT_models``): name -> (hidden_size, depth, num_heads, what for).

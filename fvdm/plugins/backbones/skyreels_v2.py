@@ -23,9 +23,10 @@ from einops import rearrange
 from pydantic import Field, model_validator
 
 from fvdm.plugins.backbones.wan_common import (
-    FrameModulatedWan, WanFamilyConfig, WanSize, block_causal_mask, check_size_fields, make_transformer,
+    FrameModulatedWan, WanFamilyConfig, block_causal_mask, check_size_fields, make_transformer,
     require_diffusers,
 )
+from fvdm.plugins.backbones.wan_sizes import WanSize
 
 _SHARED = dict(text_dim=4096, freq_dim=256, patch=(1, 2, 2), rope_max_seq_len=1024, qk_norm="rms_norm_across_heads",
                cross_attn_norm=True, eps=1e-6, flow_shift=8.0)
@@ -69,6 +70,7 @@ class SkyReelsV2DF(FrameModulatedWan):
 
     Config = SkyReelsV2DFConfig
     name = "skyreels_v2_df"
+    diffusers_class = "SkyReelsV2Transformer3DModel"
 
     def __init__(self, cfg: SkyReelsV2DFConfig):
         super().__init__()
@@ -77,7 +79,7 @@ class SkyReelsV2DF(FrameModulatedWan):
 
         size, self.inject_sample_info = SKYREELS_V2_DF_SIZES[cfg.size]
         self._init_common(cfg, size)
-        self.transformer = make_transformer(SkyReelsV2Transformer3DModel, "skyreels_v2_df", cfg, size,
+        self.transformer = make_transformer(SkyReelsV2Transformer3DModel, cfg, size,
                                             extra=dict(inject_sample_info=self.inject_sample_info,
                                                        num_frame_per_block=cfg.causal_block_size))
 
@@ -86,6 +88,10 @@ class SkyReelsV2DF(FrameModulatedWan):
         if x.shape[1] % self.cfg.causal_block_size:
             raise ValueError(f"skyreels_v2_df: {x.shape[1]} latent frames is not a multiple of causal_block_size="
                              f"{self.cfg.causal_block_size}; trim the clip or change causal_block_size")
+
+    def config_must_match(self):
+        """The size's architecture and its fps embedding (num_frame_per_block is a sampling-time choice)."""
+        return {**super().config_must_match(), "inject_sample_info": self.inject_sample_info}
 
     def time_embedding(self, t, context):
         """SkyReels' condition embedder on t (B, F) (per frame, as diffusers' DF path), + the per-clip fps term."""

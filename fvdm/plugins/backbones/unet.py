@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as Fn
@@ -27,13 +27,15 @@ from einops import rearrange
 from pydantic import Field, model_validator
 from torch import nn
 
-from fvdm.core.interfaces import PluginConfig
+from fvdm.core.interfaces import BackboneConfig
 from fvdm.plugins.backbones.common import AttentionFn, BackboneMixin, sdpa_attention
 from fvdm.plugins.backbones.embeddings import LabelEmbedder, TimestepEmbedder
 
 
-class UNetVideoConfig(PluginConfig):
+class UNetVideoConfig(BackboneConfig):
     """Pseudo-3D U-Net. ``channel_mult[i]`` scales ``base_channels`` at level i (resolution / 2^i)."""
+
+    conditioning: ClassVar[frozenset[str]] = frozenset({"class"})
 
     in_channels: int = Field(1, ge=1, description="channels per frame (filled by the engine)")
     input_size: int = Field(32, ge=4, description="frame height = width (filled by the engine)")
@@ -83,6 +85,8 @@ class UNetVideoConfig(PluginConfig):
                                  f"num_heads={self.num_heads}; change base_channels or channel_mult")
         return self
 
+    def guidance_dropout(self) -> dict[str, float]:
+        return {"class": self.class_dropout} if self.num_classes > 0 else {}
 
 def _zero(module: nn.Module) -> nn.Module:
     """Zero-initialise the last layer of a residual branch: every block starts as the identity."""

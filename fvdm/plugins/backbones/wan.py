@@ -27,32 +27,10 @@ from pydantic import model_validator
 
 from fvdm.core.hookspecs import hookimpl
 from fvdm.plugins.backbones.wan_common import (
-    FrameModulatedWan, WanFamilyConfig, WanSize, check_size_fields, diffusers_available, make_transformer,
-    require_diffusers,
+    FrameModulatedWan, WanFamilyConfig, check_size_fields, diffusers_available, make_transformer, require_diffusers,
 )
+from fvdm.plugins.backbones.wan_sizes import WAN_SIZES
 
-_SHARED = dict(text_dim=4096, freq_dim=256, patch=(1, 2, 2), rope_max_seq_len=1024, qk_norm="rms_norm_across_heads",
-               cross_attn_norm=True, eps=1e-6)
-
-#: Sizes: the public diffusers-format checkpoints' transformer/config.json (diffusers
-#: scripts/convert_wan_to_diffusers.py); flow_shift = the UniPC flow_shift their pipelines ship (3.0 suits
-#: Wan2.1 at 480p, diffusers' docs suggest 5.0 at 720p). ``small`` / ``tiny``: random weights, CPU
-#: benchmarks / tests, any in_channels.
-WAN_SIZES: dict[str, WanSize] = {
-    "wan2.1-t2v-1.3b": WanSize("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", heads=12, head_dim=128, layers=30, ffn_dim=8960,
-                               channels=16, flow_shift=3.0, use="Wan2.1 text-to-video 1.3B (480p)", **_SHARED),
-    "wan2.1-t2v-14b": WanSize("Wan-AI/Wan2.1-T2V-14B-Diffusers", heads=40, head_dim=128, layers=40, ffn_dim=13824,
-                              channels=16, flow_shift=3.0, use="Wan2.1 text-to-video 14B (480p/720p)", **_SHARED),
-    "wan2.2-ti2v-5b": WanSize("Wan-AI/Wan2.2-TI2V-5B-Diffusers", heads=24, head_dim=128, layers=30, ffn_dim=14336,
-                              channels=48, flow_shift=5.0, use="Wan2.2 text/image-to-video 5B, 48-channel VAE (720p)",
-                              **_SHARED),
-    "small": WanSize(None, heads=2, head_dim=64, layers=2, ffn_dim=256, channels=4, text_dim=64, freq_dim=256,
-                     patch=(1, 2, 2), rope_max_seq_len=1024, qk_norm="rms_norm_across_heads", cross_attn_norm=True,
-                     eps=1e-6, flow_shift=1.0, use="CPU benchmarks (random weights, any in_channels)"),
-    "tiny": WanSize(None, heads=2, head_dim=12, layers=2, ffn_dim=48, channels=4, text_dim=16, freq_dim=32,
-                    patch=(1, 2, 2), rope_max_seq_len=32, qk_norm="rms_norm_across_heads", cross_attn_norm=True,
-                    eps=1e-6, flow_shift=1.0, use="tests (random weights, any in_channels)"),
-}
 
 
 class WanConfig(WanFamilyConfig):
@@ -79,7 +57,7 @@ class WanBackbone(FrameModulatedWan):
         from diffusers import WanTransformer3DModel
 
         self._init_common(cfg, WAN_SIZES[cfg.size])
-        self.transformer = make_transformer(WanTransformer3DModel, "wan", cfg, self.size)
+        self.transformer = make_transformer(WanTransformer3DModel, cfg, self.size)
 
     def time_embedding(self, t, context):
         """Wan's condition embedder on the B*F frame levels (its per-token path, with F rows per clip, not F*N)."""

@@ -28,7 +28,8 @@ diffusers release that changes the block fails there, not silently.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Literal, NamedTuple
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 from einops import rearrange, repeat
@@ -36,54 +37,41 @@ from torch import nn
 from pydantic import Field
 from torch.utils.checkpoint import checkpoint
 
-from fvdm.core.interfaces import PluginConfig
+from fvdm.core.interfaces import BackboneConfig
 from fvdm.core.tensor import check_video
+from fvdm.plugins.backbones.wan_sizes import WanSize
 
 #: Both model classes (and the per-token/diffusion-forcing paths the oracles compare against) exist from here.
 MIN_DIFFUSERS = "0.35.0"
 
 
-class WanSize(NamedTuple):
-    """One row of a size table: the hyperparameters of a public diffusers-format ``transformer/config.json``."""
-
-    repo: str | None  # Hugging Face repo of the diffusers-format checkpoint (subfolder "transformer")
-    heads: int  # num_attention_heads
-    head_dim: int  # attention_head_dim (inner dim D = heads * head_dim)
-    layers: int  # num_layers
-    ffn_dim: int
-    channels: int  # in_channels = out_channels (the VAE's latent channels)
-    text_dim: int  # umT5-XXL embedding width
-    freq_dim: int  # sinusoidal timestep features
-    patch: tuple[int, int, int]  # (t, h, w)
-    rope_max_seq_len: int  # rotary table length: bounds latent frames and H/2, W/2
-    qk_norm: str
-    cross_attn_norm: bool
-    eps: float
-    flow_shift: float  # shift of the flow-matching UniPC scheduler the public pipeline ships / recommends
-    use: str
-
-    @property
-    def dim(self) -> int:
-        return self.heads * self.head_dim
-
-
-class WanFamilyConfig(PluginConfig):
+class WanFamilyConfig(BackboneConfig):
     """The fields every Wan-family backbone shares; a subclass adds ``size`` (one row of its table) and its own."""
 
-    in_channels: int | None = Field(None, ge=1, description="latent channels (engine fills); must be the size's "
-                                                            "(its VAE's: 16, 48 for wan2.2-ti2v-5b) except for the "
-                                                            "random-init sizes (small, tiny)")
-    input_size: int = Field(32, ge=2, description="nominal latent size (engine fills); any H, W divisible by 2 run")
-    num_frames: int = Field(21, ge=1, description="latent frames of the training clips (engine fills); rope "
-                                                  "allows up to rope_max_seq_len")
+    conditioning: ClassVar[frozenset[str]] = frozenset({"text"})
+
+    in_channels: int | None = Field(None, ge=1, description="latent channels (the build fills it); must be the "
+                                                            "size's (its VAE's: 16, 48 for wan2.2-ti2v-5b) except "
+                                                            "for the random-init sizes (small, tiny)")
+    input_size: int | None = Field(None, ge=2, description="nominal latent size (the build fills it); any H, W "
+                                                           "divisible by 2 run")
+    num_frames: int | None = Field(None, ge=1, description="latent frames of the training clips (the build fills "
+                                                           "it); rope allows up to rope_max_seq_len")
     num_classes: int = Field(0, ge=0, description="must be 0: text-conditioned")
     learn_sigma: bool = Field(False, description="must be false: a flow velocity is predicted")
+    text_dropout: float = Field(0.1, ge=0, lt=1, description="training: share of clips whose text is replaced by "
+                                                             "the empty prompt's embeddings (classifier-free guidance)")
     missing_text: Literal["zeros", "error"] = Field(
         "zeros", description="no encoder_hidden_states: zeros = one all-zero text token; error = refuse")
-    pretrained_path: str | None = Field(None, description="local diffusers dir (e.g. a download of the size's "
-                                                          "repo); None = random init; never downloads")
-    subfolder: str | None = Field("transformer", description="subfolder of pretrained_path holding config.json")
+    subfolder: str | None = Field("transformer", description="subfolder of `pretrained` holding config.json")
+    lora: str | None = Field(None, description="a LoRA file merged into the pretrained weights when they are read "
+                                               "(Pusa V1's pusa_v1.pt: DiffSynth-Studio key names); needs pretrained")
+    lora_scale: float = Field(1.0, description="multiplier of the LoRA update (1 = as trained; Pusa's scripts "
+                                               "use 1.4)")
     gradient_checkpointing: bool = False
+
+    def guidance_dropout(self) -> dict[str, float]:
+        return {"text": self.text_dropout}
 
 
 def diffusers_available(**_ctx: Any) -> tuple[bool, str]:
@@ -153,6 +141,7 @@ class FrameModulatedWan(nn.Module):
         self.in_channels = self.out_channels = size.channels if cfg.in_channels is None else cfg.in_channels
         self.num_frames, self.input_size, self.num_classes = cfg.num_frames, cfg.input_size, 0
         self.learn_sigma = False
+        self.text_dim = size.text_dim  # width of the encoder_hidden_states it reads (a text encoder must match)
         self.gradient_checkpointing = cfg.gradient_checkpointing
 
     # -- the family-specific part ------------------------------------------------------------------
@@ -242,6 +231,48 @@ class FrameModulatedWan(nn.Module):
     def num_params(self, trainable_only: bool = True) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
+    # -- pretrained weights ------------------------------------------------------------------------
+    #: the diffusers class name a directory's config.json must name, and extra config keys it must match
+    diffusers_class: str = "WanTransformer3DModel"
+
+    def config_must_match(self) -> dict[str, Any]:
+        """The directory's config.json keys this size fixes (its architecture)."""
+        return diffusers_kwargs(self.size, self.in_channels)
+
+    def load_pretrained(self, directory: str) -> dict[str, Any]:
+        """Read a local diffusers-format directory (``pretrained``) into ``self.transformer``; provenance back.
+
+        Every check runs before a weight is copied: the folder and its config.json exist, the config is
+        this size's architecture, every shard the index names is there and holds its keys, and the keys
+        and shapes are exactly the model's. fvdm never downloads.
+        """
+        from fvdm.core.pretrained import check_config, directory_fingerprint, read_config, read_state_dict
+
+        public = (f"{self.size.repo}, subfolder {self.cfg.subfolder}" if self.size.repo else
+                  f"a diffusers {self.diffusers_class} directory")
+        what = f"{self.name} size {self.cfg.size!r}"
+        folder = Path(directory).expanduser() / (self.cfg.subfolder or "")
+        config = read_config(directory, self.cfg.subfolder, public_copy=public, what=what)
+        check_config(config, {"_class_name": self.diffusers_class, **self.config_must_match()}, path=folder,
+                     public_copy=public, what=what)
+        expected = {k: tuple(v.shape) for k, v in self.transformer.state_dict().items()}
+        state = read_state_dict(folder, expected=expected, public_copy=public, what=what)
+        lora = None
+        if self.cfg.lora is not None:  # checked against the base (names, shapes) before any weight changes
+            from fvdm.plugins.backbones.pusa_import import check_lora, read_lora
+
+            lora = read_lora(self.cfg.lora)
+            check_lora(self.transformer, lora)
+        self.transformer.load_state_dict(state, strict=True)
+        info = {"directory": str(Path(directory).expanduser().resolve()), "subfolder": self.cfg.subfolder,
+                "fingerprint": directory_fingerprint(folder), "public_copy": public}
+        if lora is not None:
+            from fvdm.plugins.backbones.pusa_import import lora_report, merge_lora
+
+            adapted = merge_lora(self.transformer, lora, scale=self.cfg.lora_scale)
+            info["lora"] = lora_report(self.cfg.lora, lora, adapted, self.cfg.lora_scale)
+        return info
+
 
 def diffusers_kwargs(size: WanSize, in_channels: int) -> dict[str, Any]:
     """The ``__init__`` keywords of the diffusers model for one size row."""
@@ -251,41 +282,14 @@ def diffusers_kwargs(size: WanSize, in_channels: int) -> dict[str, Any]:
                 qk_norm=size.qk_norm, eps=size.eps, rope_max_seq_len=size.rope_max_seq_len)
 
 
-def make_transformer(cls: Callable[..., nn.Module], name: str, cfg: Any, size: WanSize,
+def make_transformer(cls: Callable[..., nn.Module], cfg: Any, size: WanSize,
                      extra: dict[str, Any] | None = None) -> nn.Module:
-    """A random-init model of ``size``, or the local diffusers directory ``cfg.pretrained_path`` (never downloads)."""
-    kwargs = {**diffusers_kwargs(size, size.channels if cfg.in_channels is None else cfg.in_channels), **(extra or {})}
-    if cfg.pretrained_path is None:
-        return cls(**kwargs)
-    from pathlib import Path
+    """A random-init diffusers model of ``size``; ``load_pretrained`` fills it from a directory afterwards."""
+    return cls(**transformer_kwargs(cfg, size, extra))
 
-    path = Path(cfg.pretrained_path).expanduser()
-    if not (path / (cfg.subfolder or "") / "config.json").is_file():
-        raise FileNotFoundError(f"{name}: no config.json under {path / (cfg.subfolder or '')}; fvdm never downloads: "
-                                f"`huggingface-cli download {size.repo} --local-dir DIR` and set pretrained_path: DIR")
-    config = cls.load_config(str(path), subfolder=cfg.subfolder, local_files_only=True)
-    got = {k: config.get(k) for k in kwargs}
-    bad = {k: (v, got[k]) for k, v in kwargs.items() if (list(v) if isinstance(v, tuple) else v) != (
-        list(got[k]) if isinstance(got[k], (tuple, list)) else got[k])}
-    if bad:
-        raise ValueError(f"{name}: {path} is not size {cfg.size!r}: " + ", ".join(
-            f"{k} {want!r} != {have!r}" for k, (want, have) in bad.items()) + "; choose the matching size")
-    import importlib.util
 
-    if importlib.util.find_spec("accelerate") is not None:  # diffusers' fast path (empty init, then the weights)
-        return cls.from_pretrained(str(path), subfolder=cfg.subfolder, local_files_only=True)
-    # without accelerate diffusers refuses these models (keep_in_fp32_modules): init, then load every shard strictly
-    from safetensors.torch import load_file
-
-    model = cls.from_config(config)
-    shards = sorted((path / (cfg.subfolder or "")).glob("*.safetensors"))
-    if not shards:
-        raise FileNotFoundError(f"{name}: no *.safetensors weights under {path / (cfg.subfolder or '')}")
-    state: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        state.update(load_file(str(shard)))
-    model.load_state_dict(state, strict=True)
-    return model
+def transformer_kwargs(cfg: Any, size: WanSize, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {**diffusers_kwargs(size, size.channels if cfg.in_channels is None else cfg.in_channels), **(extra or {})}
 
 
 def check_size_fields(cfg: Any, sizes: dict[str, WanSize], family: str) -> None:
@@ -294,6 +298,9 @@ def check_size_fields(cfg: Any, sizes: dict[str, WanSize], family: str) -> None:
     if cfg.in_channels is not None and size.repo is not None and cfg.in_channels != size.channels:
         raise ValueError(f"{family} size {cfg.size!r} takes {size.channels}-channel latents (its VAE), got in_channels="
                          f"{cfg.in_channels}; use that VAE or a random-init size (tiny)")
+    if cfg.lora is not None and cfg.pretrained is None:
+        raise ValueError(f"{family}: a LoRA adapts pretrained weights: set pretrained: DIR (the base it was trained "
+                         "on) with lora")
     if cfg.num_classes:
         raise ValueError(f"{family} is text-conditioned, not class-conditioned: set backbone.num_classes: 0")
     if cfg.learn_sigma:

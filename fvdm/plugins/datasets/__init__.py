@@ -1,4 +1,5 @@
-"""Built-in datasets: ``moving_digits`` (default), ``webdataset``, ``video_folder``.
+"""Built-in datasets: ``moving_digits`` (default), ``webdataset``, ``video_folder``, ``shape_only`` (no data:
+a clip shape for sampling a pretrained model).
 
 Every dataset yields ``{"video": (F, C, H, W) float32 in [-1, 1], "key": str,
 "label"?: int}`` and has attributes ``num_frames, channels, resolution,
@@ -20,3 +21,8 @@ def fvdm_register_datasets(registry):
     registry.add("webdataset", webdataset_reader.WebDatasetVideos, extra="data",
                  available=webdataset_reader.available)
     registry.add("video_folder", video_folder.VideoFolder, extra="video", available=video_io.av_available)
+
+    from fvdm.plugins.datasets.shape_only import ShapeOnly
+
+    registry.add("shape_only", ShapeOnly, description="no clips: declares frames, channels and resolution for "
+                                                      "sampling a pretrained model without a run")

@@ -4,6 +4,13 @@ Continuous: ``t`` is used as is. ``snap`` only reshapes the training density of 
 levels: an optional logit-normal warp (SD3) and the timestep shift
 t' = s t / (1 + (s - 1) t), both monotone elementwise maps of u, so equal draws stay
 equal (synchronized frames stay synchronized).
+
+The model sees ``1000 t`` (``model_timesteps: continuous``) or ``floor(1000 t)``
+(``integer``): Wan's own sampler and diffusers' flow UniPC (``use_flow_sigmas``, what
+``WanPipeline`` ships) keep their timesteps as int64, so the transformer is conditioned on
+the truncated ``int(1000 sigma)`` while the solver steps on the exact sigma; ``integer``
+reproduces that (tests/test_wan_pipeline_oracle.py). The level itself, and so every
+(alpha, sigma) the samplers use, stays exact either way.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ class RectifiedFlowSchedule:
         )
         logit_mean: float = Field(0.0, description="logit_normal location")
         logit_std: float = Field(1.0, gt=0, description="logit_normal scale")
+        model_timesteps: Literal["continuous", "integer"] = Field(
+            "continuous", description="what the model is conditioned on: 1000 t, or floor(1000 t) as Wan's "
+                                      "UniPC / diffusers' WanPipeline feed it (int64 timesteps)")
 
     prediction = "flow"
     learn_sigma = False
@@ -68,8 +78,13 @@ class RectifiedFlowSchedule:
         return shift_timesteps(t, self.cfg.shift).clamp(0.0, 1.0)
 
     def timestep_input(self, t: torch.Tensor) -> torch.Tensor:
-        """t * 1000, (B, F): keeps the sinusoidal embedder in the range DiT-style models expect."""
+        """1000 t, or floor(1000 t) with ``model_timesteps: integer`` (B, F): the range DiT-style embedders expect.
+
+        The floor is taken of the product in float64 (a float32 product can round 999.9999 up to 1000).
+        """
         check_timesteps(t)
+        if self.cfg.model_timesteps == "integer":
+            return torch.floor(t.to(torch.float64) * 1000.0).to(t.dtype)
         return t * 1000.0
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

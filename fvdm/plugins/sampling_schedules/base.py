@@ -18,9 +18,11 @@ from fvdm.plugins.sampling_schedules.spacing import spacing_levels
 
 
 class MatrixScheduleConfig(PluginConfig):
-    spacing: Literal["uniform", "leading", "leading_multistep", "trailing"] = Field(
-        "uniform", description="leading = diffusers DDIM/DDPM's; leading_multistep = DPMSolverMultistep/UniPC's")
-    shift: float = Field(1.0, gt=0, description="rectified-flow timestep shift; 1 = none")
+    spacing: Literal["uniform", "leading", "leading_multistep", "trailing", "flow"] = Field(
+        "uniform", description="leading = diffusers DDIM/DDPM's; leading_multistep = DPMSolverMultistep/UniPC's; "
+                               "flow = diffusers' use_flow_sigmas grid (Wan's UniPC)")
+    shift: float = Field(1.0, gt=0, description="rectified-flow timestep shift s t / (1 + (s-1) t) on every level "
+                                                "(Wan's flow_shift); 1 = none")
     steps_offset: int = Field(1, ge=0, description="offset of the leading spacings (diffusers steps_offset)")
 
 

@@ -85,7 +85,7 @@ def batched(cfg: Config, sampling: Any, lm: Any, n: int, seed: int, task: str,
 def evaluate(cfg: Config, plugins: Any, ckpt: Path, key: str, arm_names: list[str], seed: int, fvd_m: Any,
              real: dict[str, Any], budget: Budget, evaluators: dict[str, Any] | None = None) -> dict[str, Any]:
     """arm -> task -> results for the arms sharing this model (sampled with paired noise)."""
-    from fvdm.core.checkpoint import load_for_sampling
+    from fvdm.core.loaded import load_for_sampling
 
     lm = load_for_sampling(ckpt, plugins, device=cfg.device)
     arms = {a.name: a for a in cfg.arms if a.name in arm_names}

@@ -1,0 +1,194 @@
+"""A diffusers-format Wan directory in fvdm: sample every task from a config with a prompt, train from it,
+resume and sample the run after the directory is gone; bad input refused in one line before any compute.
+
+The directory is laid out as a real download (transformer/, tokenizer/, text_encoder/), with tiny random
+weights written by diffusers and transformers themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from fvdm.cli import main  # noqa: E402
+from tests.text_fixtures import make_text_encoder_dir  # noqa: E402
+
+FRAMES, RES, CHANNELS = 5, 16, 1
+
+
+def make_wan_dir(root, *, channels=CHANNELS, layers=2, seed=0):
+    from diffusers import WanTransformer3DModel
+
+    from fvdm.plugins.backbones.wan import WAN_SIZES
+    from fvdm.plugins.backbones.wan_common import diffusers_kwargs
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = WanTransformer3DModel(**{**diffusers_kwargs(WAN_SIZES["tiny"], channels), "num_layers": layers})
+    model.save_pretrained(root / "transformer", max_shard_size="20KB")
+    make_text_encoder_dir(root, dim=WAN_SIZES["tiny"].text_dim)
+    return root
+
+
+def config(root, wan_dir, **over):
+    cfg = {
+        "name": "wan", "run_root": str(root / "runs"),
+        "data": {"name": "shape_only", "num_frames": FRAMES, "channels": CHANNELS, "resolution": RES},
+        "backbone": {"name": "wan", "size": "tiny", "pretrained": str(wan_dir)},
+        "noise_schedule": "rectified_flow", "vtv": "ptss",
+        "text_encoder": {"name": "umt5", "path": str(wan_dir), "max_length": 16},
+        "sample": {"sampler": {"name": "unipc"}, "steps": 3},
+        "train": {"steps": 2, "batch_size": 2, "log_every": 1, "ckpt_every": 1, "tensorboard": False,
+                  "ema_decay": 0.5},
+    }
+    cfg.update(over)
+    path = root / "wan.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def wan(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wan")
+    wan_dir = make_wan_dir(root / "Wan-tiny")
+    return root, wan_dir, config(root, wan_dir)
+
+
+def sample(source, out, *args):
+    flag = "--checkpoint" if str(source).endswith(".pt") else "--config"
+    return main(["sample", flag, str(source), "--formats", "png,npz", "--no-progress", "--out", str(out), *args])
+
+
+def frames_of(out, stem):
+    with np.load(out / f"{stem}.npz") as z:
+        return torch.from_numpy(z[z.files[0]])
+
+
+def write_clip(path, frames=FRAMES):
+    from fvdm.core.media import write_mp4
+
+    g = torch.Generator().manual_seed(1)
+    clip = torch.rand(1, frames, CHANNELS, RES, RES, generator=g) * 2 - 1
+    write_mp4(clip, path, fps=8)
+    return path
+
+
+TASKS = [
+    ("unconditional", []),
+    ("image_to_video", ["--image", "IMAGE"]),
+    ("interpolation", ["--image", "IMAGE", "--last", "IMAGE"]),
+    ("infill", ["--video", "VIDEO"]),
+    ("extension", ["--video", "VIDEO", "--context-frames", "2"]),
+    ("long_video", ["--frames", "8", "--overlap", "2"]),
+    ("df_rollout", ["--frames", "7"]),
+    ("image_to_video", ["--image", "IMAGE", "--history-guidance", "2.0"]),
+]
+
+
+@pytest.mark.parametrize("task,args", TASKS, ids=[f"{t}{'-hg' if '--history-guidance' in a else ''}" for t, a in TASKS])
+def test_every_task_samples_a_pretrained_wan_from_its_config_with_a_prompt(wan, tmp_path, task, args):
+    pytest.importorskip("av")
+    from PIL import Image
+
+    root, _, cfg = wan
+    image = tmp_path / "first.png"
+    Image.fromarray(np.full((RES, RES), 200, dtype=np.uint8)).save(image)
+    video = write_clip(tmp_path / "clip.mp4") if "VIDEO" in args else None
+    args = [str(image) if a == "IMAGE" else str(video) if a == "VIDEO" else a for a in args]
+    assert sample(cfg, tmp_path / "out", "--task", task, "--prompt", "a digit moving right", "--cfg-scale", "4",
+                  "--negative-prompt", "blurry", *args) == 0
+    meta = json.loads((tmp_path / "out" / f"{task}.json").read_text())
+    assert meta["prompt"] == "a digit moving right" and meta["negative_prompt"] == "blurry"
+    assert meta["config"] == str(cfg) and meta["checkpoint"] is None
+    assert meta["provenance"]["training"]["pretrained"]["fingerprint"]
+    out = frames_of(tmp_path / "out", task)
+    assert torch.isfinite(out).all()
+    if task == "image_to_video":  # the given frame is kept (identity autoencoder: exactly, up to uint8 rounding)
+        assert (out[0, 0].float() - 200).abs().max() <= 1
+
+
+def test_prompt_changes_the_sample_and_cfg_needs_no_prompt_for_text_free_sampling(wan, tmp_path):
+    root, _, cfg = wan
+    for name, extra in (("a", ["--prompt", "one"]), ("b", ["--prompt", "two words here"]), ("c", [])):
+        assert sample(cfg, tmp_path, "--task", "unconditional", "--name", name, "--cfg-scale", "3", *extra) == 0
+    a, b, c = (frames_of(tmp_path, n).float() for n in "abc")
+    assert (a - b).abs().max() > 0 and (a - c).abs().max() > 0
+
+
+def test_train_from_pretrained_then_resume_and_sample_without_the_directory(tmp_path):
+    wan_dir = make_wan_dir(tmp_path / "Wan-tiny")
+    cfg = config(tmp_path, wan_dir, data={"name": "moving_digits", "num_frames": FRAMES, "resolution": RES,
+                                          "num_clips": 8})
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--run-dir", str(run), "--no-progress", "--max-steps", "1"]) == 0
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["started_from"]["fingerprint"] and ckpt["started_from"]["subfolder"] == "transformer"
+    # the first step trained the pretrained weights, not a random init
+    from fvdm.core.pretrained import read_state_dict
+
+    base = read_state_dict(wan_dir / "transformer", expected={k[len("transformer."):]: tuple(v.shape)
+                                                              for k, v in ckpt["model"].items()},
+                           public_copy="test", what="test")
+    moved = max((ckpt["model"][f"transformer.{k}"] - v).abs().max().item() for k, v in base.items())
+    assert 0 < moved < 1e-2
+    text_dir = tmp_path / "text"
+    text_dir.mkdir()
+    for sub in ("tokenizer", "text_encoder"):
+        shutil.copytree(wan_dir / sub, text_dir / sub)
+    shutil.rmtree(wan_dir)  # resume and sampling never read the pretrained directory again
+    assert main(["train", str(cfg), "--run-dir", str(run), "--no-progress", "--resume"]) == 0
+    resumed = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert resumed["step"] == 2 and resumed["started_from"] == ckpt["started_from"]
+    stored = json.loads(resumed["config"])
+    assert stored["text_encoder"]["path"] == str(wan_dir)  # sampling with a prompt needs the encoder: moved here
+    assert sample(run / "checkpoints" / "last.pt", tmp_path / "out", "--task", "unconditional") == 0
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("no_text", "is not text-conditioned"),
+    ("width", "gives 8-wide embeddings but the backbone reads 16"),
+    ("no_encoder", "a prompt needs a text encoder"),
+    ("layers", "num_layers 1 (want 2)"),
+    ("missing_shard", "partial or corrupt"),
+    ("no_pretrained", "names no weights"),
+])
+def test_bad_pretrained_inputs_are_one_line_before_any_compute(tmp_path, capsys, case, expect):
+    wan_dir = make_wan_dir(tmp_path / "Wan-tiny", layers=1 if case == "layers" else 2)
+    over = {}
+    if case == "no_text":
+        over = {"backbone": {"name": "latte_tiny", "pretrained": str(wan_dir)}, "noise_schedule": "ddpm"}
+    elif case == "width":
+        make_text_encoder_dir(tmp_path / "narrow", dim=8)
+        over = {"text_encoder": {"name": "umt5", "path": str(tmp_path / "narrow"), "max_length": 16}}
+    elif case == "no_encoder":
+        over = {"text_encoder": None}
+    elif case == "missing_shard":
+        shards = sorted((wan_dir / "transformer").glob("*.safetensors"))
+        shards[-1].unlink()
+    elif case == "no_pretrained":
+        over = {"backbone": {"name": "wan", "size": "tiny"}}
+    cfg = config(tmp_path, wan_dir, **over)
+    if case == "no_text":  # the latte backbone refuses a wan directory first; test the prompt check on its own
+        from fvdm.core.loaded import LoadedModel
+        from fvdm.core.config import load_config
+        from fvdm.core.plugins import load_plugins
+
+        loaded = LoadedModel(model=None, schedule=None, autoencoder=None, config=load_config(cfg, load_plugins()),
+                             num_frames=FRAMES, channels=1, resolution=RES, num_classes=0, latent_channels=1,
+                             latent_resolution=RES, conditioning=frozenset({"class"}))
+        with pytest.raises(ValueError, match=expect):
+            loaded.text_encoder(load_plugins())
+        return
+    capsys.readouterr()  # what writing the fixture printed
+    assert sample(cfg, tmp_path / "out", "--task", "unconditional", "--prompt", "x") == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "FVDM_DEBUG" not in line]
+    assert len(err) == 1 and err[0].startswith("fvdm sample: error:") and expect in err[0], err
+    assert not (tmp_path / "out").exists()
