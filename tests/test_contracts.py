@@ -31,6 +31,7 @@ REQUIRED_INPUTS = {
     ("datasets", "video_folder"): {"root": "/nonexistent/videos"},
     ("datasets", "webdataset"): {"urls": "/nonexistent/shard-{000000..000001}.tar"},
     ("text_encoders", "umt5"): {"path": "/nonexistent/wan"},
+    ("autoencoders", "wan_vae"): {"path": "/nonexistent/wan"},
 }
 
 #: Protocols whose kinds may legitimately be satisfied differently (map-style datasets index, not iterate)

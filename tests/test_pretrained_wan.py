@@ -192,3 +192,43 @@ def test_bad_pretrained_inputs_are_one_line_before_any_compute(tmp_path, capsys,
     err = [line for line in capsys.readouterr().err.strip().splitlines() if "FVDM_DEBUG" not in line]
     assert len(err) == 1 and err[0].startswith("fvdm sample: error:") and expect in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def wan_vae(tmp_path_factory):
+    """The same setup with Wan's causal video VAE (tiny, random): 9 RGB pixel frames <-> 3 latents."""
+    root = tmp_path_factory.mktemp("wanvae")
+    wan_dir = make_wan_dir(root / "Wan-tiny", channels=4)
+    cfg = config(root, wan_dir, data={"name": "shape_only", "num_frames": 9, "channels": 3, "resolution": 32},
+                 autoencoder={"name": "wan_vae", "variant": "tiny"})
+    return root, cfg
+
+
+@pytest.mark.parametrize("task,args,expect", [
+    ("image_to_video", ["--image", "IMAGE"], None),
+    ("extension", ["--video", "VIDEO", "--context-frames", "5"], None),
+    ("infill", ["--video", "VIDEO", "--given", "0,5,6,7,8"], None),
+    ("extension", ["--video", "VIDEO", "--context-frames", "4"], "--context-frames: 4 pixel frames do not encode"),
+    ("infill", ["--video", "VIDEO", "--given", "0,1"], "--given: given pixel frames [0, 1] cover only part of latent"),
+])
+def test_causal_vae_maps_given_pixel_frames_to_latents_or_says_which_would(wan_vae, tmp_path, capsys, task, args,
+                                                                           expect):
+    pytest.importorskip("av")
+    from PIL import Image
+
+    from fvdm.core.media import write_mp4
+
+    root, cfg = wan_vae
+    image = tmp_path / "first.png"
+    Image.fromarray(np.full((32, 32, 3), 200, dtype=np.uint8)).save(image)
+    video = tmp_path / "clip.mp4"
+    write_mp4(torch.rand(1, 9, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1, video, fps=8)
+    args = [str(image) if a == "IMAGE" else str(video) if a == "VIDEO" else a for a in args]
+    capsys.readouterr()
+    code = sample(cfg, tmp_path / "out", "--task", task, "--prompt", "a", *args)
+    if expect is None:
+        assert code == 0
+        assert frames_of(tmp_path / "out", task).shape[1] == 9  # 3 latents decode to 1 + 4 * 2 pixel frames
+        return
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "FVDM_DEBUG" not in line]
+    assert code == 2 and len(err) == 1 and expect in err[0], err

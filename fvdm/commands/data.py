@@ -1,6 +1,8 @@
 """`fvdm data`: pack folders into webdataset shards, inspect shards, write moving digits as shards.
 
     fvdm data pack SRC DST [--shard-size 1GB] [--frames 16] [--stride 1] [--resize 64] [--format npy]
+                   [--autoencoder NAME[:PATH] [--autoencoder-param K=V ...] [--keep-pixels]]
+                   [--text-encoder NAME[:PATH] [--text-encoder-param K=V ...] [--missing-caption empty]]
     fvdm data inspect SHARDS [--grid grid.png] [--json]
     fvdm data make-digits DST [--split train] [--num-clips N] [--resolution 32] [--frames 16]
 """
@@ -23,8 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     pk = dsub.add_parser("pack", help="folder dataset -> webdataset shards + manifest.json",
                          description="Convert a video_folder dataset (video files and/or per-video frame "
-                         "folders, class subfolders) into tar shards of clips with a manifest (counts, frame "
-                         "sizes, sha256 checksums).")
+                         "folders, class subfolders, same-name .txt caption sidecars) into tar shards of clips with "
+                         "a manifest (counts, frame sizes, sha256 checksums); with --autoencoder/--text-encoder also "
+                         "store each clip's latent and caption embedding, so training runs neither encoder.")
     pk.add_argument("src", help="folder of videos or frame folders (UCF101 layout: SRC/<class>/<video>)")
     pk.add_argument("dst", help="output folder for shard-*.tar and manifest.json")
     pk.add_argument("--shard-size", default="1GB", help="roll over to a new shard past this size (default 1GB)")
@@ -41,6 +44,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pk.add_argument("--labels", choices=("auto", "subfolder", "none"), default="auto")
     pk.add_argument("--on-error", choices=("skip", "raise"), default="skip",
                     help="bad videos: skip with a counted warning (default) or stop with the file name")
+    pk.add_argument("--autoencoder", metavar="NAME[:PATH]", default=None,
+                    help="also store each clip's latent (float16 KEY.latent.npy), e.g. wan_vae:/models/Wan2.1-T2V-"
+                    "1.3B-Diffusers; PATH fills the plugin's path field. Training then skips the encoder")
+    pk.add_argument("--autoencoder-param", metavar="KEY=VALUE", action="append", default=[],
+                    help="an autoencoder setting, VALUE parsed as YAML (repeatable; e.g. variant=tiny)")
+    pk.add_argument("--keep-pixels", action="store_true",
+                    help="with --autoencoder, keep the pixel clips too (previews/evaluation read real clips); "
+                    "default: latents only")
+    pk.add_argument("--text-encoder", metavar="NAME[:PATH]", default=None,
+                    help="also store each clip's caption embedding (float16 KEY.text.npy, the prompt's own rows) "
+                    "from the video's same-name .txt sidecar, e.g. umt5:/models/Wan2.1-T2V-1.3B-Diffusers")
+    pk.add_argument("--text-encoder-param", metavar="KEY=VALUE", action="append", default=[],
+                    help="a text encoder setting, VALUE parsed as YAML (repeatable; e.g. max_length=64)")
+    pk.add_argument("--missing-caption", choices=("refuse", "empty"), default="refuse",
+                    help="with --text-encoder, videos without a caption sidecar: refuse the pack (default) or "
+                    "embed the empty prompt for them")
+    pk.add_argument("--encode-batch", type=int, default=4, help="clips per encoder call (default 4)")
+    pk.add_argument("--device", default="cpu",
+                    help="device the autoencoder runs on (default cpu; the text encoder takes device=... as a "
+                    "--text-encoder-param)")
     pk.add_argument("--no-progress", action="store_true")
     pk.set_defaults(func=_pack)
 
@@ -76,8 +99,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _summary(manifest: dict) -> str:
     skipped = manifest.get("skipped", {}).get("count", 0)
-    return (f"wrote {manifest['num_samples']} clips in {manifest['num_shards']} shard(s), frame size "
-            f"{manifest.get('frame_size')} ({manifest.get('storage')}), {skipped} skipped; manifest.json")
+    stored = manifest.get("storage") or "no pixels"
+    line = (f"wrote {manifest['num_samples']} clips in {manifest['num_shards']} shard(s), frame size "
+            f"{manifest.get('frame_size')} ({stored}), {skipped} skipped")
+    sizes = manifest.get("bytes_per_clip") or {}
+    if manifest.get("latents") and "latent" in sizes:
+        ratio = sizes["pixels_uint8"] / sizes["latent"]
+        line += (f"; latents {manifest['latents']['latent_shape']} float16: {sizes['latent']:,} B/clip vs "
+                 f"{sizes['pixels_uint8']:,} B uint8 pixels ({ratio:.3g}x smaller)")
+    if manifest.get("text"):
+        line += f"; text embeddings {sizes.get('text_mean', 0):,} B/clip on average"
+    return line + "; manifest.json"
 
 
 def _pack(args: argparse.Namespace) -> int:
@@ -86,7 +118,10 @@ def _pack(args: argparse.Namespace) -> int:
     m = pack_folder(args.src, args.dst, shard_size=args.shard_size, frames=args.frames, stride=args.stride,
                     resize=args.resize, channels=args.channels, storage=args.storage,
                     clips_per_video=args.clips_per_video, split_file=args.split_file, labels=args.labels,
-                    on_error=args.on_error, progress=not args.no_progress)
+                    on_error=args.on_error, progress=not args.no_progress, autoencoder=args.autoencoder,
+                    autoencoder_params=args.autoencoder_param, text_encoder=args.text_encoder,
+                    text_encoder_params=args.text_encoder_param, keep_pixels=args.keep_pixels,
+                    missing_caption=args.missing_caption, encode_batch=args.encode_batch, device=args.device)
     print(f"{args.dst}: " + _summary(m))
     for item in m.get("skipped", {}).get("items", [])[:10]:
         print(f"  skipped {item['source']}: {item['kind']}: {item['reason']}", file=sys.stderr)
@@ -114,6 +149,8 @@ def _inspect(args: argparse.Namespace) -> int:
             print(f"  ERROR {e['source']}: {e['kind']}: {e['reason']}")
         if rep.get("grid"):
             print(f"sample grid: {rep['grid']}")
+        if rep.get("note"):
+            print(rep["note"])
     return 1 if rep["errors"] else 0
 
 

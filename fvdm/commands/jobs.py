@@ -266,7 +266,8 @@ def plan_job(job: dict[str, Any], plugins: FvdmPlugins, cache: dict[str, Any]) -
         check(sampling)
     reader = InputReader(shape=(loaded.channels, loaded.resolution, loaded.resolution),
                          num_frames=loaded.num_frames, num_classes=loaded.num_classes, batch_size=batch_size,
-                         encode=loaded.autoencoder.encode, on_mismatch=job.get("on_mismatch") or "resize")
+                         encode=loaded.autoencoder.encode, on_mismatch=job.get("on_mismatch") or "resize",
+                         autoencoder=loaded.autoencoder)
     origins_key = f"origins|{job.get('checkpoint')}"
     if origins_key not in cache:
         cache[origins_key] = training_origins(job["checkpoint"]) if job.get("checkpoint") else {

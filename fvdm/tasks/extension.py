@@ -20,8 +20,9 @@ class ExtensionConfig(TaskConfig):
 
 class ExtensionInputs(TaskInputs):
     video: FilePath | None = Field(None, description="the clip to continue (mp4/webm/gif)")
-    context_frames: int | None = Field(None, ge=1, description="its first k frames are the context "
-                                                               "(default: half the window)")
+    context_frames: int | None = Field(None, ge=1, description="its first k (pixel) frames are the context "
+                                                               "(default: half the window); 1 + 4j with a causal "
+                                                               "video VAE (wan_vae)")
 
 
 class Extension(Task):
@@ -35,7 +36,9 @@ class Extension(Task):
         inputs = super().read_inputs(given, reader)
         if given.video is None:
             raise ValueError("extension/prediction needs --video context.mp4 (its first --context-frames frames)")
-        k = given.context_frames or self.window_size(reader.num_frames) // 2
+        # --context-frames counts pixel frames (fewer latents under a temporal VAE: 1 + 4k -> 1 + k)
+        k = given.context_frames or reader.pixel_frames(max(1, self.window_size(reader.num_frames) // 2))
+        reader.check_pixel_frames(k, "--context-frames")
         inputs["video"] = reader.video(given.video, min_frames=k, max_frames=k,
                                        fix="give a longer video or fewer --context-frames")
         return inputs

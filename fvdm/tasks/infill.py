@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field, FilePath, field_validator
 
+from fvdm.core.temporal import pixel_span
 from fvdm.tasks.base import Task, as_frames, batch_of, expand_batch, sample_window
 from fvdm.tasks.inputs import TaskInputs, index_list
 
@@ -26,15 +27,19 @@ class Infill(Task):
 
     def read_inputs(self, given, reader):
         inputs = super().read_inputs(given, reader)
-        W = self.window_size(reader.num_frames)
+        W = self.window_size(reader.num_frames)  # model frames
+        P = reader.pixel_frames(W)  # the pixel frames they encode (W unless the autoencoder compresses time)
         if given.video is None:
-            raise ValueError(f"infill needs --video with at least {W} frames and --given indices")
-        idx = given.given if given.given is not None else list(range(0, W, 2))
-        if not idx or min(idx) < 0 or max(idx) >= W:
-            raise ValueError(f"--given must list frame indices in [0, {W - 1}], got {given.given!r}")
+            raise ValueError(f"infill needs --video with at least {P} frames and --given indices")
+        if given.given is None:  # default: every other model frame, as the pixel frames that make it
+            idx = [p for j in range(0, W, 2) for p in pixel_span(reader.autoencoder, j)]
+        else:
+            idx = given.given
+        if not idx or min(idx) < 0 or max(idx) >= P:
+            raise ValueError(f"--given must list frame indices in [0, {P - 1}], got {given.given!r}")
         mask = torch.zeros(W, dtype=torch.bool)
-        mask[idx] = True
-        inputs["video"], inputs["mask"] = reader.video(given.video, min_frames=W, max_frames=W), mask
+        mask[reader.model_positions(idx, P, "--given")] = True
+        inputs["video"], inputs["mask"] = reader.video(given.video, min_frames=P, max_frames=P), mask
         return inputs
 
     def run(self, sampling, inputs):

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from fvdm.core.hashing import sha256_file
 from fvdm.core.interfaces import PluginConfig
+from fvdm.core.temporal import latent_frame_count, latent_positions, pixel_frame_count
 
 
 class TaskInputs(PluginConfig):
@@ -61,6 +62,8 @@ class InputReader:
     batch_size : samples asked for (``--batch-size``)
     encode     : pixel frames (B, F, C, H, W) in [-1, 1] -> model space (the autoencoder)
     on_mismatch: ``resize`` (with a warning) or ``error`` for files of another size or channel count
+    autoencoder: the autoencoder itself, for its temporal mapping (``fvdm.core.temporal``): frame counts
+                 and indices the user gives are pixel frames; ``num_frames`` and windows are model frames
     """
 
     shape: tuple[int, int, int]
@@ -69,6 +72,26 @@ class InputReader:
     batch_size: int
     encode: Callable[[torch.Tensor], torch.Tensor]
     on_mismatch: str = "resize"
+    autoencoder: Any = None
+
+    def pixel_frames(self, model_frames: int) -> int:
+        """Pixel frames that make ``model_frames`` model frames (equal unless the autoencoder compresses time)."""
+        return pixel_frame_count(self.autoencoder, model_frames)
+
+    def check_pixel_frames(self, pixel_frames: int, flag: str) -> int:
+        """``pixel_frames`` given by ``flag`` -> the model frames they encode to; a count that does not encode is a
+        one-line error naming counts that do."""
+        try:
+            return latent_frame_count(self.autoencoder, pixel_frames)
+        except ValueError as exc:
+            raise ValueError(f"{flag}: {exc}") from None
+
+    def model_positions(self, pixel_positions: Sequence[int], pixel_frames: int, flag: str) -> list[int]:
+        """Given pixel frame indices -> the model frames they make up; part of a latent frame is refused."""
+        try:
+            return latent_positions(self.autoencoder, pixel_positions, pixel_frames)
+        except ValueError as exc:
+            raise ValueError(f"{flag}: {exc}") from None
 
     def image(self, path: str | Path) -> torch.Tensor:
         """Image file -> (1, C', H', W') in model space."""
@@ -97,8 +120,8 @@ class InputReader:
                              f"{min_frames}; {fix or f'give a video with at least {min_frames} frames'}")
         for w in caught:
             warnings.warn(w.message, stacklevel=2)
-        if frames is not None:
-            pixels = pixels[list(frames)]
+        if frames is not None:  # chosen frames are single images: each encoded alone (a causal VAE's first frame)
+            return torch.cat([self._encode(pixels[[i]][None]) for i in frames], dim=1)
         return self._encode(pixels[None])
 
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ class StartVideoTask(Task):
         inputs = super().read_inputs(given, reader)
         if given.video is not None:
             k = given.context_frames or 1
+            reader.check_pixel_frames(k, "--context-frames")
             inputs["video"] = reader.video(given.video, min_frames=k, max_frames=k,
                                            fix="give a longer video or fewer --context-frames")
         elif given.context_frames is not None:

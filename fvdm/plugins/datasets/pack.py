@@ -5,7 +5,11 @@ Shards are plain tar files ``shard-000000.tar, ...`` written deterministically
 at ``shard_size`` bytes; ``manifest.json`` beside them records counts, frame sizes,
 classes, the pack settings and each shard's sha256. Each sample is one clip:
 ``KEY.npy`` (uint8 (F, H, W, C), lossless, the default), or ``KEY.mp4``, or
-``KEY.0000.png ...``/``.jpg``, plus ``KEY.cls`` (label) and ``KEY.json`` (provenance).
+``KEY.0000.png ...``/``.jpg``, plus ``KEY.cls`` (label) and ``KEY.json`` (provenance, and the
+video's sidecar ``caption`` when it has one). With an autoencoder and/or a text encoder the pack
+also stores each clip's latent and caption embedding (``pack_latents``), and the pixels only when
+asked to keep them. A pack writes into a hidden folder beside ``dst`` and moves the result into
+place at the end, so a failed pack leaves no partial output.
 Reading shards back (URL expansion, tar members, a sample's frames) lives in ``shards``.
 """
 
@@ -13,23 +17,30 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
+import shutil
 import tarfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+import torch
 
 from fvdm.core.hashing import sha256_file
 from fvdm.plugins.datasets import video_io as vio
 from fvdm.plugins.datasets.moving_digits import MovingDigits
-from fvdm.plugins.datasets.shards import MANIFEST, all_frames, expand_urls, iter_tar_samples, manifest_checksums
+from fvdm.plugins.datasets.pack_latents import PackEncoders
+from fvdm.plugins.datasets.shards import (LATENT, MANIFEST, NULL_TEXT, TEXT, all_frames, expand_urls, has_frames,
+                                          iter_tar_samples, load_float_array, manifest_checksums)
 from fvdm.plugins.datasets.video_folder import VideoFolder
 
 MANIFEST_VERSION = 1
 STORAGE_FORMATS = ("npy", "mp4", "png", "jpg")
+LATENT_GRID_NOTE = "latent shards: no pixel grid (use --keep-pixels when packing, or decode with the autoencoder)"
 
 
 def _safe_key(text: str) -> str:
@@ -37,28 +48,33 @@ def _safe_key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text.replace("/", "__")).strip("_") or "clip"
 
 
-def encode_sample(key: str, frames: np.ndarray, storage: str, label: int | None, meta: dict[str, Any],
-                  fps: int = 8) -> dict[str, bytes]:
-    """One clip -> ``{member name: bytes}``."""
-    files: dict[str, bytes] = {}
-    if storage == "npy":
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(frames, dtype=np.uint8), allow_pickle=False)
-        files[f"{key}.npy"] = buf.getvalue()
-    elif storage == "mp4":
-        h, w = frames.shape[1:3]
-        if h % 2 or w % 2:
-            raise ValueError(f"mp4 storage needs even frame sizes, got {h}x{w}; use --resize with an even size")
-        files[f"{key}.mp4"] = vio.encode_video_bytes(frames, fps=fps)
-    elif storage in ("png", "jpg"):
-        for i, f in enumerate(frames):
-            files[f"{key}.{i:04d}.{storage}"] = vio.encode_image(f, storage)
-    else:
-        raise ValueError(f"unknown storage {storage!r}; choose one of {STORAGE_FORMATS}")
+def encode_sample(key: str, frames: np.ndarray | None, storage: str, label: int | None, meta: dict[str, Any],
+                  fps: int = 8, extra: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+    """One clip -> ``{member name: bytes}``; ``frames`` None stores no pixels (a latents-only pack), ``extra``
+    maps more member extensions (``latent.npy``, ``text.npy``) to their bytes."""
+    files = {} if frames is None else pixel_members(key, frames, storage, fps)
+    for ext, data in (extra or {}).items():
+        files[f"{key}.{ext}"] = data
     if label is not None:
         files[f"{key}.cls"] = str(int(label)).encode()
     files[f"{key}.json"] = json.dumps(meta, sort_keys=True).encode()
     return files
+
+
+def pixel_members(key: str, frames: np.ndarray, storage: str, fps: int = 8) -> dict[str, bytes]:
+    """uint8 (F, H, W, C) frames -> their members in ``storage`` (one ``.npy``/``.mp4``, or one image per frame)."""
+    if storage == "npy":
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(frames, dtype=np.uint8), allow_pickle=False)
+        return {f"{key}.npy": buf.getvalue()}
+    if storage == "mp4":
+        h, w = frames.shape[1:3]
+        if h % 2 or w % 2:
+            raise ValueError(f"mp4 storage needs even frame sizes, got {h}x{w}; use --resize with an even size")
+        return {f"{key}.mp4": vio.encode_video_bytes(frames, fps=fps)}
+    if storage in ("png", "jpg"):
+        return {f"{key}.{i:04d}.{storage}": vio.encode_image(f, storage) for i, f in enumerate(frames)}
+    raise ValueError(f"unknown storage {storage!r}; choose one of {STORAGE_FORMATS}")
 
 
 class ShardWriter:
@@ -138,28 +154,87 @@ def clip_starts(num_available: int, num_frames: int, stride: int, clips_per_vide
     return starts[:clips_per_video] if clips_per_video > 0 else starts
 
 
+@contextmanager
+def staged_output(dst: Path) -> Iterator[Path]:
+    """A hidden folder beside ``dst`` to write into: on success its files move into ``dst`` (the manifest
+    last, so a reader never finds a manifest listing shards not yet there); on failure it is removed."""
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"output {dst} exists and is not a folder; choose another output folder")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}-{time.time_ns()}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dst.is_dir() and not any(dst.iterdir()):
+        dst.rmdir()
+    if not dst.exists():
+        os.replace(tmp, dst)
+        return
+    for f in sorted(tmp.iterdir(), key=lambda q: q.name == MANIFEST):  # an earlier pack's files are overwritten
+        os.replace(f, dst / f.name)
+    tmp.rmdir()
+
+
 def pack_folder(src: "str | Path", dst: "str | Path", *, shard_size: "int | str" = "1GB", frames: int = 16,
                 stride: int = 1, resize: int | None = None, channels: int = 3, storage: str = "npy",
                 clips_per_video: int = 0, split_file: str | None = None, labels: str = "auto",
-                on_error: str = "skip", progress: bool = True, fps: int = 8) -> dict[str, Any]:
+                on_error: str = "skip", progress: bool = True, fps: int = 8,
+                autoencoder: "str | Mapping[str, Any] | None" = None, autoencoder_params: Sequence[str] = (),
+                text_encoder: "str | Mapping[str, Any] | None" = None, text_encoder_params: Sequence[str] = (),
+                keep_pixels: bool = False, missing_caption: str = "refuse", encode_batch: int = 4,
+                device: str = "cpu", plugins: Any = None) -> dict[str, Any]:
     """Convert a ``video_folder`` dataset into webdataset shards with a manifest.
 
     Each video gives its non-overlapping clips of ``frames`` frames ``stride`` apart,
     resized (shorter side to ``resize``, center crop) exactly as ``video_folder``
     reads them with ``offset: start``; reading the shards back gives the same frames
     (bit-identical for ``npy`` without resize; within one uint8 step with resize).
+
+    ``autoencoder``/``text_encoder`` (a spec: ``name``, ``name:PATH`` or a mapping, plus ``KEY=VALUE``
+    params) also store each clip's latent and caption embedding, ``encode_batch`` clips per encoder call;
+    with an autoencoder the pixels are kept only with ``keep_pixels``. A text encoder needs every video's
+    sidecar caption unless ``missing_caption="empty"`` embeds the empty prompt for those without one.
+    Encoders, clip shape and captions are all checked before anything is written.
     """
     if storage not in STORAGE_FORMATS:
         raise ValueError(f"unknown storage {storage!r}; choose one of {STORAGE_FORMATS}")
+    if missing_caption not in ("refuse", "empty"):
+        raise ValueError(f"missing_caption {missing_caption!r} is neither 'refuse' nor 'empty'; choose one")
+    if encode_batch < 1:
+        raise ValueError(f"encode_batch {encode_batch} must be >= 1; encode at least one clip per call")
     dst = Path(dst)
     ds = VideoFolder(VideoFolder.Config(root=str(src), num_frames=frames, stride=stride, resolution=resize,
                                         channels=channels, offset="start", on_error=on_error,
                                         split_file=split_file, labels=labels))  # type: ignore[arg-type]
-    writer = ShardWriter(dst, shard_size)
+    enc = None
+    if autoencoder is not None or text_encoder is not None or autoencoder_params or text_encoder_params:
+        enc = PackEncoders(autoencoder, text_encoder, autoencoder_params=autoencoder_params,
+                           text_encoder_params=text_encoder_params, plugins=plugins, device=device)
+        enc.check(frames, channels, ds.resolution)
+    captions = [ds.caption(i) for i in range(len(ds))]
+    missing = [i for i, c in enumerate(captions) if c is None]
+    if enc is not None and enc.text is not None and missing and missing_caption == "refuse":
+        raise ValueError(f"{len(missing)} of {len(ds)} videos have no caption (e.g. {ds.entries[missing[0]][0]} "
+                         f"needs {ds.caption_path(missing[0]).relative_to(ds.root)}); add the .txt sidecars, or "
+                         "pass --missing-caption empty to embed the empty prompt for them")
+    pixels = enc is None or enc.ae is None or keep_pixels
     skipped: list[dict[str, str]] = []
     frame_size: list[int] | None = None
+    captioned = num_clips = 0
     t0 = time.time()
-    with _progress(len(ds), "pack", progress) as bar:
+    with staged_output(dst) as out, _progress(len(ds), "pack", progress) as bar:
+        writer = ShardWriter(out, shard_size)
+        pending: list[tuple[str, torch.Tensor, np.ndarray, str, int | None, dict[str, Any]]] = []
+
+        def flush() -> None:
+            extras = enc.encode([p[1] for p in pending], [p[3] for p in pending]) if enc else [{}] * len(pending)
+            for (key, _, pix, _, label, meta), extra in zip(pending, extras):
+                writer.write(encode_sample(key, pix if pixels else None, storage, label, meta, fps, extra))
+            pending.clear()
+
         for i in range(len(ds)):
             rel = ds.entries[i][0]
             try:
@@ -176,21 +251,38 @@ def pack_folder(src: "str | Path", dst: "str | Path", *, shard_size: "int | str"
                 bar.update(1)
                 continue
             label = ds.labels[i] if ds.labels is not None else None
+            caption = captions[i]
             for k, s in enumerate(starts):
-                clip = video[s:s + (frames - 1) * stride + 1:stride]
-                clip = vio.to_uint8_frames(vio.to_model_clip(clip, channels=channels, resolution=resize))
-                frame_size = list(clip.shape)
+                # the float clip video_folder yields is what gets encoded; the pixels are its uint8 rounding
+                clip = vio.to_model_clip(video[s:s + (frames - 1) * stride + 1:stride], channels=channels,
+                                         resolution=resize)  # (F, C, H, W) in [-1, 1]
+                pix = vio.to_uint8_frames(clip)  # (F, H, W, C)
+                frame_size = list(pix.shape)
                 meta = {"source": rel, "start": s, "stride": stride, "frames": frames, "label": label,
                         "class": ds.classes[label] if label is not None else None}
-                writer.write(encode_sample(_safe_key(f"{ds.key(i)}__c{k:03d}"), clip, storage, label, meta, fps))
+                if caption is not None:
+                    meta["caption"] = caption
+                pending.append((_safe_key(f"{ds.key(i)}__c{k:03d}"), clip, pix, caption or "", label, meta))
+                captioned += caption is not None
+                num_clips += 1
+                if len(pending) >= (encode_batch if enc is not None else 1):
+                    flush()
             bar.update(1)
             bar.set_postfix(shards=len(writer.shards), skipped=len(skipped))
-    shards = writer.close()
-    return write_manifest(
-        dst, shards, created_by="fvdm data pack", source=str(src), storage=storage, frames=frames, stride=stride,
-        resize=resize, channels=channels, frame_size=frame_size, classes=ds.classes,
-        num_videos=len(ds), skipped={"count": len(skipped), "items": skipped[:1000]},
-        seconds=round(time.time() - t0, 3))
+        flush()
+        shards = writer.close()
+        pixel_bytes = {"pixels_uint8": math.prod(frame_size)} if frame_size else {}
+        packed = enc.manifest(clips=num_clips, pixel_shape=frame_size) if enc is not None else \
+            {"latents": None, "text": None, "bytes_per_clip": pixel_bytes}
+        if enc is not None and enc.text is not None:
+            (out / NULL_TEXT).write_bytes(enc.null_text())
+        return write_manifest(
+            out, shards, created_by="fvdm data pack", source=str(src), storage=storage if pixels else None,
+            pixels=pixels, frames=frames, stride=stride, resize=resize, channels=channels, frame_size=frame_size,
+            classes=ds.classes, num_videos=len(ds), skipped={"count": len(skipped), "items": skipped[:1000]},
+            captions={"clips": captioned, "missing_clips": num_clips - captioned,
+                      "missing_caption": missing_caption if enc is not None and enc.text is not None else None},
+            **packed, seconds=round(time.time() - t0, 3))
 
 
 def make_digits(dst: "str | Path", *, split: str = "train", num_clips: int | None = None, resolution: int = 32,
@@ -200,22 +292,21 @@ def make_digits(dst: "str | Path", *, split: str = "train", num_clips: int | Non
     ds = MovingDigits(MovingDigits.Config(split=split, num_clips=num_clips, resolution=resolution,  # type: ignore[arg-type]
                                           num_frames=num_frames, channels=channels, seed=seed,  # type: ignore[arg-type]
                                           class_conditional=True, **digits_cfg))
-    dst = Path(dst)
-    writer = ShardWriter(dst, shard_size)
     t0 = time.time()
-    with _progress(len(ds), "make-digits", progress) as bar:
+    with staged_output(Path(dst)) as out, _progress(len(ds), "make-digits", progress) as bar:
+        writer = ShardWriter(out, shard_size)
         for i in range(len(ds)):
             item = ds[i]
             clip = vio.to_uint8_frames(item["video"])  # (F, H, W, C)
             meta = {"source": item["key"], "index": i, "label": item["label"]}
             writer.write(encode_sample(_safe_key(item["key"]), clip, storage, item["label"], meta))
             bar.update(1)
-    shards = writer.close()
-    return write_manifest(
-        dst, shards, created_by="fvdm data make-digits", source=f"moving_digits {ds.cfg.model_dump_json()}",
-        storage=storage, frames=num_frames, stride=1, resize=resolution, channels=channels,
-        frame_size=[num_frames, resolution, resolution, channels], classes=[str(c) for c in range(10)],
-        num_videos=len(ds), skipped={"count": 0, "items": []}, seconds=round(time.time() - t0, 3))
+        return write_manifest(
+            out, writer.close(), created_by="fvdm data make-digits",
+            source=f"moving_digits {ds.cfg.model_dump_json()}", storage=storage, frames=num_frames, stride=1,
+            resize=resolution, channels=channels, frame_size=[num_frames, resolution, resolution, channels],
+            classes=[str(c) for c in range(10)], num_videos=len(ds), skipped={"count": 0, "items": []},
+            seconds=round(time.time() - t0, 3))
 
 
 def inspect_shards(urls: "str | list[str]", *, grid: "str | Path | None" = None, grid_samples: int = 8,
@@ -245,10 +336,14 @@ def inspect_shards(urls: "str | list[str]", *, grid: "str | Path | None" = None,
                 want_row = grid is not None and len(rows) < grid_samples
                 if want_row or decode_all:
                     try:
-                        row = _sample_row(key, files, shard, grid_frames)
+                        if has_frames(files) or LATENT not in files:
+                            row = _sample_row(key, files, shard, grid_frames)
+                            if want_row:
+                                rows.append(row)
+                        else:  # latents only: check the arrays load; there are no pixels for the grid
+                            _check_arrays(key, files, shard)
+                            report["note"] = LATENT_GRID_NOTE
                         report["decoded"] = report.get("decoded", 0) + 1
-                        if want_row:
-                            rows.append(row)
                     except vio.BadSampleError as err:
                         report["errors"].append({"source": err.source, "kind": err.kind, "reason": err.reason})
         except vio.BadSampleError as err:
@@ -264,6 +359,13 @@ def inspect_shards(urls: "str | list[str]", *, grid: "str | Path | None" = None,
         save_grid(rows, grid)
         report["grid"] = str(grid)
     return report
+
+
+def _check_arrays(key: str, files: dict[str, bytes], shard: str) -> None:
+    """A latents-only sample's packed arrays load: latent (f, c, h, w), caption rows (n, dim) when present."""
+    load_float_array(files[LATENT], f"{shard}:{key}.{LATENT}", 4)
+    if TEXT in files:
+        load_float_array(files[TEXT], f"{shard}:{key}.{TEXT}", 2)
 
 
 def _sample_row(key: str, files: dict[str, bytes], shard: str, n: int) -> np.ndarray:

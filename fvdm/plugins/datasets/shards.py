@@ -10,11 +10,19 @@ preference: a video (``.mp4/.avi/.mkv/.webm/.mov``, decoded with PyAV), an array
 natural order). A label comes from ``.cls``/``.label`` (an integer as text) or ``.json``
 (``{"label": k}``). ``manifest.json`` beside the shards lists each shard's name, sample
 count and sha256.
+
+Shards packed with encoders (``fvdm data pack --autoencoder/--text-encoder``) also hold
+``KEY.latent.npy`` (float16 (f, c, h, w)) and ``KEY.text.npy`` (float16 (n, dim): the
+caption's own rows, the zero padding left out), and their manifest says what made them;
+``packed_encodings`` reads that part of the manifests, ``sample_latent``/``sample_text``
+a sample's arrays, and ``same_autoencoder`` decides whether a configured autoencoder is
+the one that made the latents.
 """
 
 from __future__ import annotations
 
 import glob as globlib
+import io
 import json
 import os
 import re
@@ -29,6 +37,12 @@ from fvdm.plugins.datasets import video_io as vio
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)  # http:, https:, pipe:, s3:, gs:, file:
 SHARD_EXTS = (".tar", ".tar.gz", ".tgz")
 MANIFEST = "manifest.json"
+LATENT = "latent.npy"  # member extension of a clip's packed latent
+TEXT = "text.npy"  # member extension of a clip's packed caption embedding
+NULL_TEXT = "null_text.npy"  # beside the manifest: the empty prompt's embedding (guidance dropout)
+#: autoencoder settings that say where and in what pieces it runs, not what it computes
+RUNTIME_KEYS = frozenset({"device", "chunk", "chunk_size", "batch_size"})
+PATH_KEYS = frozenset({"path", "pretrained_path"})
 # a numbered frame member's extension after the key: "0003.png", or "x.0003.jpg" for keys with dots
 FRAME_MEMBER = re.compile(r"^(?:.*\.)?(\d+)\.(" + "|".join(e[1:] for e in vio.IMAGE_EXTS) + r")$")
 
@@ -160,6 +174,11 @@ def iter_tar_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 
 # -- one sample -> frames and label ------------------------------------------------------------
+def has_frames(files: dict[str, bytes]) -> bool:
+    """Whether a sample holds pixel frames ``read_frames`` can read (a latents-only sample does not)."""
+    return any("." + e in vio.VIDEO_EXTS or e in ("npy", "npz") or FRAME_MEMBER.match(e) for e in files)
+
+
 def read_frames(key: str, files: dict[str, bytes], where: str, pick: Pick | None = None) -> np.ndarray:
     """A sample's frames -> uint8 (T, H, W, C): every frame, or only those ``pick`` chooses.
 
@@ -221,3 +240,93 @@ def iter_samples_uint8(urls: "str | list[str]") -> Iterator[tuple[str, np.ndarra
     for shard in expand_urls(urls):
         for key, files in iter_tar_samples(shard):
             yield key, all_frames(key, files, shard)
+
+
+# -- packed latents and text embeddings ---------------------------------------------------------
+def load_float_array(data: bytes, name: str, ndim: int) -> np.ndarray:
+    """A packed ``.npy`` float array of ``ndim`` axes (latent, text rows), as stored (float16)."""
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise vio.BadSampleError(name, f"unreadable array ({type(exc).__name__}: {exc})", "corrupt") from None
+    if arr.ndim != ndim or not np.issubdtype(arr.dtype, np.floating):
+        raise vio.BadSampleError(name, f"expected a {ndim}-axis float array, got {arr.dtype} {arr.shape}", "format")
+    return arr
+
+
+def sample_latent(files: dict[str, bytes], name: str, shape: list[int]) -> np.ndarray:
+    """A sample's packed latent -> float32 (f, c, h, w), checked against the manifest's ``latent_shape``."""
+    if LATENT not in files:
+        raise vio.BadSampleError(name, f"no .{LATENT} member although the manifest lists latents", "format")
+    z = load_float_array(files[LATENT], f"{name}.{LATENT}", 4)
+    if list(z.shape) != list(shape):
+        raise vio.BadSampleError(name, f"latent is {list(z.shape)}, the manifest says {list(shape)}", "format")
+    return z.astype(np.float32)
+
+
+def pad_text(rows: np.ndarray, max_length: int, dim: int, name: str) -> np.ndarray:
+    """A prompt's own rows (n, dim) -> float32 (max_length, dim), zero rows past them (the encoder's padding)."""
+    if rows.ndim != 2 or rows.shape[1] != dim or rows.shape[0] > max_length:
+        raise vio.BadSampleError(name, f"text embedding is {list(rows.shape)}; the manifest says at most "
+                                 f"{max_length} rows of dim {dim}", "format")
+    out = np.zeros((max_length, dim), np.float32)
+    out[: rows.shape[0]] = rows
+    return out
+
+
+def sample_text(files: dict[str, bytes], name: str, max_length: int, dim: int) -> np.ndarray:
+    """A sample's packed caption embedding -> float32 (max_length, dim), zero-padded."""
+    if TEXT not in files:
+        raise vio.BadSampleError(name, f"no .{TEXT} member although the manifest lists text embeddings", "format")
+    return pad_text(load_float_array(files[TEXT], f"{name}.{TEXT}", 2), max_length, dim, f"{name}.{TEXT}")
+
+
+def sample_meta(files: dict[str, bytes]) -> dict[str, Any]:
+    """A sample's ``.json`` provenance (source, start, caption, ...); ``{}`` when absent or unreadable."""
+    try:
+        meta = json.loads(files["json"]) if "json" in files else {}
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def packed_encodings(shards: Iterable[str]) -> dict[str, Any] | None:
+    """What the manifests beside the local shards say about their encodings, or None without a manifest.
+
+    ``{"latents": dict | None, "text": dict | None, "pixels": bool, "frames": int, "frame_size": [F, H, W, C],
+    "captions": int (captioned clips), "dir": folder of the first manifest (holds null_text.npy)}``. Shards
+    from several folders must agree on latents and text: a batch cannot mix two autoencoders' latents."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for d in dict.fromkeys(str(Path(s).parent) for s in shards if not is_remote(s)):
+        m = Path(d) / MANIFEST
+        if m.is_file():
+            man = load_manifest(m)
+            found.append((d, {"latents": man.get("latents"), "text": man.get("text"),
+                              "pixels": bool(man.get("pixels", True)), "frames": man.get("frames"),
+                              "frame_size": man.get("frame_size"),
+                              "captions": int((man.get("captions") or {}).get("clips", 0)), "dir": d}))
+    if not found:
+        return None
+    first_dir, first = found[0]
+    for d, other in found[1:]:
+        for field in ("latents", "text", "pixels", "frame_size"):
+            if other[field] != first[field]:
+                raise ValueError(f"webdataset: shards in {first_dir} and {d} differ in their packed {field}; read "
+                                 "them as separate datasets or re-pack them with the same settings")
+    first["captions"] = sum(f["captions"] for _, f in found)
+    return first
+
+
+def same_autoencoder(packed: dict[str, Any], spec: dict[str, Any], packed_fingerprint: str | None = None,
+                     fingerprint: str | None = None) -> bool:
+    """Whether autoencoder ``spec`` makes the latents ``packed`` (the manifest's spec) made.
+
+    Same name, and every setting both specs have equal, except ``RUNTIME_KEYS`` (placement and chunking do
+    not change latents). When both fingerprints are known and equal, paths may differ too (the same weights
+    copied elsewhere). Settings only one spec has are left out: a plugin that gained a setting since the
+    pack still matches its old manifest."""
+    if packed.get("name") != spec.get("name"):
+        return False
+    ignored = RUNTIME_KEYS | (PATH_KEYS if packed_fingerprint and packed_fingerprint == fingerprint else frozenset())
+    shared = (set(packed) & set(spec)) - ignored - {"name"}
+    return all(packed[k] == spec[k] for k in shared)

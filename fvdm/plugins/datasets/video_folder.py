@@ -10,6 +10,15 @@ first-level subfolder names (sorted, or in the order of a UCF101 ``classInd.txt`
 ``split_file`` (e.g. UCF101 ``trainlist01.txt``) keeps only the listed videos (first
 token per line, matched with or without extension).
 
+Captions (``captions: sidecar``, the default) come from a text file of the same name
+beside the video, the convention of common video fine-tuning tools:
+
+    root/Archery/v_Archery_g01_c01.avi   ->  root/Archery/v_Archery_g01_c01.txt
+    root/Archery/v_Archery_g01_c01/      ->  root/Archery/v_Archery_g01_c01.txt
+
+An item has ``"caption"`` only when its video has such a file; ``captions: none``
+ignores them.
+
 Map-style: item ``i`` is one clip of video ``i``; its offset/flip come from a hash of
 ``(seed, epoch, path)``, independent of workers. A bad video is skipped (counted,
 the next video is returned instead) or raises, by ``on_error``.
@@ -64,7 +73,7 @@ def read_list_file(path: Path) -> list[str]:
 class VideoFolder(torch.utils.data.Dataset):
     """Clips from a folder of videos / frame folders; labels from subfolders (UCF101 layout).
 
-    Items: ``{"video": (F, C, H, W) float32 in [-1, 1], "key": str, "label"?: int}``.
+    Items: ``{"video": (F, C, H, W) float32 in [-1, 1], "key": str, "label"?: int, "caption"?: str}``.
     """
 
     class Config(PluginConfig):
@@ -80,6 +89,8 @@ class VideoFolder(torch.utils.data.Dataset):
         channels: Literal[1, 3] = 3
         flip: bool = False
         on_error: Literal["skip", "raise"] = "skip"
+        captions: Literal["sidecar", "none"] = Field(
+            "sidecar", description="sidecar: 'caption' from the same-name .txt beside each video; none: no captions")
         max_consecutive_skips: int = Field(32, ge=1, description="then fail instead of searching forever")
         seed: int = 0
 
@@ -155,6 +166,22 @@ class VideoFolder(torch.utils.data.Dataset):
         rel, kind, _ = self.entries[index]
         return os.path.splitext(rel)[0] if kind == "file" else rel
 
+    def caption_path(self, index: int) -> Path:
+        """The sidecar caption file of video ``index``: ``clip.mp4`` -> ``clip.txt``, frame folder ``clip/`` ->
+        ``clip.txt`` beside it."""
+        return self.root / f"{self.key(index)}.txt"
+
+    def caption(self, index: int) -> str | None:
+        """The caption of video ``index`` (its sidecar's text, stripped), or None without one."""
+        path = self.caption_path(index)
+        if self.cfg.captions == "none" or not path.is_file():
+            return None
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise vio.BadSampleError(str(path), f"caption is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                                     "format") from None
+
     def num_available(self, index: int) -> int | None:
         """Frame count of a frame folder (None for video files: known after decoding)."""
         names = self.entries[index][2]
@@ -203,6 +230,9 @@ class VideoFolder(torch.utils.data.Dataset):
         item: dict[str, Any] = {"video": video, "key": self.key(index)}
         if self.labels is not None:
             item["label"] = self.labels[index]
+        caption = self.caption(index)
+        if caption is not None:
+            item["caption"] = caption
         return item
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -14,6 +14,16 @@ shard and keeps every ``total``-th sample; ``on_error: raise`` fails instead.
 Resampled mode (training): each worker draws shards with replacement forever, or
 for ``epoch_length`` clips per rank per epoch.
 
+Packed encodings (``fvdm data pack --autoencoder/--text-encoder``): when the manifest lists
+latents, items carry ``"latent"`` (f, c, h, w) float32 and ``"video"`` only if the pixels
+were kept; when it lists text, ``"text_emb"`` (max_length, dim) float32, zero-padded; when
+clips have captions, ``"caption"`` ("" for a clip without one). The attributes ``latents``,
+``text`` (the manifest's entries) and ``null_text`` (the empty prompt, (max_length, dim))
+describe them; ``num_frames``/``channels``/``resolution`` stay the pixel clip's, so the build
+sizes latents from the configured autoencoder, and ``check_autoencoder`` refuses one that is
+not the autoencoder the latents were made with. A latent is of the whole packed clip: the
+config must read whole clips (``num_frames`` as packed, ``stride: 1``, no flip).
+
 Reproducibility: the clip offset and flip of a sample are drawn from a hash of
 ``(seed, epoch, key)``, so they do not depend on the worker count or which worker
 reads it. Shard order depends on ``(seed, epoch)`` only. The order in which
@@ -23,7 +33,9 @@ the worker layout.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import numpy as np
@@ -34,8 +46,10 @@ from fvdm.core.errors import DataError
 from fvdm.core.hashing import sha256_file
 from fvdm.core.interfaces import PluginConfig
 from fvdm.plugins.datasets import video_io as vio
-from fvdm.plugins.datasets.shards import (expand_urls, iter_tar_samples, manifest_checksums, manifest_entries,
-                                          sample_frames, sample_label)
+from fvdm.plugins.datasets.shards import (NULL_TEXT, expand_urls, iter_tar_samples, load_float_array,
+                                          manifest_checksums, manifest_entries, packed_encodings, pad_text,
+                                          same_autoencoder, sample_frames, sample_label, sample_latent, sample_meta,
+                                          sample_text)
 
 
 def available() -> tuple[bool, str]:
@@ -59,8 +73,9 @@ def _rank_world(cfg: "WebDatasetVideos.Config") -> tuple[int, int]:
 class WebDatasetVideos(torch.utils.data.IterableDataset):
     """Clips from webdataset tar shards (mp4 / npy / npz / numbered images), split over ranks and workers.
 
-    Items: ``{"video": (F, C, H, W) float32 in [-1, 1], "key": str, "label"?: int}``.
-    Call ``set_epoch(e)`` at each epoch for a new shard order and new clip offsets.
+    Items: ``{"video": (F, C, H, W) float32 in [-1, 1], "key": str, "label"?: int}``; packed shards add
+    ``"latent"`` (f, c, h, w) (and drop "video" unless pixels were kept), ``"text_emb"`` (max_length, dim),
+    ``"caption"`` str. Call ``set_epoch(e)`` at each epoch for a new shard order and new clip offsets.
     """
 
     class Config(PluginConfig):
@@ -112,7 +127,55 @@ class WebDatasetVideos(torch.utils.data.IterableDataset):
         self.skips = vio.SkipCounter("webdataset")
         if cfg.verify_checksums:
             self._verify_checksums()
-        self.resolution = cfg.resolution if cfg.resolution is not None else self._peek_resolution()
+        packed = packed_encodings(self.shards)
+        #: the manifest's ``latents`` entry (autoencoder spec, latent_shape [f, c, h, w], ...) or None
+        self.latents: dict[str, Any] | None = packed["latents"] if packed else None
+        #: the manifest's ``text`` entry (text_encoder spec, encoder_id, dim, max_length) or None
+        self.text: dict[str, Any] | None = packed["text"] if packed else None
+        #: the empty prompt's embedding (max_length, dim) float32, for guidance dropout; None without text
+        self.null_text: torch.Tensor | None = None
+        self.pixels = packed["pixels"] if packed else True  # False: latents only, no "video"
+        self.captions = bool(packed and packed["captions"])  # items carry "caption"
+        if self.text is not None:
+            self.null_text = self._load_null_text(Path(packed["dir"]) / self.text.get("null_text", NULL_TEXT))
+        if self.latents is not None:
+            self.resolution = self._check_whole_clips(packed)
+        else:
+            self.resolution = cfg.resolution if cfg.resolution is not None else self._peek_resolution()
+
+    def _load_null_text(self, path: Path) -> torch.Tensor:
+        if not path.is_file():
+            raise FileNotFoundError(f"webdataset: the manifest lists text embeddings but {path} is missing; copy it "
+                                    "with the shards or re-pack with --text-encoder")
+        rows = load_float_array(path.read_bytes(), str(path), 2)
+        return torch.from_numpy(pad_text(rows, int(self.text["max_length"]), int(self.text["dim"]), str(path)))
+
+    def _check_whole_clips(self, packed: dict[str, Any]) -> int:
+        """A latent encodes one whole packed clip: refuse a config reading other frames; returns the resolution."""
+        cfg = self.cfg
+        f, h, w, c = packed["frame_size"]
+        fixes = [fix for bad, fix in (
+            (cfg.num_frames != f, f"num_frames: {f}"), (cfg.stride != 1, "stride: 1 (pack with --stride instead)"),
+            (cfg.flip, "flip: false (a flipped latent is not the latent of the flipped clip)"),
+            (cfg.resolution not in (None, h), f"resolution: {h} (or leave it out)"),
+            (cfg.channels != c, f"channels: {c}")) if bad]
+        if fixes:
+            raise ValueError(f"webdataset: the shards hold latents of whole {f}-frame {h}x{w} {c}-channel clips; "
+                             f"set {', '.join(fixes)}")
+        return int(h)
+
+    def check_autoencoder(self, spec: dict[str, Any], fingerprint: str | None = None) -> None:
+        """Refuse an autoencoder ``spec`` (``{"name": ..., **settings}``) that did not make the packed latents.
+
+        ``fingerprint``: the configured autoencoder's weights id when it has one; equal to the packed one, the
+        weights may live at another path. Nothing to check without packed latents."""
+        if self.latents is None:
+            return
+        packed = self.latents["autoencoder"]
+        if not same_autoencoder(packed, spec, self.latents.get("fingerprint"), fingerprint):
+            raise ValueError(f"the shards' latents were made by autoencoder {json.dumps(packed, sort_keys=True)}, "
+                             f"but the config sets {json.dumps(spec, sort_keys=True)}; set autoencoder to the packed "
+                             "one, or re-pack the shards with `fvdm data pack --autoencoder ...`")
 
     def _verify_checksums(self) -> None:
         """Drop (or, on_error: raise, refuse) local shards whose bytes differ from the manifest's sha256."""
@@ -274,6 +337,22 @@ class WebDatasetVideos(torch.utils.data.IterableDataset):
                 self.skips.handle(err, "skip")
 
     def _make_item(self, key: str, files: dict[str, bytes], shard: str, epoch: int) -> dict[str, Any]:
+        name = f"{shard}:{key}"
+        item: dict[str, Any] = {"key": key}
+        if self.latents is not None:
+            item["latent"] = torch.from_numpy(sample_latent(files, name, self.latents["latent_shape"]))  # (f, c, h, w)
+        if self.pixels:
+            item["video"] = self._video(key, files, shard, epoch)  # (F, C, H, W)
+        if self.text is not None:
+            item["text_emb"] = torch.from_numpy(sample_text(files, name, int(self.text["max_length"]),
+                                                            int(self.text["dim"])))  # (max_length, dim)
+        if self.captions:  # every item, so a batch collates them into a list of str
+            item["caption"] = str(sample_meta(files).get("caption", ""))
+        if self.num_classes > 0:
+            item["label"] = sample_label(files, name)
+        return item
+
+    def _video(self, key: str, files: dict[str, bytes], shard: str, epoch: int) -> torch.Tensor:
         rng = vio.key_seed(self.cfg.seed, epoch, key)
         frames = sample_frames(key, files, num_frames=self.num_frames, stride=self.cfg.stride,
                                offset=self.cfg.offset, rng=rng, where=os.path.basename(shard))
@@ -282,10 +361,7 @@ class WebDatasetVideos(torch.utils.data.IterableDataset):
         if video.shape[-2:] != (self.resolution, self.resolution):
             raise vio.BadSampleError(f"{shard}:{key}", f"frames are {tuple(video.shape[-2:])}, expected "
                                      f"{self.resolution}x{self.resolution}; set resolution to resize", "format")
-        item: dict[str, Any] = {"video": video, "key": key}
-        if self.num_classes > 0:
-            item["label"] = sample_label(files, f"{shard}:{key}")
-        return item
+        return video
 
     @staticmethod
     def _shuffle(it: Iterator[dict[str, Any]], rng: np.random.Generator, size: int = 0) -> Iterator[dict[str, Any]]:
