@@ -197,8 +197,11 @@ def test_bad_pretrained_inputs_are_one_line_before_any_compute(tmp_path, capsys,
 @pytest.fixture(scope="module")
 def wan_vae(tmp_path_factory):
     """The same setup with Wan's causal video VAE (tiny, random): 9 RGB pixel frames <-> 3 latents."""
+    from fvdm.core.plugins import load_plugins
+
     root = tmp_path_factory.mktemp("wanvae")
-    wan_dir = make_wan_dir(root / "Wan-tiny", channels=4)
+    vae = load_plugins()["autoencoders"].build({"name": "wan_vae", "variant": "tiny"})
+    wan_dir = make_wan_dir(root / "Wan-tiny", channels=vae.latent_channels)
     cfg = config(root, wan_dir, data={"name": "shape_only", "num_frames": 9, "channels": 3, "resolution": 32},
                  autoencoder={"name": "wan_vae", "variant": "tiny"})
     return root, cfg

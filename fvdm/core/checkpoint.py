@@ -39,6 +39,7 @@ RESUME_MUTABLE = (
     # the fixes a divergence asks for: changing them on --resume continues from the saved state
     "train.lr", "train.warmup_steps", "train.grad_clip", "train.spike_factor",
     "train.num_workers", "train.compile", "train.parallel", "train.sample_batch",
+    "train.validate_every", "train.validate_tasks", "train.validate_clips", "train.validate_prompts",
 )
 
 

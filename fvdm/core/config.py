@@ -60,6 +60,10 @@ class TrainSettings(PluginConfig):
     spike_factor: float = Field(
         50.0, ge=0, description="stop as diverged when a step's loss exceeds this many times the median of the "
         "last 200 losses (after 100 steps; before that 100 x this many times max(1, the first 10 losses)), before the step is applied or saved; 0 disables")
+    init_from: str | None = Field(
+        None, description="a fresh run starting from other weights (a fine-tune, not a resume): an fvdm checkpoint "
+                          "file (its EMA weights; init_weights: model for the raw ones) or a backbone weights directory")
+    init_weights: Literal["ema", "model"] = Field("ema", description="which weights of the init_from checkpoint")
     ema_decay: float = Field(0.9999, ge=0, le=1)
     ema_warmup: bool = Field(
         True, description="use min(ema_decay, (1+step)/(10+step)) so short runs get a useful EMA")
@@ -76,6 +80,14 @@ class TrainSettings(PluginConfig):
     sample_every: int = Field(0, ge=0, description="0 disables sample GIFs during training")
     sample_batch: int = Field(4, ge=1, description="videos per sample GIF")
     eval_every: int = Field(0, ge=0, description="0 disables; else FVD-style eval of EMA samples every N steps")
+    validate_every: int = Field(0, ge=0, description="0 disables; else every N steps the EMA model samples "
+                                                     "validate_tasks on held-out clips (same noise each time): PNG "
+                                                     "grid in validation/, TensorBoard, L1 to the real clips")
+    validate_tasks: list[str] = Field(default_factory=lambda: ["unconditional", "image_to_video", "extension"],
+                                      description="unconditional, image_to_video, extension, interpolation")
+    validate_clips: int = Field(4, ge=1, description="held-out clips per validation (the data's test split)")
+    validate_prompts: list[str] = Field(default_factory=list, description="text models without packed "
+                                                                          "embeddings: prompts, cycled over clips")
     eval_metric: str = Field("fvd_digits", description="registered evaluator used by eval_every")
     eval_samples: int = Field(256, ge=2, description="generated and real (test split) clips per eval")
     tensorboard: bool = True

@@ -44,6 +44,8 @@ from fvdm.core.config import ExperimentConfig, canonical_dict, canonical_hash, r
 from fvdm.core.data_stream import check_batch, check_latents, make_loader, next_batch
 from fvdm.core.divergence import NonFiniteLossError, diverged_error, divergence
 from fvdm.core.ema import ema_decay_at, ema_update, make_ema
+from fvdm.core.init_from import init_weights
+from fvdm.core.validation import check_validation, validate
 from fvdm.core.errors import ConfigError, warn_once
 from fvdm.core.previews import evaluate, write_samples
 from fvdm.core.rng import restore_streams, rng_streams, stream_states
@@ -107,6 +109,7 @@ class Run:
     data_iter: Iterator[dict[str, Any]]
     buckets: LossByLevel
     logger: TrainLogger
+    validation_cache: dict[str, Any] = field(default_factory=dict)  # held-out clips / prompt embeddings, read once
 
     @property
     def raw(self) -> torch.nn.Module:
@@ -262,6 +265,13 @@ def show_previews(run: Run, step: int) -> None:
     if tc.eval_every and step % tc.eval_every == 0:
         with run.logger.paused():
             evaluate(*args)
+    if tc.validate_every and step % tc.validate_every == 0:
+        with run.logger.paused():
+            try:
+                validate(run, step)
+            except Exception as exc:  # validation is a side show: report and keep training
+                warn_once("validate_fail", f"validation at step {step} failed ({type(exc).__name__}: {exc}); "
+                                           "training continues")
 
 
 def save(run: Run, state: TrainState) -> None:
@@ -317,6 +327,10 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     if tc.batch_size % (world * tc.grad_accum):
         raise ConfigError([("train.batch_size", f"{tc.batch_size} is not divisible by ranks x grad_accum = {world} x "
                                                 f"{tc.grad_accum}; pick a multiple of {world * tc.grad_accum}")])
+    check_validation(cfg)
+    if tc.init_from is not None and cfg.backbone.params.get("pretrained"):
+        raise ConfigError([("train.init_from", "give train.init_from or backbone.pretrained, not both (both say "
+                                               "where the weights start)")])
     global_micro = tc.batch_size // tc.grad_accum
     resolved = resolve_config(cfg, plugins)  # validates the config against its plugins, once
     canonical = canonical_dict(cfg, resolved=resolved)
@@ -332,6 +346,8 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     parts = build_components(cfg, plugins, resolved=resolved, load_pretrained=ckpt is None)
 
     raw = parts.model
+    if ckpt is None and tc.init_from is not None:  # a fine-tune: the weights, not the run, come from elsewhere
+        raw.pretrained_info = init_weights(raw, tc.init_from, parts.spec, weights=tc.init_weights)
     param_dtype = torch.float64 if tc.dtype == "float64" else torch.float32
     raw.to(device=device, dtype=param_dtype).train()
     if hasattr(parts.autoencoder, "to"):

@@ -1,0 +1,97 @@
+"""``train.init_from``: a new run from another run's weights (a fine-tune, not a resume), recorded with its hash."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from fvdm.cli import main
+from fvdm.core.init_from import sha256_file
+
+
+def cfg_file(root, name, **train):
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": name, "run_root": str(root / "runs"),
+        "data": {"name": "moving_digits", "num_frames": 4, "resolution": 16, "num_clips": 8},
+        "backbone": {"name": "unet_video", "base_channels": 8, "channel_mult": [1, 2], "temporal_levels": [1]},
+        "vtv": train.pop("vtv", "synchronized"),
+        "sample": {"sampler": {"name": "ddim", "clip_x0": 1.0}, "steps": 2},
+        "train": {"steps": 2, "batch_size": 2, "log_every": 1, "ckpt_every": 1, "tensorboard": False,
+                  "ema_decay": 0.5, **train},
+    }))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("base")
+    assert main(["train", cfg_file(root, "base"), "--run-dir", str(root / "run"), "--no-progress"]) == 0
+    return root, root / "run" / "checkpoints" / "last.pt"
+
+
+def test_a_fine_tune_starts_from_the_base_ema_and_records_it(base, tmp_path):
+    _, ckpt = base
+    cfg = cfg_file(tmp_path, "ft", vtv="ptss", init_from=str(ckpt), lr=1e-12, steps=1)
+    assert main(["train", cfg, "--run-dir", str(tmp_path / "ft"), "--no-progress"]) == 0
+    ours = torch.load(tmp_path / "ft" / "checkpoints" / "last.pt", weights_only=True)
+    theirs = torch.load(ckpt, weights_only=True)
+    assert ours["step"] == 1 and ours["started_from"]["sha256"] == sha256_file(ckpt)
+    assert ours["started_from"]["step"] == 2 and ours["started_from"]["weights"] == "ema"
+    # lr 1e-12: the fine-tune's weights are the base's EMA weights after one step
+    worst = max((ours["model"][k] - v).abs().max().item() for k, v in theirs["ema"].items())
+    assert worst < 1e-6
+
+
+def test_init_from_another_architecture_is_one_line_before_training(base, tmp_path, capsys):
+    _, ckpt = base
+    cfg = tmp_path / "wide.yaml"
+    data = yaml.safe_load(open(cfg_file(tmp_path, "wide", init_from=str(ckpt))))
+    data["backbone"]["base_channels"] = 16
+    cfg.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--run-dir", str(tmp_path / "w"), "--no-progress"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "FVDM_DEBUG" not in line]
+    # a config error: the project's `N config error(s):` header, then one line per field
+    assert len(err) == 2 and "train.init_from:" in err[1] and "holds another backbone: base_channels 8 (this run 16)" \
+        in err[1], err
+    assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_init_from_and_pretrained_together_are_refused(base, tmp_path, capsys):
+    _, ckpt = base
+    data = yaml.safe_load(open(cfg_file(tmp_path, "both", init_from=str(ckpt))))
+    data["backbone"]["pretrained"] = str(tmp_path)
+    (tmp_path / "both.yaml").write_text(yaml.safe_dump(data))
+    assert main(["train", str(tmp_path / "both.yaml"), "--run-dir", str(tmp_path / "b"), "--no-progress"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_validation_while_fine_tuning_samples_held_out_tasks_with_the_same_noise(base, tmp_path):
+    import json
+
+    _, ckpt = base
+    cfg = cfg_file(tmp_path, "val", vtv="ptss", init_from=str(ckpt), steps=2, validate_every=1, validate_clips=2,
+                   lr=1e-12, validate_tasks=["unconditional", "image_to_video", "extension", "interpolation"])
+    assert main(["train", cfg, "--run-dir", str(tmp_path / "v"), "--no-progress"]) == 0
+    grids = sorted((tmp_path / "v" / "validation").glob("step_*.png"))
+    assert [g.name for g in grids] == ["step_0000001.png", "step_0000002.png"]
+    from PIL import Image
+
+    a, b = (torch.tensor(np.asarray(Image.open(g))).float() for g in grids)
+    assert a.shape == b.shape and (a - b).abs().mean() < 1.0  # same noise, weights moved by lr 1e-12: same grid
+    rows = [json.loads(line) for line in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()]
+    names = {k for r in rows for k in r if k.startswith("eval_val_")}
+    assert names == {f"eval_val_{t}_l1_to_real" for t in ("unconditional", "image_to_video", "extension",
+                                                           "interpolation")}
+    l1 = {k: v for r in rows for k, v in r.items() if k.startswith("eval_val_")}
+    assert all(0 < v < 2 for v in l1.values())
+
+
+def test_an_unknown_validation_task_is_refused_before_training(tmp_path, capsys):
+    cfg = cfg_file(tmp_path, "bad", validate_every=1, validate_tasks=["infil"])
+    assert main(["train", cfg, "--run-dir", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "cannot be validated from held-out clips" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
