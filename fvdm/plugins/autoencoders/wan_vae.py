@@ -15,8 +15,8 @@ its latents before ``vae.decode``. Variants:
           subfolder of Wan-AI/Wan2.1-T2V-1.3B-Diffusers;
   wan2.2  z_dim 48, 16x spatial (2x2 patchify, then 8x), 4x temporal, residual up/down blocks:
           Wan2.2-TI2V-5B's VAE, the ``vae`` subfolder of Wan-AI/Wan2.2-TI2V-5B-Diffusers;
-  tiny    Wan2.1's latent layout (z_dim 16, 8x, 4x) with narrow random layers, built from ``seed``
-          without a directory: tests and CPU benchmarks.
+  tiny    Wan2.1's structure (8x, 4x, causal) at width 8 with z_dim 4 and random weights and
+          latent statistics, built from ``seed`` without a directory: tests and CPU benchmarks.
 
 Weights are never downloaded (``local_files_only=True``); ``path`` is a local diffusers directory.
 """
@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import torch
 from einops import rearrange
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
 from fvdm.core.interfaces import PluginConfig
@@ -48,8 +48,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 #: The ``tiny`` variant: Wan2.1's layout (3 downsamples, the last two also in time) at width 8, one res block
-#: per level; its latents_mean / latents_std are AutoencoderKLWan's defaults (Wan2.1's statistics).
-TINY_CONFIG: dict[str, Any] = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1, attn_scales=[],
+#: per level, 4 latent channels (its latents_mean / latents_std are drawn with the weights)
+TINY_CONFIG: dict[str, Any] = dict(base_dim=8, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=1, attn_scales=[],
                                    temperal_downsample=[False, True, True])
 
 
@@ -62,14 +62,28 @@ class WanVAE(nn.Module):
     """Frozen Wan VAE: encode (B, 1+4k, 3, H, W) in [-1, 1] -> (B, 1+k, z_dim, H/d, W/d) normalized latents."""
 
     class Config(PluginConfig):
-        path: str | None = Field(None, description="local diffusers directory (e.g. a downloaded "
-                                                   "Wan-AI/Wan2.1-T2V-1.3B-Diffusers); never downloaded")
-        subfolder: str = Field("vae", description="subfolder of path holding config.json and the weights")
+        # variant comes first: the path check below reads it
         variant: Literal["wan2.1", "wan2.2", "tiny"] = Field(
             "wan2.1", description="wan2.1: 16 ch, 8x; wan2.2 (TI2V-5B): 48 ch, 16x; tiny: random, no path")
+        path: str | None = Field(None, validate_default=True,
+                                 description="local diffusers directory (e.g. a downloaded "
+                                             "Wan-AI/Wan2.1-T2V-1.3B-Diffusers); never downloaded")
+        subfolder: str = Field("vae", description="subfolder of path holding config.json and the weights")
         seed: int = Field(0, description="tiny only: seed of its random weights")
         chunk: int = Field(1, ge=1, description="clips per encode/decode call (memory bound)")
         dtype: Literal["float32", "bfloat16"] = "float32"
+
+        @field_validator("path")
+        @classmethod
+        def _path_fits_variant(cls, path: str | None, info: ValidationInfo) -> str | None:
+            variant = info.data.get("variant")
+            if variant == "tiny" and path is not None:
+                raise ValueError(f"wan_vae variant tiny builds random weights and takes no path (got {path!r}); "
+                                 "set variant to wan2.1 or wan2.2 to load that directory")
+            if variant in VARIANTS and path is None:
+                raise ValueError(f"wan_vae variant {variant} needs path, a local diffusers directory; fvdm never "
+                                 f"downloads weights: {_download_hint(variant)}")
+            return path
 
     temporal_downsample = 4
     causal = True
@@ -80,15 +94,16 @@ class WanVAE(nn.Module):
         from diffusers import AutoencoderKLWan
 
         if cfg.variant == "tiny":
-            if cfg.path is not None:
-                raise ValueError(f"wan_vae: variant 'tiny' builds random weights and takes no path (got "
-                                 f"{cfg.path!r}); set variant to 'wan2.1' or 'wan2.2' to load that directory")
             with torch.random.fork_rng(devices=[]):  # the caller's RNG stream is left where it was
                 torch.manual_seed(cfg.seed)
-                vae = AutoencoderKLWan(**TINY_CONFIG)
+                z_dim = TINY_CONFIG["z_dim"]
+                stats = dict(latents_mean=(torch.randn(z_dim) * 0.5).tolist(),
+                             latents_std=(0.5 + torch.rand(z_dim)).tolist())
+                vae = AutoencoderKLWan(**TINY_CONFIG, **stats)
+            if cfg.dtype != "float32":
+                vae = vae.to(_DTYPES[cfg.dtype])
         else:
             vae = self._load(AutoencoderKLWan, cfg)
-        vae = vae.to(_DTYPES[cfg.dtype])
         vae.requires_grad_(False).eval()
         self.vae = vae
         c = vae.config
@@ -109,9 +124,6 @@ class WanVAE(nn.Module):
     # -- loading -------------------------------------------------------------------------------------
     @staticmethod
     def _load(cls: type, cfg: "WanVAE.Config") -> nn.Module:
-        if cfg.path is None:
-            raise FileNotFoundError(f"wan_vae: variant {cfg.variant!r} needs path, a local diffusers directory; "
-                                    f"fvdm never downloads weights: {_download_hint(cfg.variant)}")
         root = Path(cfg.path).expanduser()
         folder = root / cfg.subfolder if cfg.subfolder else root
         config_file = folder / "config.json"
@@ -129,7 +141,8 @@ class WanVAE(nn.Module):
         if name != _CLASS:
             raise ValueError(f"wan_vae: {config_file} describes a {name!r}, not an {_CLASS}; point path at a copy "
                              f"of {VARIANTS[cfg.variant]['repo']} (subfolder vae)")
-        return cls.from_pretrained(str(root), subfolder=cfg.subfolder or None, local_files_only=True)
+        return cls.from_pretrained(str(root), subfolder=cfg.subfolder or None, local_files_only=True,
+                                   torch_dtype=_DTYPES[cfg.dtype])
 
     def _check_variant(self, cfg: "WanVAE.Config", temporal: int, pixel_channels: int) -> None:
         want = VARIANTS[cfg.variant]
@@ -168,7 +181,10 @@ class WanVAE(nn.Module):
         """x (B, 1+4k, 3, H, W) in [-1, 1] -> z (B, 1+k, z_dim, H/d, W/d), normalized posterior mode."""
         check_video(x, "x", channels=3)
         B, F, _, H, W = x.shape
-        latent_frame_count(self, F)  # 1 + 4k frames, or a one-line error naming counts that encode
+        try:
+            latent_frame_count(self, F)  # 1 + 4k frames
+        except ValueError as exc:  # its message names the counts that do encode
+            raise ValueError(f"wan_vae: {exc}") from None
         if H % self.downsample or W % self.downsample:
             raise ValueError(f"wan_vae: frames of {H}x{W} are not divisible by the spatial factor {self.downsample}; "
                              f"crop or resize to multiples of {self.downsample}")
