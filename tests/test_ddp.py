@@ -19,14 +19,18 @@ from fvdm.core.plugins import load_plugins
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp2"])
-def test_two_gloo_ranks_match_one_process(tmp_path, parallel):
+@pytest.mark.parametrize("parallel,backbone", [("ddp", "latte_tiny"), ("fsdp2", "latte_tiny"), ("fsdp2", "wan")])
+def test_two_gloo_ranks_match_one_process(tmp_path, parallel, backbone):
+    wan = backbone == "wan"
+    if wan:
+        pytest.importorskip("diffusers")
     cfg = {
         "name": "ddp", "seed": 3, "run_root": str(tmp_path / "runs"),
         # class-conditional: label dropout is drawn by the engine, so it too is split-invariant
         "data": {"name": "moving_digits", "num_frames": 4, "resolution": 16, "num_clips": 32,
-                 "class_conditional": True},
-        "backbone": {"name": "latte_tiny"},
+                 "class_conditional": not wan},
+        "backbone": {"name": "wan", "size": "tiny"} if wan else {"name": "latte_tiny"},
+        **({"noise_schedule": "rectified_flow"} if wan else {}),
         "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "grad_clip": 1.0, "log_every": 1,
                   "tensorboard": False, "parallel": parallel},
     }
@@ -46,8 +50,14 @@ def test_two_gloo_ranks_match_one_process(tmp_path, parallel):
     assert b["world_size"] == 2 and len(b["rng"]["ranks"]) == 2
     assert a["data_position"] == b["data_position"] == 16
     torch.testing.assert_close(b["losses"], torch.tensor(one["losses"], dtype=torch.float64), rtol=0, atol=1e-5)
+    # Wan without text attends to one zero text token: softmax over one key is 1 whatever the query, so the
+    # cross-attention's query/key weights get gradients that are pure rounding noise (~1e-12), which Adam
+    # normalizes into +-lr steps of either sign; they are not comparable between any two runs
+    degenerate = ("attn2.to_q.", "attn2.to_k.", "attn2.norm_q.", "attn2.norm_k.") if wan else ()
     for key in ("model", "ema"):
         for name in a[key]:
+            if any(d in name for d in degenerate):
+                continue
             torch.testing.assert_close(b[key][name], a[key][name], rtol=0, atol=1e-5, msg=f"{key}.{name}")
     assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == ["last.pt", "step-00000004.pt"]
 

@@ -113,12 +113,19 @@ def gather_objects(obj: object, info: DistInfo) -> list[object]:
 # -- model state under DDP / FSDP2 -------------------------------------------------------------------
 
 def shard_fsdp2(model: torch.nn.Module) -> None:
-    """Shard ``model`` in place with FSDP2: the sub-modules of each transformer block, then the rest."""
+    """Shard ``model`` in place with FSDP2: the sub-modules of each transformer block, then the rest.
+
+    The blocks are the ModuleLists directly under the backbone, or under the diffusers model it wraps
+    (``model.transformer.blocks`` for the Wan family).
+    """
     from torch.distributed.fsdp import fully_shard
 
-    # Not the block itself: backbones may call a block's adaLN layer outside the block's forward,
-    # which would skip FSDP's unshard hook.
-    for mlist in (m for m in model.children() if isinstance(m, torch.nn.ModuleList)):
+    holders = [model] + ([model.transformer] if isinstance(getattr(model, "transformer", None), torch.nn.Module)
+                         else [])
+    # Not the block itself: backbones may call a block's adaLN layer outside the block's forward
+    # (fvdm's Wan blocks run their modulation glue outside the diffusers block's forward), which would
+    # skip FSDP's unshard hook; the block's own parameters (scale_shift_table) stay with the root.
+    for mlist in (m for h in holders for m in h.children() if isinstance(m, torch.nn.ModuleList)):
         for block in mlist:
             for child in block.children():
                 if any(True for _ in child.parameters()):
