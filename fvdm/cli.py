@@ -15,7 +15,7 @@ import warnings
 from fvdm import __version__
 from fvdm.core.errors import FvdmError
 
-COMMANDS = ("train", "sample", "eval", "bench", "data", "plugins", "config", "demo")
+COMMANDS = ("train", "sample", "eval", "bench", "data", "plugins", "config", "demo", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -95,3 +95,41 @@ def test_an_unknown_validation_task_is_refused_before_training(tmp_path, capsys)
     assert main(["train", cfg, "--run-dir", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "cannot be validated from held-out clips" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_lora_fine_tune_trains_only_adapters_resumes_and_samples(base, tmp_path):
+    """train.lora on the base: checkpoints hold adapters + the base's fingerprint; resume and sampling read the
+    base again."""
+    pytest.importorskip("peft")
+    _, ckpt = base
+    lora = {"rank": 4, "target_modules": ["qkv", "proj", "film"]}
+    cfg = cfg_file(tmp_path, "lora", vtv="ptss", init_from=str(ckpt), steps=2, lora=lora, lr=1e-2)
+    run = tmp_path / "lora"
+    assert main(["train", cfg, "--run-dir", str(run), "--no-progress", "--max-steps", "1"]) == 0
+    first = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert first["model"] and all(".lora_" in k for k in first["model"]) and all(".lora_" in k for k in first["ema"])
+    assert first["started_from"]["lora_base_fingerprint"] and first["started_from"]["kind"] == "checkpoint"
+    assert main(["train", cfg, "--run-dir", str(run), "--no-progress", "--resume"]) == 0
+    second = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert second["step"] == 2 and set(second["model"]) == set(first["model"])
+    assert any((second["model"][k] - first["model"][k]).abs().max() > 0 for k in first["model"])
+    from fvdm.core.loaded import load_for_sampling
+    from fvdm.core.plugins import load_plugins
+
+    loaded = load_for_sampling(run / "checkpoints" / "last.pt", load_plugins())
+    frozen = {k: v for k, v in loaded.model.state_dict().items() if ".lora_" not in k}
+    base_ema = torch.load(ckpt, weights_only=True)["ema"]
+    assert all(torch.equal(frozen[k.replace("base_layer.", "")] if k not in frozen else frozen[k],
+                           base_ema[k.replace("base_layer.", "")]) for k in frozen)
+    out = tmp_path / "out"
+    assert main(["sample", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--task", "image_to_video",
+                 "--video", str(_clip(tmp_path)), "--formats", "png", "--no-progress", "--out", str(out)]) == 0
+
+
+def _clip(tmp_path):
+    pytest.importorskip("av")
+    from fvdm.core.media import write_mp4
+
+    path = tmp_path / "clip.mp4"
+    write_mp4(torch.rand(1, 4, 1, 16, 16) * 2 - 1, path, fps=8)
+    return path

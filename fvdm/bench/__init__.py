@@ -16,6 +16,12 @@ def fvdm_register_benchmarks(registry):
 
     registry.add("speed", SpeedSuite)
     registry.add("digits_zero_shot", DigitsZeroShotSuite)
+
+    from fvdm.bench.suites.finetune_forgetting import FinetuneForgettingSuite
+
+    registry.add("finetune_forgetting", FinetuneForgettingSuite,
+                 description="fine-tune the committed synchronized digits base per arm (PTSS, independent, "
+                             "task-specific i2v, control): what each forgets and gains, paired by seed")
     for name, config in PROTOCOLS.items():
         registry.add(name, ProtocolSuite, config=config,
                      description=f"StyleGAN-V FVD16/FVD128 protocol on {name} (user-supplied data and weights)")

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fvdm.core.errors import ConfigError, UnknownPluginError
 from fvdm.core.interfaces import PluginConfig
+from fvdm.core.lora import LoraSettings
 from fvdm.core.registry import is_validation_error
 
 
@@ -64,6 +65,9 @@ class TrainSettings(PluginConfig):
         None, description="a fresh run starting from other weights (a fine-tune, not a resume): an fvdm checkpoint "
                           "file (its EMA weights; init_weights: model for the raw ones) or a backbone weights directory")
     init_weights: Literal["ema", "model"] = Field("ema", description="which weights of the init_from checkpoint")
+    lora: LoraSettings | None = Field(None, description="train LoRA adapters (peft) on the frozen base instead of "
+                                                        "every weight: {rank, alpha, target_modules, dropout}; "
+                                                        "checkpoints hold the adapters and the base's fingerprint")
     ema_decay: float = Field(0.9999, ge=0, le=1)
     ema_warmup: bool = Field(
         True, description="use min(ema_decay, (1+step)/(10+step)) so short runs get a useful EMA")

@@ -167,10 +167,11 @@ def full_state(raw: torch.nn.Module, opt: torch.optim.Optimizer | None, fsdp: bo
 
 
 def load_full_state(raw: torch.nn.Module, opt: torch.optim.Optimizer | None, model_sd: dict, opt_sd: dict | None,
-                    fsdp: bool, load_strict: Callable[[torch.nn.Module, dict], None]) -> None:
+                    fsdp: bool, load_strict: Callable[[torch.nn.Module, dict], None], *, partial: bool = False) -> None:
     """Load full state dicts into a plain or FSDP2-sharded model (and optimizer).
 
     ``load_strict(module, state)`` loads an unsharded model with errors naming the mismatch.
+    ``partial``: ``model_sd`` holds only some of the weights (LoRA adapters; ``load_strict`` checks those).
     """
     if not fsdp:
         load_strict(raw, model_sd)
@@ -179,7 +180,7 @@ def load_full_state(raw: torch.nn.Module, opt: torch.optim.Optimizer | None, mod
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
-    o = StateDictOptions(full_state_dict=True)
+    o = StateDictOptions(full_state_dict=True, strict=not partial)
     set_model_state_dict(raw, model_sd, options=o)
     if opt is not None and opt_sd is not None:
         set_optimizer_state_dict(raw, opt, opt_sd, options=o)

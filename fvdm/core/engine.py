@@ -37,7 +37,7 @@ import torch
 from fvdm.core import distributed as D
 from fvdm.core.build import Components, build_components, model_frames, plugin_origins, set_attention
 from fvdm.core.checkpoint import (
-    FORMAT, VERSION, capture_rng, checkpoint_to_resume, load_state_strict, publish_checkpoint, restore_rng,
+    FORMAT, VERSION, CheckpointError, capture_rng, checkpoint_to_resume, load_state_strict, publish_checkpoint, restore_rng,
     set_aside_diverged, step_file,
 )
 from fvdm.core.config import ExperimentConfig, canonical_dict, canonical_hash, resolve_config, shown_dict
@@ -45,6 +45,7 @@ from fvdm.core.data_stream import check_batch, check_latents, make_loader, next_
 from fvdm.core.divergence import NonFiniteLossError, diverged_error, divergence
 from fvdm.core.ema import ema_decay_at, ema_update, make_ema
 from fvdm.core.init_from import init_weights
+from fvdm.core.lora import add_lora, base_fingerprint, is_lora_key, load_adapter_state
 from fvdm.core.validation import check_validation, validate
 from fvdm.core.errors import ConfigError, warn_once
 from fvdm.core.previews import evaluate, write_samples
@@ -278,6 +279,9 @@ def save(run: Run, state: TrainState) -> None:
     """Write ``step-<N>.pt`` and point ``last.pt`` at it (rank 0; every rank joins the collectives)."""
     model_sd, opt_sd = D.full_state(run.raw, run.opt, run.fsdp)
     ema_sd, _ = D.full_state(run.ema, None, run.fsdp)
+    if run.cfg.train.lora is not None:  # adapters only: the base is the pretrained weights, named by fingerprint
+        model_sd = {k: v for k, v in model_sd.items() if is_lora_key(k)}
+        ema_sd = {k: v for k, v in ema_sd.items() if is_lora_key(k)}
     ranks_rng = D.gather_objects(capture_rng(), run.dinfo)
     if run.dinfo.is_main:
         publish_checkpoint({
@@ -343,13 +347,17 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    parts = build_components(cfg, plugins, resolved=resolved, load_pretrained=ckpt is None)
+    # a LoRA run's checkpoints hold only its adapters: a resume reads the base again (and checks it is the same)
+    lora = tc.lora is not None
+    parts = build_components(cfg, plugins, resolved=resolved, load_pretrained=ckpt is None or lora)
 
     raw = parts.model
-    if ckpt is None and tc.init_from is not None:  # a fine-tune: the weights, not the run, come from elsewhere
+    if (ckpt is None or lora) and tc.init_from is not None:  # a fine-tune: the weights come from elsewhere
         raw.pretrained_info = init_weights(raw, tc.init_from, parts.spec, weights=tc.init_weights)
     param_dtype = torch.float64 if tc.dtype == "float64" else torch.float32
     raw.to(device=device, dtype=param_dtype).train()
+    base_fp = attach_lora(raw, tc.lora, ckpt, ckpt_src) if lora else None
+    raw.to(device=device, dtype=param_dtype)
     if hasattr(parts.autoencoder, "to"):
         parts.autoencoder.to(device)
     kernel = set_attention(raw, cfg, plugins, device, torch.bfloat16 if tc.bf16 else torch.float32)
@@ -357,7 +365,8 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     if fsdp:
         D.shard_fsdp2(raw)
         D.shard_fsdp2(ema)
-    opt = torch.optim.AdamW(raw.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+    trainable = [p for p in raw.parameters() if p.requires_grad]  # LoRA: the adapters only
+    opt = torch.optim.AdamW(trainable, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
     state = TrainState(gens=rng_streams(cfg.seed, device))  # t, noise, label dropout: same on every rank
     if ckpt is not None:
         state = restore(ckpt, ckpt_src, cfg, dinfo, raw, ema, opt, fsdp, run_dir)
@@ -376,6 +385,8 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     if int(parts.spec.get("num_classes", 0) or 0) > 0 and "force_drop" in inspect.signature(raw.forward).parameters:
         label_dropout = float(dropout.get("class", 0.0))
     started_from = (ckpt.get("started_from") if ckpt is not None else getattr(raw, "pretrained_info", None))
+    if lora:
+        started_from = {**(started_from or {}), "lora_base_fingerprint": base_fp}
     origins = plugin_origins(parts.resolved)  # fixed for the run: config.yaml header and every checkpoint
     if main:
         write_config(run_dir, shown_dict(cfg, resolved=parts.resolved), origins)  # `fvdm train` re-reads it
@@ -398,12 +409,30 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     return run, state
 
 
+def attach_lora(raw: torch.nn.Module, settings: Any, ckpt: dict[str, Any] | None, src: Path | None) -> str:
+    """Add LoRA adapters to ``raw`` (base frozen); returns the base's fingerprint, which a resumed run's
+    checkpoint must name: its adapters belong to exactly that base."""
+    base_fp = base_fingerprint(raw)
+    stored = ((ckpt or {}).get("started_from") or {}).get("lora_base_fingerprint")
+    if ckpt is not None and stored != base_fp:
+        raise CheckpointError(f"{src} holds LoRA adapters of base {str(stored)[:12]}, but the base read now is "
+                              f"{base_fp[:12]}: the pretrained directory or init_from changed since; restore it")
+    add_lora(raw, settings)
+    return base_fp
+
+
 def restore(ckpt: dict[str, Any], src: Path, cfg: ExperimentConfig, dinfo: D.DistInfo, raw: torch.nn.Module,
             ema: torch.nn.Module, opt: torch.optim.Optimizer, fsdp: bool, run_dir: Path) -> TrainState:
     """Load weights, optimizer and every RNG state from ``ckpt``; the state the run continues from."""
-    D.load_full_state(raw, opt, ckpt["model"], ckpt.get("optimizer"), fsdp,
-                      lambda m, sd: load_state_strict(m, sd, "model", src))
-    D.load_full_state(ema, None, ckpt["ema"], None, fsdp, lambda m, sd: load_state_strict(m, sd, "EMA", src))
+    lora = cfg.train.lora is not None  # the checkpoint holds the adapters; the base was read again
+
+    def load(what: str) -> Callable[[torch.nn.Module, dict], None]:
+        if lora:
+            return lambda m, sd: load_adapter_state(m, sd, source=f"{src} ({what})")
+        return lambda m, sd: load_state_strict(m, sd, what, src)
+
+    D.load_full_state(raw, opt, ckpt["model"], ckpt.get("optimizer"), fsdp, load("model"), partial=lora)
+    D.load_full_state(ema, None, ckpt["ema"], None, fsdp, load("EMA"), partial=lora)
     step = int(ckpt["step"])
     if dinfo.is_main:
         truncate_metrics(run_dir / "metrics.jsonl", step)

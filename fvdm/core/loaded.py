@@ -70,11 +70,35 @@ def load_for_sampling(path: str | Path, plugins: Any, *, use_ema: bool = True,
     schedule = build_plugin(plugins, "noise_schedules", cfg.noise_schedule.spec(), "noise_schedule")
     autoencoder = build_plugin(plugins, "autoencoders", cfg.autoencoder.spec(), "autoencoder")
     info = dict(ckpt["data_info"])
-    model = build_model(plugins, dict(ckpt["model_info"]), check_against=None)  # never re-reads `pretrained`
     weights = ckpt["ema"] if use_ema else ckpt["model"]
-    load_state_strict(model, weights, "EMA" if use_ema else "model", path)
+    if cfg.train.lora is None:
+        model = build_model(plugins, dict(ckpt["model_info"]), check_against=None)  # never re-reads `pretrained`
+        load_state_strict(model, weights, "EMA" if use_ema else "model", path)
+    else:
+        model = lora_model(plugins, ckpt, cfg, weights, path)
     return _ready(model, schedule, autoencoder, cfg, plugins, info, dict(ckpt["model_info"]), device,
                   step=int(ckpt["step"]), path=str(path), used_ema=use_ema)
+
+
+def lora_model(plugins: Any, ckpt: dict[str, Any], cfg: Any, adapters: dict[str, torch.Tensor],
+               path: str | Path) -> torch.nn.Module:
+    """A LoRA checkpoint holds only its adapters: read the base again (``pretrained`` or ``train.init_from``),
+    check it is the base they were trained on, then add them."""
+    from fvdm.core.init_from import init_weights
+    from fvdm.core.lora import add_lora, base_fingerprint, load_adapter_state
+
+    spec = dict(ckpt["model_info"])
+    model = build_model(plugins, spec, check_against=None, load_pretrained=True)
+    if cfg.train.init_from is not None:
+        init_weights(model, cfg.train.init_from, spec, weights=cfg.train.init_weights)
+    stored = (ckpt.get("started_from") or {}).get("lora_base_fingerprint")
+    base_fp = base_fingerprint(model.float())
+    if stored != base_fp:
+        raise ValueError(f"{path} holds LoRA adapters of base {str(stored)[:12]}, but its base reads as {base_fp[:12]} "
+                         "now: the pretrained directory or init_from changed since training; restore it")
+    add_lora(model, cfg.train.lora)
+    load_adapter_state(model, adapters, source=str(path))
+    return model
 
 
 def load_from_config(cfg: Any, plugins: Any, *, device: str | torch.device = "cpu") -> LoadedModel:

@@ -19,3 +19,8 @@ def fvdm_register_vtv_strategies(registry):
     registry.add("independent", Independent)
     registry.add("ptss", PTSS)
     registry.add("diffusion_forcing", DiffusionForcing)
+
+    from fvdm.plugins.vtv.clean_first import CleanFirst
+
+    registry.add("clean_first", CleanFirst, description="frame 0 clean, the others one shared level: the "
+                                                        "task-specific image-to-video fine-tune")

@@ -82,6 +82,8 @@ class Arm(PluginConfig):
     vtv: dict[str, Any] = Field(default_factory=lambda: {"name": "synchronized"},
                                 description="training VTV strategy spec: any registered vtv_strategies name + params")
     steps_multiplier: float = Field(1.0, gt=0, description="train for round(multiplier x budget.train_steps) steps")
+    train: dict[str, Any] = Field(default_factory=dict, description="train settings of this arm's model on top of "
+                                                                    "the suite's (e.g. lora, lr)")
     sampling: str = Field("native", description="native | replacement | stabilized (checked before training)")
     stabilization: float = Field(0.05, gt=0, lt=1, description="level at which `stabilized` shows context")
 
@@ -207,6 +209,9 @@ class Config(PluginConfig):
     device: str = Field("cpu", description="cpu or cuda[:i]: models, data, generators all live there")
     workers: int = Field(2, ge=1, description="processes training models side by side (1 = in-process)")
     reuse_checkpoints: bool = Field(False, description="skip training when OUT/runs/<model>_s<seed> is complete")
+    init_from: str | None = Field(None, description="every model fine-tunes from these weights (train.init_from: "
+                                                    "a backbone directory or checkpoint) instead of training from "
+                                                    "scratch")
 
     # Checks of one field name that field (a one-line `field: problem` on the command line), so they are
     # field validators reading the fields declared before them, not model validators.
@@ -270,6 +275,11 @@ def slug(spec: dict[str, Any]) -> str:
     parts = [str(vtv.get("name"))] + [f"{k}{v}" for k, v in sorted(vtv.items()) if k != "name"]
     if spec["steps_multiplier"] != 1:
         parts.append(f"x{spec['steps_multiplier']:g}")
+    if spec.get("train"):
+        import hashlib
+        import json
+
+        parts.append("t" + hashlib.sha256(json.dumps(spec["train"], sort_keys=True).encode()).hexdigest()[:6])
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in "_".join(parts))
 
 
@@ -284,12 +294,12 @@ def given(cfg: Config, task: str) -> list[int]:
 
 
 def models(cfg: Config) -> dict[str, dict[str, Any]]:
-    """Trained-model key -> {vtv, steps_multiplier, arms}: arms with one training spec share a model."""
+    """Trained-model key -> {vtv, steps_multiplier, train, arms}: arms with one training spec share a model."""
     out: dict[str, dict[str, Any]] = {}
     for arm in cfg.arms:
-        spec = {"vtv": dict(arm.vtv), "steps_multiplier": arm.steps_multiplier}
+        spec = {"vtv": dict(arm.vtv), "steps_multiplier": arm.steps_multiplier, "train": dict(arm.train)}
         for m in out.values():
-            if {"vtv": m["vtv"], "steps_multiplier": m["steps_multiplier"]} == spec:
+            if {k: m[k] for k in spec} == spec:
                 m["arms"].append(arm.name)
                 break
         else:

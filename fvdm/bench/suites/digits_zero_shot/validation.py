@@ -17,8 +17,9 @@ from fvdm.bench.suites.digits_zero_shot.design import (DIRECTIONS, SAMPLING_MODE
 
 
 def experiment_dict(cfg: Config, key: str, vtv: dict[str, Any], seed: int, steps: int,
-                    budget: Budget) -> dict[str, Any]:
-    """The experiment config of one model: identical across models except for ``vtv`` and ``steps``."""
+                    budget: Budget, train: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The experiment config of one model: identical across models except for ``vtv``, ``steps`` and the
+    arm's ``train`` overrides."""
     return {
         "name": f"digits_{key}_s{seed}", "seed": seed,
         "data": data_spec(cfg, "train", cfg.num_frames, cfg.train_clips),
@@ -28,7 +29,8 @@ def experiment_dict(cfg: Config, key: str, vtv: dict[str, Any], seed: int, steps
                   "warmup_steps": min(cfg.warmup_steps, steps - 1),
                   "ema_decay": cfg.ema_decay, "tensorboard": False, "sample_every": 0,
                   "bf16": cfg.bf16,
-                  "log_every": max(1, steps // 5), "ckpt_every": steps},
+                  "log_every": max(1, steps // 5), "ckpt_every": steps,
+                  **({"init_from": cfg.init_from} if cfg.init_from else {}), **(train or {})},
         "sample": {"sampler": cfg.sampler, "schedule": "standard", "steps": budget.sample_steps},
     }
 
@@ -41,7 +43,7 @@ def _check_training_configs(cfg: Config, plugins: Any, budget: Budget) -> None:
     for key, m in models(cfg).items():
         steps = max(1, round(m["steps_multiplier"] * budget.train_steps))
         try:
-            resolve_config(parse_config(experiment_dict(cfg, key, m["vtv"], 0, steps, budget)), plugins)
+            resolve_config(parse_config(experiment_dict(cfg, key, m["vtv"], 0, steps, budget, m["train"])), plugins)
         except ConfigError as exc:
             arm_errs = [f"{p}: {msg}" for p, msg in exc.errors if p.split(".")[0] == "vtv"]
             if arm_errs:

@@ -24,13 +24,13 @@ from fvdm.bench.suites.digits_zero_shot.validation import experiment_dict
 
 # -- training --------------------------------------------------------------------------
 def train_model(cfg: Config, plugins: Any, run_dir: Path, seed: int, key: str, vtv: dict[str, Any], steps: int,
-                budget: Budget) -> tuple[Path, dict[str, Any]]:
+                budget: Budget, train: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
     """Train (or, with ``reuse_checkpoints``, reuse) one model -> (checkpoint, train info)."""
     from fvdm.core import engine
     from fvdm.core.checkpoint import load_checkpoint
     from fvdm.core.config import ExperimentConfig
 
-    exp = ExperimentConfig.model_validate(experiment_dict(cfg, key, vtv, seed, steps, budget))
+    exp = ExperimentConfig.model_validate(experiment_dict(cfg, key, vtv, seed, steps, budget, train))
     ckpt = run_dir / "checkpoints" / "last.pt"
     if cfg.reuse_checkpoints and ckpt.is_file() and int(load_checkpoint(ckpt)["step"]) == steps:
         log(f"reusing {ckpt}")
@@ -136,7 +136,8 @@ def model_job(cfg: Config, plugins: Any, fvd_m: Any, real: dict[str, Any], key: 
     """Train one model (a training spec) and evaluate every arm that shares it -> (train info, arm results)."""
     model = models(cfg)[key]
     steps = max(1, round(model["steps_multiplier"] * budget.train_steps))
-    ckpt, info = train_model(cfg, plugins, out / "runs" / f"{key}_s{seed}", seed, key, model["vtv"], steps, budget)
+    ckpt, info = train_model(cfg, plugins, out / "runs" / f"{key}_s{seed}", seed, key, model["vtv"], steps, budget,
+                             model["train"])
     return info, evaluate(cfg, plugins, ckpt, key, model["arms"], seed, fvd_m, real, budget, evaluators)
 
 
