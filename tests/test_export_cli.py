@@ -8,13 +8,15 @@ import pytest
 import torch
 import yaml
 from einops import rearrange, repeat
-from safetensors.torch import load_file
 
-from fvdm.cli import main
-from fvdm.commands.export import export_adapter, export_merged
-from fvdm.core.build import build_model
-from fvdm.core.checkpoint import load_checkpoint
-from fvdm.core.plugins import load_plugins
+pytest.importorskip("safetensors")
+from safetensors.torch import load_file  # noqa: E402
+
+from fvdm.cli import main  # noqa: E402
+from fvdm.commands.export import export_adapter, export_merged  # noqa: E402
+from fvdm.core.build import build_model  # noqa: E402
+from fvdm.core.checkpoint import load_checkpoint  # noqa: E402
+from fvdm.core.plugins import load_plugins  # noqa: E402
 
 UNET = {"name": "unet_video", "base_channels": 8, "channel_mult": [1, 2], "temporal_levels": [1], "groups": 4,
         "num_heads": 2}

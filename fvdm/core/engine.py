@@ -361,7 +361,7 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     if hasattr(parts.autoencoder, "to"):
         parts.autoencoder.to(device)
     kernel = set_attention(raw, cfg, plugins, device, torch.bfloat16 if tc.bf16 else torch.float32)
-    ema = make_ema(raw)
+    ema = make_ema(raw, share_frozen=lora and not fsdp)  # LoRA: the base is shared, only adapters averaged
     if fsdp:
         D.shard_fsdp2(raw)
         D.shard_fsdp2(ema)
