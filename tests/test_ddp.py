@@ -19,11 +19,14 @@ from fvdm.core.plugins import load_plugins
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("parallel,backbone", [("ddp", "latte_tiny"), ("fsdp2", "latte_tiny"), ("fsdp2", "wan")])
+@pytest.mark.parametrize("parallel,backbone", [("ddp", "latte_tiny"), ("fsdp2", "latte_tiny"), ("fsdp2", "wan"),
+                                               ("fsdp2", "wan_lora")])
 def test_two_gloo_ranks_match_one_process(tmp_path, parallel, backbone):
-    wan = backbone == "wan"
+    wan = backbone.startswith("wan")
     if wan:
         pytest.importorskip("diffusers")
+    if backbone == "wan_lora":
+        pytest.importorskip("peft")
     cfg = {
         "name": "ddp", "seed": 3, "run_root": str(tmp_path / "runs"),
         # class-conditional: label dropout is drawn by the engine, so it too is split-invariant
@@ -32,7 +35,8 @@ def test_two_gloo_ranks_match_one_process(tmp_path, parallel, backbone):
         "backbone": {"name": "wan", "size": "tiny"} if wan else {"name": "latte_tiny"},
         **({"noise_schedule": "rectified_flow"} if wan else {}),
         "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "grad_clip": 1.0, "log_every": 1,
-                  "tensorboard": False, "parallel": parallel},
+                  "tensorboard": False, "parallel": parallel,
+                  **({"lora": {"rank": 4}} if backbone == "wan_lora" else {})},
     }
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg))
@@ -45,7 +49,9 @@ def test_two_gloo_ranks_match_one_process(tmp_path, parallel, backbone):
     assert proc.stdout.count("fvdm train: done") == 1  # rank 0 alone logs
     assert "2 rank(s) x 2" in proc.stdout
 
-    one = train(parse_config(cfg), load_plugins(), run_dir=tmp_path / "one", progress=False)
+    # one process cannot shard: the reference runs unwrapped (the same arithmetic FSDP2 distributes)
+    single = {**cfg, "train": {**cfg["train"], "parallel": "ddp"}}
+    one = train(parse_config(single), load_plugins(), run_dir=tmp_path / "one", progress=False)
     a, b = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
     assert b["world_size"] == 2 and len(b["rng"]["ranks"]) == 2
     assert a["data_position"] == b["data_position"] == 16
@@ -60,6 +66,16 @@ def test_two_gloo_ranks_match_one_process(tmp_path, parallel, backbone):
                 continue
             torch.testing.assert_close(b[key][name], a[key][name], rtol=0, atol=1e-5, msg=f"{key}.{name}")
     assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == ["last.pt", "step-00000004.pt"]
+
+
+def test_fsdp2_without_torchrun_is_refused_before_training(tmp_path):
+    from fvdm.core.errors import ConfigError
+
+    cfg = parse_config({"data": {"name": "moving_digits", "num_frames": 4, "resolution": 16, "num_clips": 8},
+                        "train": {"steps": 1, "batch_size": 2, "parallel": "fsdp2", "tensorboard": False}})
+    with pytest.raises(ConfigError, match="fsdp2 shards over several processes: start them with `torchrun"):
+        train(cfg, load_plugins(), run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")

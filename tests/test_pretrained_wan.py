@@ -235,3 +235,12 @@ def test_causal_vae_maps_given_pixel_frames_to_latents_or_says_which_would(wan_v
         return
     err = [line for line in capsys.readouterr().err.strip().splitlines() if "FVDM_DEBUG" not in line]
     assert code == 2 and len(err) == 1 and expect in err[0], err
+
+
+def test_non_square_clips_sample_at_their_own_height_and_width(wan, tmp_path):
+    """Wan runs at 480x832: a shape_only height/width reaches the latents, the noise and the decoded frames."""
+    root, wan_dir, _ = wan
+    cfg = config(tmp_path, wan_dir, data={"name": "shape_only", "num_frames": FRAMES, "channels": CHANNELS,
+                                          "height": 16, "width": 24})
+    assert sample(cfg, tmp_path / "out", "--task", "unconditional", "--prompt", "wide") == 0
+    assert frames_of(tmp_path / "out", "unconditional").shape[-2:] == (16, 24)

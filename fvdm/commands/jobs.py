@@ -264,7 +264,7 @@ def plan_job(job: dict[str, Any], plugins: FvdmPlugins, cache: dict[str, Any]) -
     check = getattr(task, "check_sampling", None)
     if callable(check):  # a --window too large, a cache the backbone cannot keep, ...: before any file is read
         check(sampling)
-    reader = InputReader(shape=(loaded.channels, loaded.resolution, loaded.resolution),
+    reader = InputReader(shape=(loaded.channels, loaded.height or loaded.resolution, loaded.width or loaded.resolution),
                          num_frames=loaded.num_frames, num_classes=loaded.num_classes, batch_size=batch_size,
                          encode=loaded.autoencoder.encode, on_mismatch=job.get("on_mismatch") or "resize",
                          autoencoder=loaded.autoencoder)

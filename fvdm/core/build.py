@@ -63,13 +63,29 @@ def data_info(dataset: VideoDataset, autoencoder: Autoencoder) -> dict[str, int]
         lf = latent_frame_count(autoencoder, f)
     except ValueError as exc:
         raise ConfigError([("data.num_frames", f"{exc} (autoencoder {type(autoencoder).__name__})")]) from None
-    return {"num_frames": f, "channels": c, "resolution": r, "num_classes": nc,
+    info = {"num_frames": f, "channels": c, "resolution": r, "num_classes": nc,
             "latent_channels": lc, "latent_resolution": lr, "latent_frames": lf}
+    h, w = int(getattr(dataset, "height", r) or r), int(getattr(dataset, "width", r) or r)
+    if (h, w) != (r, r):  # non-square clips (Wan's 480x832): recorded only then, so square runs keep their info
+        if hasattr(autoencoder, "latent_shape"):
+            lh, lw = (int(autoencoder.latent_shape(c, s)[1]) for s in (h, w))
+        else:
+            down = int(getattr(autoencoder, "downsample", 1) or 1)
+            lh, lw = h // down, w // down
+        info.update(height=h, width=w, latent_height=lh, latent_width=lw)
+    return info
 
 
 def model_frames(info: dict[str, int]) -> int:
     """Frames the backbone sees per clip: the latent frames (a checkpoint from before temporal VAEs: the frames)."""
     return int(info.get("latent_frames", info["num_frames"]))
+
+
+def frame_size(info: dict[str, int], latent: bool = False) -> tuple[int, int]:
+    """(H, W) of a frame in pixel space (``latent``: the backbone's space); square data: (resolution,) * 2."""
+    r = int(info["latent_resolution" if latent else "resolution"])
+    return int(info.get("latent_height" if latent else "height", r)), int(info.get("latent_width" if latent
+                                                                                   else "width", r))
 
 
 def backbone_spec(cfg: ExperimentConfig, plugins: Any, info: dict[str, int],

@@ -332,6 +332,9 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
         raise ConfigError([("train.batch_size", f"{tc.batch_size} is not divisible by ranks x grad_accum = {world} x "
                                                 f"{tc.grad_accum}; pick a multiple of {world * tc.grad_accum}")])
     check_validation(cfg)
+    if tc.parallel == "fsdp2" and not dinfo.distributed:
+        raise ConfigError([("train.parallel", "fsdp2 shards over several processes: start them with `torchrun "
+                                              "--nproc-per-node N -m fvdm train ...`, or set parallel: ddp for one")])
     if tc.init_from is not None and cfg.backbone.params.get("pretrained"):
         raise ConfigError([("train.init_from", "give train.init_from or backbone.pretrained, not both (both say "
                                                "where the weights start)")])

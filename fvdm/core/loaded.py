@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from fvdm.core.build import build_model, build_plugin, model_frames, set_attention
+from fvdm.core.build import build_model, build_plugin, frame_size, model_frames, set_attention
 from fvdm.core.checkpoint import load_checkpoint, load_state_strict
 from fvdm.core.config import parse_config
 
@@ -40,6 +40,10 @@ class LoadedModel:
     used_ema: bool = True
     max_frames: int = 0  # the backbone's frame capacity (>= num_frames, the trained clip length)
     pixel_frames: int = 0  # pixel frames of a clip (num_frames is the model's: fewer under a temporal VAE)
+    height: int = 0  # pixel frame size (H, W); resolution x resolution unless the data is non-square
+    width: int = 0
+    latent_height: int = 0
+    latent_width: int = 0
     conditioning: frozenset[str] = frozenset()  # what the backbone consumes: "class", "text"
     _text_encoder: Any = None
 
@@ -127,11 +131,13 @@ def _ready(model: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: Any, pl
     entry = plugins["backbones"].get(spec["name"])
     frames = model_frames(info)
     capacity = getattr(model, "num_frames", frames)
+    (h, w), (lh, lw) = frame_size(info), frame_size(info, latent=True)
     return LoadedModel(
         model=model, schedule=schedule, autoencoder=autoencoder, config=cfg,
         num_frames=frames, channels=int(info["channels"]), resolution=int(info["resolution"]),
         num_classes=int(spec.get("num_classes", info.get("num_classes", 0)) or 0),
         latent_channels=int(info["latent_channels"]), latent_resolution=int(info["latent_resolution"]),
         max_frames=int(frames if capacity is None else capacity), pixel_frames=int(info["num_frames"]),
+        height=h, width=w, latent_height=lh, latent_width=lw,
         conditioning=frozenset(getattr(entry.config, "conditioning", frozenset())), **where,
     )

@@ -15,7 +15,7 @@ import torch
 from einops import rearrange
 
 from fvdm.core import sampling
-from fvdm.core.build import model_frames
+from fvdm.core.build import frame_size, model_frames
 from fvdm.core.config import ExperimentConfig
 from fvdm.core.errors import warn_once
 from fvdm.core.interfaces import Autoencoder, NoiseSchedule
@@ -38,7 +38,7 @@ def sample_videos(ema: torch.nn.Module, schedule: NoiseSchedule, autoencoder: Au
     S = plugins["sampling_schedules"].build(cfg.sample.schedule.spec(), plugins=plugins)(
         cfg.sample.steps, nf, num_timesteps=getattr(schedule, "num_timesteps", None)).to(device)
     g = torch.Generator(device=device).manual_seed(seed)  # own RNG: training streams untouched
-    x = torch.randn((n, nf, info["latent_channels"], info["latent_resolution"], info["latent_resolution"]),
+    x = torch.randn((n, nf, info["latent_channels"], *frame_size(info, latent=True)),
                     generator=g, device=device)  # (n, F, C, h, w) latent noise
     nc = int(spec.get("num_classes", 0) or 0)
     y = torch.arange(n, device=device) % nc if nc > 0 else None

@@ -96,7 +96,8 @@ def make_context(
     sc = loaded.config.sample
     return build_context(
         plugins, model=loaded.model, schedule=loaded.schedule, num_frames=loaded.num_frames,
-        shape=(loaded.latent_channels, loaded.latent_resolution, loaded.latent_resolution),
+        shape=(loaded.latent_channels, loaded.latent_height or loaded.latent_resolution,
+               loaded.latent_width or loaded.latent_resolution),
         sampler=sampler if sampler is not None else sc.sampler.spec(),
         matrix=schedule if schedule is not None else sc.schedule.spec(),
         steps=int(steps or sc.steps), batch_size=batch_size,

@@ -21,12 +21,16 @@ class ShapeOnly:
     class Config(PluginConfig):
         num_frames: int = Field(17, ge=1, description="pixel frames per clip (1 + 4k for Wan's causal VAE)")
         channels: int = Field(3, ge=1)
-        resolution: int = Field(256, ge=1, description="pixel height = width")
+        resolution: int = Field(256, ge=1, description="pixel height = width (unless height/width are given)")
+        height: int | None = Field(None, ge=1, description="pixel height of non-square clips (Wan: 480)")
+        width: int | None = Field(None, ge=1, description="pixel width of non-square clips (Wan: 832)")
 
     num_classes = 0
 
     def __init__(self, cfg: "ShapeOnly.Config"):
-        self.num_frames, self.channels, self.resolution = cfg.num_frames, cfg.channels, cfg.resolution
+        self.num_frames, self.channels = cfg.num_frames, cfg.channels
+        self.height, self.width = cfg.height or cfg.resolution, cfg.width or cfg.resolution
+        self.resolution = min(self.height, self.width)  # the nominal size; the build reads height and width
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         raise ValueError("dataset shape_only holds no clips (it only declares a shape for sampling a pretrained "
