@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -160,14 +159,10 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     result = run(batch=1, frames=4, size_hw=16, rounds=2) if args.quick else run(rounds=args.rounds)
-    import diffusers
-
-    from fvdm.bench.runner import provenance, write_json
+    from fvdm.bench.runner import script_provenance, write_json
 
     result["quick"] = args.quick
-    result["provenance"] = {**provenance(), "diffusers": diffusers.__version__,
-                            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-                            "seconds": round(time.perf_counter() - t0, 1)}
+    result["provenance"] = script_provenance(t0)
     write_json(result, Path(args.out) / "results.json")
     print(json.dumps(result, indent=2))
 

@@ -127,17 +127,9 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     result = run(args.reps)
-    import os
+    from fvdm.bench.runner import script_provenance, write_json
 
-    import diffusers
-
-    from fvdm.bench.runner import provenance, write_json
-
-    # the project's provenance (versions, threads, CPU, git revision and dirtiness) plus what only this
-    # benchmark knows
-    result["provenance"] = {**provenance(), "diffusers": diffusers.__version__,
-                            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-                            "seconds": round(time.perf_counter() - t0, 1)}
+    result["provenance"] = script_provenance(t0)
     write_json(result, Path(args.out) / "results.json")
     print(json.dumps(result, indent=2))
 

@@ -155,6 +155,17 @@ def write_json(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def script_provenance(t0: float) -> dict[str, Any]:
+    """``provenance()`` plus what a stand-alone benchmark script adds: the diffusers version, the machine's
+    load at the end (a busy machine slows timings) and the script's seconds since ``t0`` (perf_counter)."""
+    import time
+
+    import diffusers
+
+    return {**provenance(), "diffusers": diffusers.__version__, "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}; lists of scalars stay as they are."""
     out: dict[str, Any] = {}
