@@ -20,7 +20,6 @@ runs on one machine and thread count; bf16 autocast on another CPU can round dif
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -35,12 +34,14 @@ def export(ckpt_path: Path, out: Path, plugins) -> dict:
     """The checkpoint's EMA weights as an fvdm backbone directory; returns the weights' sha256 and spec."""
     from safetensors.torch import save_file
 
+    from fvdm.core.hashing import sha256_file
+
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     out.mkdir(parents=True, exist_ok=True)
     spec = dict(ckpt["model_info"])
     (out / "config.json").write_text(json.dumps({"backbone": spec["name"], "spec": spec}, indent=2) + "\n")
     save_file({k: v.contiguous() for k, v in ckpt["ema"].items()}, str(out / "model.safetensors"))
-    sha = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    sha = sha256_file(out / "model.safetensors")
     return {"sha256": sha, "spec": spec, "step": int(ckpt["step"]), "config": json.loads(ckpt["config"])}
 
 

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from fvdm.cli import main
-from fvdm.core.init_from import sha256_file
+from fvdm.core.hashing import sha256_file
 
 
 def cfg_file(root, name, **train):

@@ -11,24 +11,16 @@ every checkpoint (``started_from``), so a result traces back to its base.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fvdm.core.errors import ConfigError
+from fvdm.core.hashing import sha256_file
 
 #: backbone spec keys that say where weights come from, not what the network is
 ORIGIN_KEYS = ("pretrained", "subfolder", "lora", "lora_scale")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def init_weights(model: torch.nn.Module, source: str, spec: dict[str, Any], *, weights: str = "ema") -> dict[str, Any]:

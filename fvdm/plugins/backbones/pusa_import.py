@@ -26,7 +26,6 @@ only reads shapes, so it runs on a 14B model built on the meta device.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Mapping, NamedTuple
@@ -34,6 +33,7 @@ from typing import Mapping, NamedTuple
 import torch
 from torch import nn
 
+from fvdm.core.hashing import sha256_file
 from fvdm.plugins.backbones.wan_sizes import WAN_SIZES
 
 
@@ -260,14 +260,6 @@ def merge_lora(transformer: nn.Module, lora: Mapping[str, torch.Tensor], *, alph
     return [t.param for t in targets]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):  # 16 MiB reads: the file is several GB
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_pusa_lora(transformer: nn.Module, path: str | Path, *, scale: float = 1.0) -> dict:
     """Read Pusa V1's LoRA file and merge it into ``transformer`` (a diffusers WanTransformer3DModel).
 
@@ -284,5 +276,5 @@ def lora_report(path: str | Path, lora: Mapping[str, torch.Tensor], adapted: lis
     """Provenance of a merged LoRA: file, sha256, rank, alpha, scale, number of adapted weights."""
     path = Path(path).expanduser()
     rank = next(t for k, t in lora.items() if ".lora_A" in k).shape[0]
-    return {"file": str(path), "sha256": _sha256(path), "rank": rank, "alpha": float(rank), "scale": scale,
+    return {"file": str(path), "sha256": sha256_file(path), "rank": rank, "alpha": float(rank), "scale": scale,
             "adapted": len(adapted)}
