@@ -133,3 +133,19 @@ def _clip(tmp_path):
     path = tmp_path / "clip.mp4"
     write_mp4(torch.rand(1, 4, 1, 16, 16) * 2 - 1, path, fps=8)
     return path
+
+
+def test_a_lora_checkpoint_refuses_another_base_on_resume(base, tmp_path, capsys):
+    pytest.importorskip("peft")
+    import shutil
+
+    root, ckpt = base
+    start = tmp_path / "base.pt"
+    shutil.copy(ckpt, start)
+    cfg = cfg_file(tmp_path, "lora2", vtv="ptss", init_from=str(start), steps=2,
+                   lora={"rank": 4, "target_modules": ["qkv", "proj", "film"]})
+    assert main(["train", cfg, "--run-dir", str(tmp_path / "r"), "--no-progress", "--max-steps", "1"]) == 0
+    shutil.copy(ckpt.parent / "step-00000001.pt", start)  # the same architecture, other weights
+    capsys.readouterr()
+    assert main(["train", cfg, "--run-dir", str(tmp_path / "r"), "--no-progress", "--resume"]) != 0
+    assert "holds LoRA adapters of base" in capsys.readouterr().err

@@ -37,7 +37,7 @@ import torch
 from fvdm.core import distributed as D
 from fvdm.core.build import Components, build_components, model_frames, plugin_origins, set_attention
 from fvdm.core.checkpoint import (
-    FORMAT, VERSION, CheckpointError, capture_rng, checkpoint_to_resume, load_state_strict, publish_checkpoint, restore_rng,
+    FORMAT, VERSION, capture_rng, checkpoint_to_resume, load_state_strict, publish_checkpoint, restore_rng,
     set_aside_diverged, step_file,
 )
 from fvdm.core.config import ExperimentConfig, canonical_dict, canonical_hash, resolve_config, shown_dict
@@ -45,7 +45,7 @@ from fvdm.core.data_stream import check_batch, check_latents, make_loader, next_
 from fvdm.core.divergence import NonFiniteLossError, diverged_error, divergence
 from fvdm.core.ema import ema_decay_at, ema_update, make_ema
 from fvdm.core.init_from import init_weights
-from fvdm.core.lora import add_lora, base_fingerprint, is_lora_key, load_adapter_state
+from fvdm.core.lora import add_lora, base_fingerprint, check_base, is_lora_key, load_adapter_state
 from fvdm.core.validation import check_validation, validate
 from fvdm.core.errors import ConfigError, warn_once
 from fvdm.core.previews import evaluate, write_samples
@@ -415,11 +415,10 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
 def attach_lora(raw: torch.nn.Module, settings: Any, ckpt: dict[str, Any] | None, src: Path | None) -> str:
     """Add LoRA adapters to ``raw`` (base frozen); returns the base's fingerprint, which a resumed run's
     checkpoint must name: its adapters belong to exactly that base."""
-    base_fp = base_fingerprint(raw)
-    stored = ((ckpt or {}).get("started_from") or {}).get("lora_base_fingerprint")
-    if ckpt is not None and stored != base_fp:
-        raise CheckpointError(f"{src} holds LoRA adapters of base {str(stored)[:12]}, but the base read now is "
-                              f"{base_fp[:12]}: the pretrained directory or init_from changed since; restore it")
+    if ckpt is None:
+        base_fp = base_fingerprint(raw)
+    else:
+        base_fp = check_base(raw, (ckpt.get("started_from") or {}).get("lora_base_fingerprint"), str(src))
     add_lora(raw, settings)
     return base_fp
 

@@ -89,17 +89,13 @@ def lora_model(plugins: Any, ckpt: dict[str, Any], cfg: Any, adapters: dict[str,
     """A LoRA checkpoint holds only its adapters: read the base again (``pretrained`` or ``train.init_from``),
     check it is the base they were trained on, then add them."""
     from fvdm.core.init_from import init_weights
-    from fvdm.core.lora import add_lora, base_fingerprint, load_adapter_state
+    from fvdm.core.lora import add_lora, check_base, load_adapter_state
 
     spec = dict(ckpt["model_info"])
     model = build_model(plugins, spec, check_against=None, load_pretrained=True)
     if cfg.train.init_from is not None:
         init_weights(model, cfg.train.init_from, spec, weights=cfg.train.init_weights)
-    stored = (ckpt.get("started_from") or {}).get("lora_base_fingerprint")
-    base_fp = base_fingerprint(model.float())
-    if stored != base_fp:
-        raise ValueError(f"{path} holds LoRA adapters of base {str(stored)[:12]}, but its base reads as {base_fp[:12]} "
-                         "now: the pretrained directory or init_from changed since training; restore it")
+    check_base(model.float(), (ckpt.get("started_from") or {}).get("lora_base_fingerprint"), str(path))
     add_lora(model, cfg.train.lora)
     load_adapter_state(model, adapters, source=str(path))
     return model

@@ -242,6 +242,16 @@ def base_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def check_base(model: nn.Module, expected: str | None, source: str) -> str:
+    """The base's fingerprint, which must be ``expected`` (what a LoRA checkpoint recorded): adapters belong to
+    exactly one base, and a changed pretrained directory or init_from would silently pair them with another."""
+    found = base_fingerprint(model)
+    if found != expected:
+        raise LoraError(f"{source} holds LoRA adapters of base {str(expected)[:12]}, but the base read now is "
+                        f"{found[:12]}: the pretrained directory or init_from changed since training; restore it")
+    return found
+
+
 def merge_lora(model: nn.Module) -> None:
     """Fold every adapter into its base weight (W += (alpha / rank) B A, peft's merge) and put the base linear
     layer back, in place: ``model.state_dict()`` has the plain base keys again. Parameters stay frozen."""
