@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from fvdm.core import distributed as D
+from fvdm.core.build import frame_size, model_frames
 from fvdm.core.config import ExperimentConfig
 from fvdm.core.errors import FvdmError, warn_once
 
@@ -101,9 +102,7 @@ def next_batch(data_iter: Iterator[dict[str, Any]], dinfo: D.DistInfo, device: t
 
 def check_latents(latent: Any, info: dict[str, int], micro: int, name: str) -> None:
     """Precomputed latents must have the shape the configured autoencoder gives the data's clips."""
-    want = (micro, int(info.get("latent_frames", info["num_frames"])), info["latent_channels"],
-            int(info.get("latent_height", info["latent_resolution"])),
-            int(info.get("latent_width", info["latent_resolution"])))
+    want = (micro, model_frames(info), info["latent_channels"], *frame_size(info, latent=True))
     if not isinstance(latent, torch.Tensor) or not latent.is_floating_point() or tuple(latent.shape) != want:
         got = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
         raise ValueError(f"dataset {name!r} yielded latents {got}; the configured autoencoder makes (B, f, c, h, w) "
@@ -112,8 +111,7 @@ def check_latents(latent: Any, info: dict[str, int], micro: int, name: str) -> N
 
 def check_batch(video: Any, info: dict[str, int], micro: int, name: str, first: bool) -> None:
     """Fail loudly (naming the expectation) when a dataset yields the wrong thing."""
-    want = (micro, info["num_frames"], info["channels"], int(info.get("height", info["resolution"])),
-            int(info.get("width", info["resolution"])))
+    want = (micro, info["num_frames"], info["channels"], *frame_size(info))
     if not isinstance(video, torch.Tensor):
         raise TypeError(f"dataset {name!r} yielded 'video' of type {type(video).__name__}; expected a float tensor "
                         f"(F, C, H, W) = {want[1:]} per item")
