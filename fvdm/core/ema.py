@@ -40,7 +40,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     pairs = [(e, m) for e, m in pairs if not getattr(e, "fvdm_shared", False)]  # shared frozen tensors: no average
     e_params = [e for e, _ in pairs]
     m_params = [m.detach().to(e.dtype) for e, m in pairs]
-    if e_params:  # a LoRA run whose adapters live elsewhere may leave none here
+    if e_params:  # every parameter shared: nothing trains
         torch._foreach_lerp_(e_params, m_params, 1.0 - decay)
     for eb, mb in zip(ema.buffers(), model.buffers()):
         eb.copy_(mb)
