@@ -74,6 +74,26 @@ def score(ckpt: Path, plugins, n: int, steps: int, seed: int, out_png: Path) -> 
     return res
 
 
+def doubling_run(cfg, plugins, out: Path, *, first: int, steps: int, done: int = 0, t_train: float = 0.0):
+    """Train ``cfg`` in OUT/run up to ``steps``, stopping at ``first`` and every doubling after it (a curve that
+    was cut short resumes from its last stop, ``done``); yields (step, OUT/ckpt_<step>.pt, train seconds so far,
+    the engine's result). Each checkpoint is kept, for re-scoring the whole curve with one extractor."""
+    from fvdm.core.engine import train
+
+    s = 2 * done if done else first
+    while done < steps:
+        s = min(s, steps)
+        t0 = time.perf_counter()
+        res = train(cfg, plugins, run_dir=out / "run", max_steps=s - done, overwrite=(done == 0), resume=(done > 0),
+                    progress=False)
+        t_train += time.perf_counter() - t0
+        done = int(res["step"])
+        ckpt = out / f"ckpt_{done}.pt"
+        shutil.copyfile(res["checkpoint"], ckpt)
+        yield done, ckpt, t_train, res
+        s *= 2
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -87,7 +107,6 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from fvdm.core.config import apply_overrides, parse_config
-    from fvdm.core.engine import train
     from fvdm.core.plugins import load_plugins
 
     out = Path(args.out)
@@ -105,22 +124,13 @@ def main() -> None:
     curve = prev
     done = curve[-1]["step"] if curve else 0
     t_train = (curve[-1].get("train_seconds") or 0.0) if curve else 0.0
-    s = 2 * done if done else args.first
-    while done < args.steps:
-        s = min(s, args.steps)
-        t0 = time.perf_counter()
-        res = train(cfg, plugins, run_dir=out / "run", max_steps=s - done, overwrite=(done == 0), resume=(done > 0),
-                    progress=False)
-        t_train += time.perf_counter() - t0
-        done = int(res["step"])
-        ckpt = out / f"ckpt_{done}.pt"
-        shutil.copyfile(res["checkpoint"], ckpt)  # kept for re-scoring the whole curve with one extractor
+    for done, ckpt, t_train, res in doubling_run(cfg, plugins, out, first=args.first, steps=args.steps, done=done,
+                                                  t_train=t_train):
         row = {"step": done, "train_seconds": round(t_train, 1), "loss": res.get("final_loss"),
                **score(ckpt, plugins, args.samples, args.sample_steps, 1234, out / f"grid_{done}.png")}
         curve.append(row)
         print(json.dumps(row), flush=True)
         _write(out, cfg, args, curve)
-        s *= 2
 
 
 def _write(out: Path, cfg, args: argparse.Namespace, curve: list) -> None:

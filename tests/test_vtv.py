@@ -28,7 +28,8 @@ def _synced(u):
     return (u == u[:, :1]).all(dim=1)  # (B,) rows with one shared level
 
 
-@pytest.mark.parametrize("spec", NAMES + [{"name": "ptss", "coin": "per_batch"}, {"name": "diffusion_forcing", "mode": "causal"},
+@pytest.mark.parametrize("spec", NAMES + ["context_mix", {"name": "context_mix", "masks": ["prefix"]},
+                                          {"name": "ptss", "coin": "per_batch"}, {"name": "diffusion_forcing", "mode": "causal"},
                                           {"name": "diffusion_forcing", "mode": "pyramid"}])
 def test_contract_shape_dtype_range_determinism(vtv, spec):
     s = vtv.build(spec)
@@ -102,13 +103,60 @@ def test_diffusion_forcing_modes(vtv):
     assert bool((u == 0).any()) and bool((u == 1).any())  # covers all-clean to all-noisy rows
 
 
+def _context_rows(u: torch.Tensor) -> torch.Tensor:
+    """(B,) rows with some frames at level 0 and the others one shared positive level."""
+    zero = u == 0
+    rest = torch.where(zero, torch.full_like(u, -1.0), u)
+    level = rest.max(dim=1, keepdim=True).values  # the generated frames' level
+    return zero.any(1) & ~zero.all(1) & ((u == 0) | (u == level)).all(1)
+
+
+@pytest.mark.parametrize("p_context", [0.0, 0.5, 1.0])
+def test_context_mix_share_is_binomial_and_rest_is_ptss(vtv, p_context):
+    N, F = 20000, 8
+    u = vtv.build({"name": "context_mix", "p_context": p_context, "p": 0.2})(N, F, generator=_gen(5))
+    ctx = _context_rows(u)
+    # a context coin that lands on an empty or a full random subset (2/2^F of a quarter) leaves the clip noisy
+    expected = p_context * (1 - 0.5 / 2 ** F)
+    assert abs(float(ctx.float().mean()) - expected) <= 5 * math.sqrt(expected * (1 - expected) / N) + 1e-9
+    rest = u[~ctx]
+    indep = 1.0 - float(_synced(rest).float().mean())  # the other clips: PTSS(0.2), independent w.p. 0.2
+    n = len(rest)
+    if n:
+        assert abs(indep - 0.2) <= 5 * math.sqrt(0.16 / n) + 0.5 / 2 ** F
+        assert stats.kstest(rest[:, 3].numpy(), "uniform").pvalue > 1e-3
+    if p_context:  # the generated frames' shared level is uniform too
+        assert stats.kstest(u[ctx].max(dim=1).values.numpy(), "uniform").pvalue > 1e-3
+
+
+def test_context_mix_shapes(vtv):
+    N, F = 4000, 8
+    for shape, check in (
+        ("first", lambda z: bool((z[:, 0] & ~z[:, 1:].any(1)).all())),
+        ("ends", lambda z: bool((z[:, 0] & z[:, -1] & ~z[:, 1:-1].any(1)).all())),
+        # a prefix of 1..F-1 frames, every length drawn
+        ("prefix", lambda z: bool((z.int().diff(dim=1) <= 0).all()) and set(z.sum(1).tolist()) == set(range(1, F))),
+    ):
+        u = vtv.build({"name": "context_mix", "p_context": 1.0, "masks": [shape]})(N, F, generator=_gen(2))
+        assert bool(_context_rows(u).all()) and check(u == 0), shape
+    z = vtv.build({"name": "context_mix", "p_context": 1.0, "masks": ["random"]})(N, F, generator=_gen(2)) == 0
+    assert not bool(z.all(1).any())  # never every frame given
+    assert abs(float(z.float().mean()) - 0.5) < 0.02  # each frame given w.p. 1/2 (all-given draws dropped)
+    one = vtv.build({"name": "context_mix", "p_context": 1.0})(64, 1, generator=_gen())
+    assert bool((one > 0).all())  # one frame: nothing to give, the clip stays noisy
+    lvl = vtv.build({"name": "context_mix", "p_context": 1.0, "context_level": 0.02})(64, F, generator=_gen())
+    assert bool(((lvl == 0.02) | (lvl > 0)).all()) and bool((lvl == 0.02).any())
+
+
 def test_bad_inputs(vtv):
     s = vtv.build("ptss")
     for B, F in ((0, 4), (2, 0), (2.0, 4), (True, 4)):
         with pytest.raises(ValueError, match="positive int"):
             s(B, F)
     for bad in ({"name": "ptss", "p": 1.5}, {"name": "ptss", "p": -0.1}, {"name": "ptss", "coin": "per_clip"},
-                {"name": "diffusion_forcing", "mode": "causl"}, {"name": "synchronized", "p": 0.2}):
+                {"name": "diffusion_forcing", "mode": "causl"}, {"name": "synchronized", "p": 0.2},
+                {"name": "context_mix", "p_context": 1.2}, {"name": "context_mix", "masks": []},
+                {"name": "context_mix", "masks": ["first", "first"]}, {"name": "context_mix", "masks": ["last"]}):
         with pytest.raises(ValidationError):
             vtv.build(bad)
 

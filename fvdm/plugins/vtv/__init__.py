@@ -24,3 +24,8 @@ def fvdm_register_vtv_strategies(registry):
 
     registry.add("clean_first", CleanFirst, description="frame 0 clean, the others one shared level: the "
                                                         "task-specific image-to-video fine-tune")
+
+    from fvdm.plugins.vtv.context_mix import ContextMix
+
+    registry.add("context_mix", ContextMix, description="PTSS plus task-shaped draws (given frames clean, the "
+                                                        "rest one level): context-heavy FVDM training")
