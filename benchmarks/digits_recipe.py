@@ -74,19 +74,37 @@ def score(ckpt: Path, plugins, n: int, steps: int, seed: int, out_png: Path) -> 
     return res
 
 
-def doubling_run(cfg, plugins, out: Path, *, first: int, steps: int, done: int = 0, t_train: float = 0.0):
+def doubling_run(cfg, plugins, out: Path, *, first: int, steps: int, done: int = 0, t_train: float = 0.0,
+                 max_minutes: float | None = None):
     """Train ``cfg`` in OUT/run up to ``steps``, stopping at ``first`` and every doubling after it (a curve that
-    was cut short resumes from its last stop, ``done``); yields (step, OUT/ckpt_<step>.pt, train seconds so far,
-    the engine's result). Each checkpoint is kept, for re-scoring the whole curve with one extractor."""
+    was cut short resumes from its last stop, ``done``, and the run from its own last checkpoint); yields
+    (step, OUT/ckpt_<step>.pt, train seconds so far, the engine's result). Each checkpoint is kept, for
+    re-scoring the whole curve with one extractor. ``max_minutes``: train for at most that long in this call
+    and return at the checkpoint it stops at (the same call later continues)."""
+    from fvdm.core.checkpoint import load_checkpoint
     from fvdm.core.engine import train
 
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+    trained = False
     s = 2 * done if done else first
     while done < steps:
         s = min(s, steps)
+        last = out / "run" / "checkpoints" / "last.pt"
+        at = int(load_checkpoint(last)["step"]) if last.is_file() else 0  # past `done` when a slice stopped mid-way
+        left = None if deadline is None else (deadline - time.monotonic()) / 60
+        if left is not None and left <= 0:
+            if trained:
+                return
+            left = 1e-9  # every call trains at least one step: a slice always makes progress
+        trained = True
         t0 = time.perf_counter()
-        res = train(cfg, plugins, run_dir=out / "run", max_steps=s - done, overwrite=(done == 0), resume=(done > 0),
-                    progress=False)
+        res = train(cfg, plugins, run_dir=out / "run", max_steps=s - at, overwrite=at == 0, resume=at > 0,
+                    progress=False, max_minutes=left)
         t_train += time.perf_counter() - t0
+        if int(res["step"]) < s:  # out of time: the checkpoint at res["step"] is where the next call starts
+            print(f"stopped at step {res['step']} (next scored step {s}) after --max-minutes {max_minutes:g}; "
+                  "run the same command again to continue", flush=True)
+            return
         done = int(res["step"])
         ckpt = out / f"ckpt_{done}.pt"
         shutil.copyfile(res["checkpoint"], ckpt)

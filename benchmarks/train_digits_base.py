@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="directory for config.json, model.safetensors, provenance.json")
     ap.add_argument("--run-dir", help="a finished run of configs/digits_sync_base.yaml to export (else train one)")
     ap.add_argument("--steps", type=int, help="override train.steps (the committed base: the config's)")
+    ap.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                    help="train for at most M minutes (a checkpoint at the stop); the same command continues")
     args = ap.parse_args()
     from fvdm.bench.runner import provenance
     from fvdm.core.config import load_config
@@ -79,8 +81,14 @@ def main() -> None:
         if args.steps:
             cfg.train.steps = args.steps
         run_dir = Path(args.out).parent / "run"
-        res = train(cfg, plugins, run_dir=run_dir, progress=False)
-        ckpt, seconds = Path(res["checkpoint"]), round(time.time() - t0, 1)
+        ckpt = run_dir / "checkpoints" / "last.pt"
+        res = train(cfg, plugins, run_dir=run_dir, progress=False, resume=ckpt.is_file(), max_minutes=args.max_minutes)
+        seconds = round(time.time() - t0, 1)
+        if res["stopped_early"]:
+            print(f"stopped at step {res['step']} of {cfg.train.steps} after --max-minutes {args.max_minutes:g}; "
+                  "run the same command again to continue (nothing exported yet)")
+            return
+        ckpt = Path(res["checkpoint"])
     else:
         ckpt, seconds = Path(args.run_dir) / "checkpoints" / "last.pt", None
     out = Path(args.out)

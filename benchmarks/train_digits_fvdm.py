@@ -119,6 +119,8 @@ def main() -> None:
     ap.add_argument("--sample-steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--export", help="write the best checkpoint here as an fvdm backbone directory")
+    ap.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                    help="train for at most M minutes in this call; the same command continues the curve")
     ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                     help="override the recipe, e.g. -o 'vtv={name: ptss, p: 0.2}' -o train.lr=2e-4")
     args = ap.parse_args()
@@ -161,12 +163,12 @@ def main() -> None:
 
     write()
     for done, ckpt, t_train, res in doubling_run(cfg, plugins, out, first=args.first, steps=args.steps, done=done,
-                                                  t_train=t_train):
+                                                  t_train=t_train, max_minutes=args.max_minutes):
         curve.append({"step": done, "train_seconds": round(t_train, 1), "loss": res.get("final_loss"),
                       **score_checkpoint(ckpt, plugins, gt, args, out / f"grid_{done}.png")})
         print(json.dumps({k: curve[-1][k] for k in ("step", "train_seconds", "identity_i2v_ext")}), flush=True)
         write()
-    if args.export:
+    if args.export and done >= args.steps:
         prov = export_best(out, curve, Path(args.export), plugins,
                            {"script": "benchmarks/train_digits_fvdm.py", "argv": vars(args),
                             "recipe": json.loads(cfg.model_dump_json()), "train_seconds": t_train,

@@ -97,3 +97,34 @@ def test_input_errors():
         m(torch.randn(1, 6, 1, 16, 16), torch.zeros(1, 5))
     with pytest.raises(ValueError, match="unconditional"):
         m(torch.randn(1, 6, 1, 16, 16), torch.zeros(1, 6), torch.tensor([0]))
+
+
+def test_temporal_kernel_one_frame_wide_is_the_2d_block_and_three_mixes_neighbours():
+    """temporal_kernel 3 with only the centre frame of each 3-D kernel is the 2-D model exactly (oracle: the
+    2-D U-Net with the same weights); the full kernel reads the neighbouring frames, and only them, per block."""
+    flat, deep = _model(), _model(temporal_kernel=3)
+    x, t = torch.randn(2, 6, 1, 16, 16), torch.rand(2, 6) * 999
+    with torch.no_grad():
+        deep_sd = deep.state_dict()
+        for name, w in flat.state_dict().items():
+            if deep_sd[name].shape == w.shape:
+                deep_sd[name].copy_(w)
+            else:  # conv1 of a residual block: (O, I, 3, 3) -> (O, I, 3, 3, 3), centre frame only
+                deep_sd[name].zero_()[:, :, 1] = w
+        deep.load_state_dict(deep_sd)
+        torch.testing.assert_close(deep(x, t), flat(x, t), rtol=1e-5, atol=1e-5)
+    m = _model(temporal_kernel=3, temporal_levels=[])
+    for layer in (m.mid_temporal,):  # no temporal attention at all: frames meet only in the 3-D kernels
+        torch.nn.init.zeros_(layer.attn.proj.weight)
+        torch.nn.init.zeros_(layer.attn.proj.bias)
+    xg = x.clone().requires_grad_(True)
+    grad = torch.autograd.grad(m(xg, t)[:, 0].sum(), xg)[0].abs().sum(dim=(0, 2, 3, 4))  # (F,)
+    assert (grad[:5] > 0).all()  # 2 levels x (down, mid, up) blocks: frame 0 reaches back to frame 4
+    assert sum(p.numel() for p in m.parameters()) > sum(p.numel() for p in _model(temporal_levels=[]).parameters())
+
+
+def test_temporal_kernel_refusals():
+    with pytest.raises(ValueError, match="temporal_kernel=2 must be odd"):
+        UNetVideo.Config(temporal_kernel=2)
+    with pytest.raises(ValueError, match="sees the next frames"):
+        UNetVideo.Config(temporal_kernel=3, temporal_attention="causal")

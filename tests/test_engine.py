@@ -70,6 +70,23 @@ def test_resume_is_bit_identical(plugins, tmp_path):
             assert torch.equal(v, b["optimizer"]["state"][i][k])
 
 
+def test_max_minutes_stops_with_a_checkpoint_and_resume_continues_exactly(plugins, tmp_path):
+    cfg = parse_config(tiny(tmp_path, steps=6, ckpt_every=100))
+    straight = train(cfg, plugins, run_dir=tmp_path / "a", progress=False)
+    sliced, losses = [], []
+    for i in range(10):  # 1e-9 minutes: every call stops after its first step, with a checkpoint there
+        res = train(cfg, plugins, run_dir=tmp_path / "b", resume=i > 0, max_minutes=1e-9, progress=False)
+        sliced.append(res["step"])
+        losses += res["losses"]
+        if not res["stopped_early"]:
+            break
+    assert sliced == [1, 2, 3, 4, 5, 6] and losses == straight["losses"] and not straight["stopped_early"]
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    with pytest.raises(ValueError, match="max_minutes must be > 0"):
+        train(cfg, plugins, run_dir=tmp_path / "c", max_minutes=0, progress=False)
+
+
 def scale_loss_at_call(monkeypatch, call: int, factor: float) -> None:
     """Multiply the DDPM training loss by ``factor`` at its ``call``-th evaluation (a finite blow-up)."""
     from fvdm.plugins.noise_schedules.ddpm import DDPMSchedule

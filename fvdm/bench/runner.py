@@ -28,20 +28,16 @@ The runner writes into ``out_dir``:
 
 from __future__ import annotations
 
-import datetime as _dt
 import inspect
-import json
 import math
-import os
-import platform
-import random
-import subprocess
-import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
+from fvdm.bench.ledger import Ledger, SliceEnd
+from fvdm.bench.provenance import (  # noqa: F401  (re-exported: scripts import them from here)
+    git_revision, provenance, script_provenance, seed_everything, to_jsonable, write_json)
 from fvdm.core.errors import FvdmError
 
 #: Version of the results.json layout; bump on incompatible changes.
@@ -50,120 +46,6 @@ RESULTS_FORMAT = 1
 
 class BenchmarkError(FvdmError, RuntimeError):
     """A suite cannot run here; the message names what is missing and how to get it."""
-
-
-# -- provenance ------------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_revision(path: str | Path | None = None) -> dict[str, Any]:
-    """``git rev-parse HEAD`` (and whether the tree is dirty) of the checkout holding fvdm."""
-    cwd = Path(path) if path is not None else Path(__file__).resolve().parents[2]  # the checkout: fvdm/bench/..
-    out: dict[str, Any] = {"revision": None, "dirty": None}
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        if rev.returncode == 0:
-            out["revision"] = rev.stdout.strip()
-            st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                capture_output=True, text=True, timeout=10)
-            if st.returncode == 0:
-                out["dirty"] = bool(st.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return out
-
-
-def provenance() -> dict[str, Any]:
-    """Where and with what the numbers were measured."""
-    import numpy
-    import torch
-
-    import fvdm
-
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        affinity = None
-    return {
-        "fvdm_version": fvdm.__version__,
-        "torch_version": torch.__version__,
-        "numpy_version": numpy.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_model": _cpu_model(),
-        "nproc": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "env_threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
-        "cuda": torch.cuda.is_available(),
-        "git": git_revision(),
-        "argv": list(sys.argv),
-        "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-# -- helpers ---------------------------------------------------------------------------
-def seed_everything(seed: int) -> None:
-    import numpy
-    import torch
-
-    random.seed(seed)
-    numpy.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Tensors/numpy/paths/NaN -> plain JSON values (NaN and inf become strings)."""
-    try:
-        import numpy
-        import torch
-    except ImportError:  # pragma: no cover
-        numpy = torch = None  # type: ignore[assignment]
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if torch is not None and isinstance(obj, torch.Tensor):
-        return to_jsonable(obj.detach().cpu().tolist())
-    if numpy is not None and isinstance(obj, numpy.ndarray):
-        return to_jsonable(obj.tolist())
-    if numpy is not None and isinstance(obj, numpy.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return repr(obj)
-
-
-def write_json(obj: Any, path: str | Path) -> Path:
-    """Write ``obj`` as indented JSON, creating parent directories."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-    return path
-
-
-def script_provenance(t0: float) -> dict[str, Any]:
-    """``provenance()`` plus what a stand-alone benchmark script adds: the diffusers version, the machine's
-    load at the end (a busy machine slows timings) and the script's seconds since ``t0`` (perf_counter)."""
-    import time
-
-    import diffusers
-
-    return {**provenance(), "diffusers": diffusers.__version__, "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -330,14 +212,28 @@ def build_suite(plugins: Any, name: str, params: Mapping[str, Any] | None = None
     return plugins["benchmarks"].build({"name": name, **dict(params or {})}, plugins=plugins)
 
 
-def _call_run(suite: Any, out_dir: Path, *, quick: bool, seed: int, plugins: Any, threads: int) -> Any:
+def _call_run(suite: Any, out_dir: Path, *, quick: bool, seed: int, plugins: Any, threads: int,
+              ledger: Ledger) -> Any:
+    """``suite.run`` with the keywords its signature asks for. A suite that takes ``ledger`` runs its jobs
+    through it; one that does not is one job, recorded whole (a finished run is read back, not redone)."""
     sig = inspect.signature(suite.run)
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
     kwargs: dict[str, Any] = {"quick": quick, "seed": seed}
-    for key, val in (("plugins", plugins), ("threads", threads)):
+    for key, val in (("plugins", plugins), ("threads", threads), ("ledger", ledger)):
         if var_kw or key in sig.parameters:
             kwargs[key] = val
-    return suite.run(out_dir, **kwargs)
+    if "ledger" in kwargs:
+        return suite.run(out_dir, **kwargs)
+    ledger.expect(["suite/run"])
+    return ledger.run("suite/run", lambda: to_jsonable(suite.run(out_dir, **kwargs)), seed=seed)
+
+
+def _partial(suite: Any, ledger: Ledger, quick: bool, seed: int, plugins: Any) -> dict[str, Any]:
+    """What the finished jobs say so far: the suite's own ``report(ledger, quick=, seed=, plugins=)`` when it
+    has one (intervals over the seeds that are complete), else every finished job's result."""
+    if hasattr(suite, "report"):
+        return suite.report(ledger, quick=quick, seed=seed, plugins=plugins)
+    return {"metrics": {"jobs": {j: ledger.result(j) for j in ledger.expected if ledger.result(j) is not None}}}
 
 
 def run_suite(
@@ -351,12 +247,19 @@ def run_suite(
     plugins: Any | None = None,
     tensorboard: bool = False,
     raise_errors: bool = True,
+    fresh: bool = False,
+    max_minutes: float | None = None,
 ) -> dict[str, Any]:
     """Run suite ``name`` and write results.json / results.md / plots into ``out_dir``.
 
-    ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards).
-    On failure results.json records ``status: failed`` with the error, then the
-    error is re-raised (unless ``raise_errors=False``).
+    Every job the suite runs is recorded in ``out_dir`` as it finishes (``fvdm.bench.ledger``): the same
+    call again continues the run, reading finished jobs back; another config, budget or seed is refused
+    (``fresh`` deletes the records first). After each job results.json is rewritten with what is done
+    (``status: partial (k of n jobs)``). ``max_minutes`` stops after the job in flight once that many
+    minutes have passed: results.json says partial and ``doc["resume"]`` holds how to continue.
+    ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards). On failure
+    results.json records ``status: failed`` with the error, then the error is re-raised (unless
+    ``raise_errors=False``).
     """
     import torch
 
@@ -367,25 +270,48 @@ def run_suite(
     suite = build_suite(plugins, name, params)
     out = Path(out_dir if out_dir is not None else Path("bench_out") / name)
     out.mkdir(parents=True, exist_ok=True)
+    if max_minutes is not None and max_minutes <= 0:
+        raise ValueError(f"--max-minutes must be > 0, got {max_minutes}")
 
+    cfg = getattr(suite, "cfg", None)
+    config = cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else {}
+    # fields that change how a run is carried out, not its numbers (worker processes), may differ between slices
+    same = {k: v for k, v in config.items() if k not in getattr(suite, "resume_ignores", ())}
+    ledger = Ledger(out, suite=name, config=same, quick=quick, seed=seed, fresh=fresh, max_minutes=max_minutes)
     old_threads = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
             raise ValueError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     prov = provenance()
-    cfg = getattr(suite, "cfg", None)
-    config = cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else {}
     seed_everything(seed)
     t0 = time.perf_counter()
+    base = {"quick": quick, "seed": seed, "config": config, "provenance": prov}
+
+    def write_partial() -> None:
+        k, n = ledger.progress()
+        try:
+            res = _partial(suite, ledger, quick, seed, plugins)
+        except Exception as exc:  # a report of half a run must never end the run itself
+            res = {"notes": [f"partial report failed: {type(exc).__name__}: {exc}"]}
+        _write(name, out, plugins, {**base, "status": f"partial ({k} of {n or '?'} jobs)", "error": None,
+                                    "elapsed_s": time.perf_counter() - t0}, res, ledger, tensorboard=False)
+
+    ledger.on_record = write_partial
     status, error, res = "ok", None, {}
-    used: dict[str, dict[str, str]] | None = None
     exc_keep: BaseException | None = None
+    resume: str | None = None
     try:
-        res = _call_run(suite, out, quick=quick, seed=seed, plugins=plugins, threads=torch.get_num_threads())
+        res = _call_run(suite, out, quick=quick, seed=seed, plugins=plugins, threads=torch.get_num_threads(),
+                        ledger=ledger)
         if not isinstance(res, Mapping):
             raise TypeError(f"benchmark suite {name!r} returned {type(res).__name__}; it must return a dict")
-        used = plugin_origins(plugins, name, res.get("plugins"))
+        plugin_origins(plugins, name, res.get("plugins"))  # a wrongly reported mapping fails the run here
+    except SliceEnd as stop:
+        k, n = ledger.progress()
+        status, res = f"partial ({k} of {n or '?'} jobs)", _partial(suite, ledger, quick, seed, plugins)
+        resume = (f"stopped cleanly: {stop}; {k} of {n or '?'} jobs done. Continue with the same command "
+                  f"(fvdm bench run {name} --out {out} ...): finished jobs are read back")
     except Exception as exc:  # record, then re-raise: a failed run still leaves its provenance behind
         status, exc_keep = "failed", exc
         error = f"{type(exc).__name__}: {exc}"
@@ -395,7 +321,18 @@ def run_suite(
     finally:
         elapsed = time.perf_counter() - t0
         torch.set_num_threads(old_threads)
+    doc = _write(name, out, plugins, {**base, "status": status, "error": error, "elapsed_s": elapsed}, res, ledger,
+                 tensorboard=tensorboard)
+    if resume is not None:
+        doc["resume"] = resume
+    if exc_keep is not None and raise_errors:
+        raise exc_keep
+    return doc
 
+
+def _write(name: str, out: Path, plugins: Any, head: dict[str, Any], res: Mapping[str, Any], ledger: Ledger, *,
+           tensorboard: bool) -> dict[str, Any]:
+    """results.json, results.md and the plots of a finished, partial or failed run."""
     notes = list(res.get("notes") or [])
     plot_files, why = render_plots(list(res.get("plots") or []), out)
     if why:
@@ -404,27 +341,34 @@ def run_suite(
         why = write_tensorboard(res["metrics"], out)
         if why:
             notes.append(why)
+    read_back = [j for j in ledger.expected if j not in ledger.ran and ledger.record(j) is not None]
+    if read_back:
+        notes.append(f"{len(read_back)} job(s) read back from records in {out / 'records'}, "
+                     f"{len(ledger.ran)} run by this invocation")
+    try:
+        used = plugin_origins(plugins, name, res.get("plugins"))
+    except TypeError:  # a partial report's mapping is checked when the run ends
+        used = plugin_origins(plugins, name, None)
     doc = to_jsonable({
         "format": RESULTS_FORMAT,
         "suite": name,
-        "status": status,
-        "error": error,
-        "quick": quick,
-        "seed": seed,
-        "seeds": list(res.get("seeds") or [seed]),
-        "threads": prov["torch_threads"],
-        "config": config,
+        "status": head["status"],
+        "error": head["error"],
+        "quick": head["quick"],
+        "seed": head["seed"],
+        "seeds": list(res.get("seeds") or [head["seed"]]),
+        "threads": head["provenance"]["torch_threads"],
+        "config": head["config"],
         "metrics": res.get("metrics", {}),
         "tables": res.get("tables", []),
         "plots": plot_files,
         "notes": notes,
-        "elapsed_s": elapsed,
-        "provenance": prov,
+        "elapsed_s": head["elapsed_s"],
+        "jobs": {"done": ledger.progress()[0], "declared": len(ledger.expected), "config_sha256": ledger.config_sha256},
+        "provenance": head["provenance"],
         "origin": plugins["benchmarks"].get(name).origin,
-        "plugins": used if used is not None else plugin_origins(plugins, name, None),
+        "plugins": used,
     })
     write_json(doc, out / "results.json")
     (out / "results.md").write_text(render_markdown(doc))
-    if exc_keep is not None and raise_errors:
-        raise exc_keep
     return doc

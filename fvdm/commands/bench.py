@@ -4,9 +4,13 @@
     fvdm bench show SUITE [--json] [--set key=value ...]
     fvdm bench run SUITE [--out DIR] [--quick] [--seed S] [--threads N]
                          [--data PATH] [--weights PATH] [--set key=value ...] [--tensorboard]
+                         [--max-minutes M] [--fresh]
+    fvdm bench status DIR [--json]
 
 Each run writes results.json (numbers, config, seeds, versions, machine, threads,
-git revision), results.md and PNG plots into --out (default bench_out/SUITE).
+git revision), results.md and PNG plots into --out (default bench_out/SUITE), and a
+record per finished job (DIR/records): the same command again continues a run that
+was killed or stopped by --max-minutes.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run registered benchmark suites. Every run writes results.json with provenance, "
         "a Markdown table and plots. Third-party packages add suites with the fvdm_register_benchmarks hook.",
     )
-    bsub = p.add_subparsers(dest="bench_command", metavar="{list,show,run}")
+    bsub = p.add_subparsers(dest="bench_command", metavar="{list,show,run,status}")
     pl = bsub.add_parser("list", help="list the registered suites")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     pl.set_defaults(func=_list)
@@ -53,7 +57,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="set a field of the suite's Config (value parsed as YAML); repeatable")
     pr.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars under OUT/tb")
+    pr.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                    help="stop cleanly once M minutes have passed and the job in flight has finished; the same "
+                         "command continues the run (finished jobs are read back from OUT/records)")
+    pr.add_argument("--fresh", action="store_true",
+                    help="delete OUT's records (and the suite's checkpoints under OUT) and start over")
     pr.set_defaults(func=_run)
+
+    pt = bsub.add_parser("status", help="done and pending jobs of a run directory, with the time left",
+                         description="What a run directory holds: finished jobs (their seconds and the fvdm "
+                                     "revision that ran them), pending ones, and the time left estimated from "
+                                     "the finished jobs of each kind.")
+    pt.add_argument("dir", help="the run's --out directory")
+    pt.add_argument("--json", action="store_true", help="machine-readable output")
+    pt.set_defaults(func=_status)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
 
@@ -173,8 +190,33 @@ def _run(args: argparse.Namespace) -> int:
     plugins = load_plugins()
     entry = plugins["benchmarks"].get(args.suite)  # unknown names raise with suggestions
     doc = run_suite(args.suite, args.out, quick=args.quick, seed=args.seed, threads=args.threads,
-                    params=_params(args, entry), plugins=plugins, tensorboard=args.tensorboard)
+                    params=_params(args, entry), plugins=plugins, tensorboard=args.tensorboard,
+                    fresh=args.fresh, max_minutes=args.max_minutes)
     out = args.out or f"bench_out/{args.suite}"
     print(open(f"{out}/results.md").read())
     print(f"wrote {out}/results.json ({doc['status']}, {doc['elapsed_s']:.1f} s)")
+    if doc.get("resume"):
+        print(f"fvdm bench: {doc['resume']}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from fvdm.bench.ledger import status
+
+    st = status(args.dir)
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    left = st["seconds_left_estimate"]
+    print(f"{st['dir']}: suite {st['suite']}{' (quick)' if st['quick'] else ''}, seed {st['seed']}, config "
+          f"{st['config_sha256'][:12]}: {len(st['done'])} of {len(st['done']) + len(st['pending'])} jobs done "
+          f"({st['seconds_done'] / 60:.1f} min)")
+    for job in st["done"]:
+        j = st["jobs"][job]
+        print(f"  done     {job:<40} {j['seconds']:>9.1f} s  {(j['revision'] or '?')[:12]}  {j['finished_utc']}")
+    for job in st["pending"]:
+        print(f"  pending  {job}")
+    if st["pending"]:
+        print("time left: " + (f"about {left / 60:.1f} min (the finished jobs' own timings, per kind)"
+                               if left is not None else "unknown (no finished job to time it by)"))
     return 0

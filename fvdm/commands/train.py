@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value (YAML-parsed), e.g. -o train.steps=100 -o data.resolution=32")
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps in this call")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="stop after the step that passes M minutes, with a checkpoint; --resume continues exactly")
     p.add_argument("--device", type=device_arg, default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda")
     p.add_argument("--overwrite", action="store_true", help="start again even if the run dir holds a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
@@ -49,7 +51,11 @@ def _run(args: argparse.Namespace) -> int:
     cfg = parse_config(data, args.config)
     plugins = load_plugins()
     result = train(cfg, plugins, run_dir=args.run_dir, resume=args.resume, max_steps=args.max_steps,
-                   device=args.device, overwrite=args.overwrite, progress=False if args.no_progress else None)
+                   device=args.device, overwrite=args.overwrite, progress=False if args.no_progress else None,
+                   max_minutes=args.max_minutes)
+    if result.get("stopped_early") and result.get("rank", 0) == 0:
+        print(f"fvdm train: stopped at step {result['step']} of {cfg.train.steps} after --max-minutes "
+              f"{args.max_minutes:g}; continue with the same command plus --resume (--run-dir {result['run_dir']})")
     if args.json and result.get("rank", 0) == 0:
         summary = {k: v for k, v in result.items() if k not in ("losses", "loss_history")}
         print(json.dumps(summary, indent=2))

@@ -48,6 +48,7 @@ from fvdm.core.init_from import init_weights
 from fvdm.core.lora import add_lora, base_fingerprint, check_base, is_lora_key, load_adapter_state
 from fvdm.core.validation import check_validation, validate
 from fvdm.core.errors import ConfigError, warn_once
+from fvdm.core.faults import crash_point
 from fvdm.core.previews import evaluate, write_samples
 from fvdm.core.rng import restore_streams, rng_streams, stream_states
 from fvdm.core.tensor import check_timesteps
@@ -119,25 +120,29 @@ class Run:
 
 def train(cfg: ExperimentConfig, plugins: Any, *, run_dir: str | Path | None = None, resume: bool = False,
           max_steps: int | None = None, device: str | torch.device | None = None, overwrite: bool = False,
-          progress: bool | None = None) -> dict[str, Any]:
+          progress: bool | None = None, max_minutes: float | None = None) -> dict[str, Any]:
     """Train (or resume) ``cfg``; returns ``{final_loss, losses, loss_history, run_dir, step, checkpoint, ...}``.
 
     run_dir: default ``{run_root}/{name}-{config_hash}``. resume: continue from
     ``run_dir/checkpoints/last.pt``. max_steps: stop after this many steps in this call
-    (the lr schedule still follows ``train.steps``). device: ``auto`` -> cuda:LOCAL_RANK
+    (the lr schedule still follows ``train.steps``). max_minutes: after the step that passes this many
+    minutes, write a checkpoint and return (``stopped_early``; ``resume=True`` continues exactly). device: ``auto`` -> cuda:LOCAL_RANK
     or cpu. overwrite: start fresh even if run_dir holds a checkpoint. progress: tqdm bar
     (default: when stderr is a terminal); log lines are printed otherwise.
     Under ``torchrun`` every rank calls this; rank 0 alone logs and writes files.
     """
+    if max_minutes is not None and max_minutes <= 0:
+        raise ValueError(f"max_minutes must be > 0, got {max_minutes}")
     info = D.init_distributed(device)
     try:
-        return _train(cfg, plugins, info, run_dir, resume, max_steps, overwrite, progress)
+        return _train(cfg, plugins, info, run_dir, resume, max_steps, overwrite, progress, max_minutes)
     finally:
         D.cleanup(info)
 
 
 def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str | Path | None, resume: bool,
-           max_steps: int | None, overwrite: bool, progress: bool | None) -> dict[str, Any]:
+           max_steps: int | None, overwrite: bool, progress: bool | None,
+           max_minutes: float | None = None) -> dict[str, Any]:
     run, state = set_up(cfg, plugins, dinfo, run_dir, resume, max_steps, overwrite, progress)
     tc, log, start_step = cfg.train, run.logger, state.step
     while state.step < run.end:
@@ -164,8 +169,11 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
         if state.step % tc.log_every == 0 or state.step == run.end:
             log.window(state.step, step_loss, grad_norm, lr, run.buckets.collect(dinfo), tc.loss_buckets)
         show_previews(run, state.step)
-        if state.step % tc.ckpt_every == 0 or state.step == run.end:
+        out_of_time = max_minutes is not None and out_of(max_minutes, log.elapsed(), dinfo)
+        if state.step % tc.ckpt_every == 0 or state.step == run.end or out_of_time:
             save(run, state)
+        if out_of_time:
+            break
 
     elapsed = log.elapsed()
     log.close()
@@ -181,8 +189,14 @@ def _train(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
         "final_loss": last, "losses": state.losses, "loss_history": state.history, "run_dir": str(run.run_dir),
         "step": state.step, "checkpoint": str(run.ckpt_path), "steps_per_sec": done / elapsed if elapsed > 0 else 0.0,
         "config_hash": run.chash, "num_params": sum(p.numel() for p in run.raw.parameters()),
-        "world_size": dinfo.world_size, "rank": dinfo.rank,
+        "world_size": dinfo.world_size, "rank": dinfo.rank, "stopped_early": state.step < run.end,
     }
+
+
+def out_of(max_minutes: float, elapsed_s: float, dinfo: D.DistInfo) -> bool:
+    """Has this call used its ``max_minutes``? Every rank stops at the same step (any rank's clock decides)."""
+    late = torch.tensor(float(elapsed_s >= 60 * max_minutes), device=dinfo.device)
+    return bool(D.all_reduce_sum(late, dinfo).item() > 0)
 
 
 def train_step(run: Run, state: TrainState, first: bool) -> tuple[float, float]:
@@ -296,6 +310,7 @@ def save(run: Run, state: TrainState) -> None:
         }, run.ckpt_path.parent, state.step, run.cfg.train.keep_last)
     state.last_ckpt_step = state.step
     D.barrier(run.dinfo)
+    crash_point(f"train/checkpoint/{state.step}")  # fault-injection tests: killed right after a checkpoint
 
 
 def refuse(run: Run, state: TrainState, what: str) -> NonFiniteLossError:

@@ -95,10 +95,11 @@ class FinetuneForgettingSuite(DigitsZeroShotSuite):
 
     Config = FinetuneConfig
 
-    def run(self, out_dir: Any, *, plugins: Any, quick: bool = False, seed: int = 0, threads: int = 1) -> dict:
+    def run(self, out_dir: Any, *, plugins: Any, quick: bool = False, seed: int = 0, threads: int = 1,
+            ledger: Any = None) -> dict:
         base = Path(self.cfg.init_from or "")
         if self.cfg.init_from and not (base.is_file() or (base / "model.safetensors").is_file()):
             raise ValueError(f"finetune_forgetting: the base {base} is missing; it is committed with fvdm "
                              "(fvdm/bench/weights/digits_sync_base) or made by benchmarks/train_digits_base.py "
                              "--out DIR (then --set init_from=DIR)")
-        return super().run(out_dir, plugins=plugins, quick=quick, seed=seed, threads=threads)
+        return super().run(out_dir, plugins=plugins, quick=quick, seed=seed, threads=threads, ledger=ledger)

@@ -91,8 +91,14 @@ class ProtocolSuite:
             raise BenchmarkError(f"protocol suite {c.dataset!r} needs " + "; ".join(problems)
                                  + ". See docs/benchmarks.md (protocol suites).")
 
-    def run(self, out_dir: Any, *, plugins: Any, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+    def run(self, out_dir: Any, *, plugins: Any, quick: bool = False, seed: int = 0,
+            ledger: Any = None) -> dict[str, Any]:
+        """Each metric is one job of ``ledger`` (the runner's records): a killed run computes only the metrics
+        that had not finished."""
+        from fvdm.bench.ledger import Ledger
         from fvdm.bench.runner import BenchmarkError
+
+        ledger = ledger or Ledger.in_memory()
 
         self._check_inputs()
         c = self.cfg
@@ -102,26 +108,14 @@ class ProtocolSuite:
             n = min(n, c.num_videos)
         results: dict[str, Any] = {}
         rows: list[list[Any]] = []
+        ledger.expect([f"metric/{name}" for name in metrics_to_run])
         for name in metrics_to_run:
-            entry = plugins["evaluators"].get(name)  # unknown metric names raise with the choices
-            params: dict[str, Any] = {"extractor": dict(c.extractor), "weights": c.weights, "num_real": n,
-                                      "num_fake": n, "seed": seed, "batch_size": c.batch_size, "device": c.device}
-            if c.stats_cache_dir:
-                Path(c.stats_cache_dir).mkdir(parents=True, exist_ok=True)
-                params["stats_cache"] = str(Path(c.stats_cache_dir) / f"{c.dataset}_{name}_n{n}_s{seed}.npz")
-            fields = set(entry.config.model_fields) if entry.config is not None else set()
-            metric = entry.obj(entry.config.model_validate({k: v for k, v in params.items() if k in fields}),
-                               plugins=plugins)
-            t0 = time.perf_counter()
-            try:
-                res = metric.evaluate(c.fake, c.data)
-            except (ValueError, FileNotFoundError) as exc:  # e.g. videos shorter than 128 frames: say so, go on
-                results[name] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
-                rows.append([name, "error", "-", "-", str(exc)[:80]])
-                continue
-            res = {"status": "ok", **res, "seconds": time.perf_counter() - t0}
+            res = ledger.run(f"metric/{name}", lambda: self._metric(plugins, name, n, seed))
             results[name] = res
-            rows.append([name, res["value"], res.get("n_real"), res.get("n_fake"), res.get("extractor_id")])
+            if res["status"] == "ok":
+                rows.append([name, res["value"], res.get("n_real"), res.get("n_fake"), res.get("extractor_id")])
+            else:
+                rows.append([name, "error", "-", "-", res["reason"][:80]])
         if not any(r.get("status") == "ok" for r in results.values()):
             reasons = "; ".join(f"{k}: {v['reason']}" for k, v in results.items())
             raise BenchmarkError(f"protocol suite {c.dataset!r}: no metric could be computed ({reasons})")
@@ -134,3 +128,23 @@ class ProtocolSuite:
                             "paper_fvd16": c.paper_fvd16},
                 "tables": tables, "seeds": [seed],
                 "notes": [f"real: {c.data}; fake: {c.fake}; weights: {c.weights or 'extractor default'}"]}
+
+    def _metric(self, plugins: Any, name: str, n: int | None, seed: int) -> dict[str, Any]:
+        """One metric of the protocol -> its result (``status`` ok, or error with the reason: e.g. videos
+        shorter than 128 frames; the others still run)."""
+        c = self.cfg
+        entry = plugins["evaluators"].get(name)  # unknown metric names raise with the choices
+        params: dict[str, Any] = {"extractor": dict(c.extractor), "weights": c.weights, "num_real": n,
+                                  "num_fake": n, "seed": seed, "batch_size": c.batch_size, "device": c.device}
+        if c.stats_cache_dir:
+            Path(c.stats_cache_dir).mkdir(parents=True, exist_ok=True)
+            params["stats_cache"] = str(Path(c.stats_cache_dir) / f"{c.dataset}_{name}_n{n}_s{seed}.npz")
+        fields = set(entry.config.model_fields) if entry.config is not None else set()
+        metric = entry.obj(entry.config.model_validate({k: v for k, v in params.items() if k in fields}),
+                           plugins=plugins)
+        t0 = time.perf_counter()
+        try:
+            res = metric.evaluate(c.fake, c.data)
+        except (ValueError, FileNotFoundError) as exc:
+            return {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
+        return {"status": "ok", **res, "seconds": time.perf_counter() - t0}

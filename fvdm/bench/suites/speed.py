@@ -64,48 +64,26 @@ class SpeedSuite:
     def __init__(self, cfg: "SpeedSuite.Config"):
         self.cfg = cfg
 
-    def run(self, out_dir: Any, *, quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
-        import torch
+    def run(self, out_dir: Any, *, quick: bool = False, seed: int = 0, threads: int = 1,
+            ledger: Any = None) -> dict[str, Any]:
+        """Each module is one job of ``ledger`` (the runner's records): a killed run re-measures only the
+        modules that had not finished."""
+        from fvdm.bench.ledger import Ledger
 
+        ledger = ledger or Ledger.in_memory()
+        ledger.expect([f"module/{name}" for name in self.cfg.modules])
         metrics: dict[str, Any] = {}
         rows: list[list[Any]] = []
         plots: list[dict[str, Any]] = []
         notes: list[str] = []
         for name in self.cfg.modules:
-            modname = f"{self.cfg.package}.{name}"
-            try:
-                mod = importlib.import_module(modname)
-            except ImportError as exc:
-                hint = ("; the scripts are not installed: run `python -m fvdm bench run speed` from the root of "
-                        "a source checkout" if exc.name == self.cfg.package else "")
-                metrics[name] = {"status": "missing", "reason": f"cannot import {modname}: {exc}{hint}"}
-                notes.append(f"{name}: missing ({exc})")
-                rows.append([name, "status", "missing"])
+            res = dict(ledger.run(f"module/{name}", lambda: self._module(name, quick, seed, threads)))
+            if res["status"] != "ok":
+                metrics[name] = {k: v for k, v in res.items() if k != "note"}
+                notes.append(res["note"])
+                rows.append([name, "status", res["status"]])
                 continue
-            if not hasattr(mod, "run"):
-                metrics[name] = {"status": "missing", "reason": f"{modname} has no run(quick, threads)"}
-                rows.append([name, "status", "missing"])
-                continue
-            torch.manual_seed(seed)
-            t0 = time.perf_counter()
-            try:
-                res = mod.run(quick=quick, threads=threads)
-            except Exception as exc:  # one broken benchmark must not hide the others' numbers
-                tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-                metrics[name] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}",
-                                 "traceback": "".join(tb[-4:])}
-                notes.append(f"{name}: error {type(exc).__name__}: {exc}")
-                rows.append([name, "status", "error"])
-                continue
-            finally:
-                torch.set_num_threads(threads)  # a module may change it; keep the next one honest
-            if not isinstance(res, dict):
-                res = {"result": res}
-            res = dict(res)
-            res.setdefault("status", "ok")
-            res["wall_s"] = time.perf_counter() - t0
-            plots += _auto_plots(name, res)
-            res.pop("plots", None)
+            plots += res.pop("plots", [])
             metrics[name] = res
             for key, val in flatten(res).items():
                 if key in ("status",) or isinstance(val, (dict,)):
@@ -125,6 +103,40 @@ class SpeedSuite:
                 "tables": [{"title": "headline figures (ratios measured side by side in this run)",
                             "columns": ["benchmark", "figure", "value"], "rows": head},
                            {"title": "all figures", "columns": ["benchmark", "figure", "value"], "rows": rows}]}
+
+
+    def _module(self, name: str, quick: bool, seed: int, threads: int) -> dict[str, Any]:
+        """Run one benchmark module -> its figures (``status`` ok, missing or error, with a ``note``)."""
+        import torch
+
+        modname = f"{self.cfg.package}.{name}"
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError as exc:
+            hint = ("; the scripts are not installed: run `python -m fvdm bench run speed` from the root of "
+                    "a source checkout" if exc.name == self.cfg.package else "")
+            return {"status": "missing", "reason": f"cannot import {modname}: {exc}{hint}",
+                    "note": f"{name}: missing ({exc})"}
+        if not hasattr(mod, "run"):
+            return {"status": "missing", "reason": f"{modname} has no run(quick, threads)",
+                    "note": f"{name}: missing (no run)"}
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        try:
+            res = mod.run(quick=quick, threads=threads)
+        except Exception as exc:  # one broken benchmark must not hide the others' numbers
+            tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+            return {"status": "error", "reason": f"{type(exc).__name__}: {exc}", "traceback": "".join(tb[-4:]),
+                    "note": f"{name}: error {type(exc).__name__}: {exc}"}
+        finally:
+            torch.set_num_threads(threads)  # a module may change it; keep the next one honest
+        if not isinstance(res, dict):
+            res = {"result": res}
+        res = dict(res)
+        res.setdefault("status", "ok")
+        res["wall_s"] = time.perf_counter() - t0
+        res["plots"] = _auto_plots(name, res)
+        return res
 
 
 def _short(key: str, n: int = 60) -> str:

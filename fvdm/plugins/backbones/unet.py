@@ -58,6 +58,10 @@ class UNetVideoConfig(BackboneConfig):
     temporal_window: int | None = Field(
         None, ge=1, description="causal only: a frame attends to at most this many frames (itself included); "
                                 "bounds a cached rollout's memory and time per frame")
+    temporal_kernel: int = Field(
+        1, ge=1, description="frames the first convolution of every residual block spans (odd; 1 = 2-D, frames "
+                             "apart): 3 lets content move between neighbouring frames at every level, as a 3-D "
+                             "U-Net does, where attention meets only the same pixel of other frames")
     groups: int = Field(8, ge=1, description="GroupNorm groups")
     patch_size: int = Field(2, ge=1, description="space-to-depth factor before the first level: p x p pixels "
                                                  "become p*p channels (4x less work per level at p=2)")
@@ -73,6 +77,11 @@ class UNetVideoConfig(BackboneConfig):
         if bad:
             raise ValueError(f"temporal_levels {bad} out of range for {len(self.channel_mult)} levels "
                              f"(0..{len(self.channel_mult) - 1})")
+        if self.temporal_kernel % 2 == 0:
+            raise ValueError(f"temporal_kernel={self.temporal_kernel} must be odd (centred on the frame: 1, 3, 5)")
+        if self.temporal_kernel > 1 and self.temporal_attention == "causal":
+            raise ValueError("temporal_kernel > 1 sees the next frames, which a causal model must not; use "
+                             "temporal_kernel: 1 with temporal_attention: causal")
         if self.temporal_window is not None and self.temporal_attention != "causal":
             raise ValueError("temporal_window needs temporal_attention: causal (a full-attention frame sees every "
                              "frame); drop temporal_window or set temporal_attention: causal")
@@ -104,19 +113,29 @@ def frame_positions(num_frames: int, dim: int, device: torch.device) -> torch.Te
 
 
 class ResBlock(nn.Module):
-    """2-D residual block on (B*F, C, H, W), FiLM-modulated by each frame's embedding (B*F, E)."""
+    """Residual block on (B*F, C, H, W), FiLM-modulated by each frame's embedding (B*F, E).
 
-    def __init__(self, cin: int, cout: int, emb: int, groups: int):
+    ``frames`` > 1 makes the first convolution 3-D (frames x 3 x 3, zero-padded at the clip's ends), so
+    each frame's features mix with its neighbours' at nearby pixels: moving content is carried where
+    per-pixel temporal attention only meets the same pixel. Norms and FiLM stay per frame."""
+
+    def __init__(self, cin: int, cout: int, emb: int, groups: int, frames: int = 1):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.frames = frames
+        self.conv1 = (nn.Conv2d(cin, cout, 3, padding=1) if frames == 1 else
+                      nn.Conv3d(cin, cout, (frames, 3, 3), padding=(frames // 2, 1, 1)))
         self.film = nn.Linear(emb, 2 * cout)
         self.norm2 = nn.GroupNorm(groups, cout)
         self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(Fn.silu(self.norm1(x)))  # (BF, Co, H, W)
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, batch: int = 1) -> torch.Tensor:
+        h = Fn.silu(self.norm1(x))  # (BF, Ci, H, W)
+        if self.frames == 1:
+            h = self.conv1(h)  # (BF, Co, H, W)
+        else:
+            h = rearrange(self.conv1(rearrange(h, "(b f) c h w -> b c f h w", b=batch)), "b c f h w -> (b f) c h w")
         scale, shift = rearrange(self.film(Fn.silu(emb)), "m (two c) -> two m c 1 1", two=2)
         h = self.norm2(h) * (1 + scale) + shift  # the frame's own noise level sets the scale of its features
         return self.skip(x) + self.conv2(Fn.silu(h))
@@ -284,28 +303,31 @@ class UNetVideo(BackboneMixin, nn.Module):
         def temporal(level: int, ch: int) -> nn.Module:
             return attention(ch) if level in cfg.temporal_levels else nn.Identity()
 
+        def block(cin: int, cout: int) -> ResBlock:
+            return ResBlock(cin, cout, emb, cfg.groups, cfg.temporal_kernel)
+
         # Encoder: per level num_res_blocks (ResBlock, temporal) pairs, then a strided conv down.
         self.down = nn.ModuleList()
         skips = [chans[0]]
         cur = chans[0]
         for lv, ch in enumerate(chans):
             for _ in range(cfg.num_res_blocks):
-                self.down.append(nn.ModuleList([ResBlock(cur, ch, emb, cfg.groups), temporal(lv, ch)]))
+                self.down.append(nn.ModuleList([block(cur, ch), temporal(lv, ch)]))
                 cur = ch
                 skips.append(cur)
             if lv < len(chans) - 1:
                 self.down.append(nn.Conv2d(cur, cur, 3, stride=2, padding=1))
                 skips.append(cur)
-        self.mid1 = ResBlock(cur, cur, emb, cfg.groups)
+        self.mid1 = block(cur, cur)
         self.mid_spatial = SpatialAttention(cur, cfg.num_heads) if cfg.spatial_attention_mid else nn.Identity()
         self.mid_temporal = attention(cur)
-        self.mid2 = ResBlock(cur, cur, emb, cfg.groups)
+        self.mid2 = block(cur, cur)
         # Decoder: per level num_res_blocks + 1 blocks, each eating one skip; nearest upsample + conv up.
         self.up = nn.ModuleList()
         for lv in reversed(range(len(chans))):
             ch = chans[lv]
             for _ in range(cfg.num_res_blocks + 1):
-                self.up.append(nn.ModuleList([ResBlock(cur + skips.pop(), ch, emb, cfg.groups), temporal(lv, ch)]))
+                self.up.append(nn.ModuleList([block(cur + skips.pop(), ch), temporal(lv, ch)]))
                 cur = ch
             if lv > 0:
                 self.up.append(nn.Conv2d(cur, cur, 3, padding=1))
@@ -324,6 +346,9 @@ class UNetVideo(BackboneMixin, nn.Module):
         return TemporalKVCache(self.cfg.temporal_window)
 
     def _check_cacheable(self) -> None:
+        if self.cfg.temporal_kernel > 1:
+            raise ValueError(f"a key/value cache needs temporal_kernel: 1 (this model's {self.cfg.temporal_kernel}-frame "
+                             "convolutions read frames the cache does not hold); drop --cache")
         if self.max_frames is not None:
             raise ValueError(
                 "a key/value cache needs causal temporal attention with relative positions (backbone "
@@ -362,19 +387,19 @@ class UNetVideo(BackboneMixin, nn.Module):
         for layer in self.down:
             if isinstance(layer, nn.ModuleList):
                 res, tmp = layer
-                h = res(h, emb)
+                h = res(h, emb, B)
                 h = tmp(h, B, kv_cache, commit) if isinstance(tmp, TemporalAttention) else h
             else:
                 h = layer(h)  # stride-2 conv: (B*F, C, H/2, W/2)
             skips.append(h)
-        h = self.mid1(h, emb)
+        h = self.mid1(h, emb, B)
         h = self.mid_spatial(h)
         h = self.mid_temporal(h, B, kv_cache, commit)
-        h = self.mid2(h, emb)
+        h = self.mid2(h, emb, B)
         for layer in self.up:
             if isinstance(layer, nn.ModuleList):
                 res, tmp = layer
-                h = res(torch.cat([h, skips.pop()], dim=1), emb)
+                h = res(torch.cat([h, skips.pop()], dim=1), emb, B)
                 h = tmp(h, B, kv_cache, commit) if isinstance(tmp, TemporalAttention) else h
             else:
                 h = layer(Fn.interpolate(h, scale_factor=2.0, mode="nearest"))  # (B*F, C, 2H, 2W)

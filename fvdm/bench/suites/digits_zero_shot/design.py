@@ -209,6 +209,8 @@ class Config(PluginConfig):
     device: str = Field("cpu", description="cpu or cuda[:i]: models, data, generators all live there")
     workers: int = Field(2, ge=1, description="processes training models side by side (1 = in-process)")
     reuse_checkpoints: bool = Field(False, description="skip training when OUT/runs/<model>_s<seed> is complete")
+    ckpt_every: int = Field(100, ge=1, description="training checkpoint interval: a killed run's model resumes "
+                                                   "from its last one (no effect on the numbers)")
     init_from: str | None = Field(None, description="every model fine-tunes from these weights (train.init_from: "
                                                     "a backbone directory or checkpoint) instead of training from "
                                                     "scratch")

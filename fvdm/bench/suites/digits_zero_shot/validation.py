@@ -29,7 +29,7 @@ def experiment_dict(cfg: Config, key: str, vtv: dict[str, Any], seed: int, steps
                   "warmup_steps": min(cfg.warmup_steps, steps - 1),
                   "ema_decay": cfg.ema_decay, "tensorboard": False, "sample_every": 0,
                   "bf16": cfg.bf16,
-                  "log_every": max(1, steps // 5), "ckpt_every": steps,
+                  "log_every": max(1, steps // 5), "ckpt_every": min(cfg.ckpt_every, steps),
                   **({"init_from": cfg.init_from} if cfg.init_from else {}), **(train or {})},
         "sample": {"sampler": cfg.sampler, "schedule": "standard", "steps": budget.sample_steps},
     }

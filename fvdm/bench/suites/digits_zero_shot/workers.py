@@ -20,27 +20,40 @@ from fvdm.bench.suites.digits_zero_shot.baselines import log
 from fvdm.bench.suites.digits_zero_shot.design import COND_TASK_TABLE, SAMPLING_MODES, Budget, Config, given, models
 from fvdm.bench.suites.digits_zero_shot.scoring import fvd, fvd_metric, score, windows
 from fvdm.bench.suites.digits_zero_shot.validation import experiment_dict
+from fvdm.core.faults import crash_point
 
 
 # -- training --------------------------------------------------------------------------
 def train_model(cfg: Config, plugins: Any, run_dir: Path, seed: int, key: str, vtv: dict[str, Any], steps: int,
                 budget: Budget, train: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
-    """Train (or, with ``reuse_checkpoints``, reuse) one model -> (checkpoint, train info)."""
+    """Train one model -> (checkpoint, train info); a run cut off earlier resumes from its last checkpoint
+    (bit-identical on CPU), and with ``reuse_checkpoints`` a finished one is taken as it is."""
     from fvdm.core import engine
     from fvdm.core.checkpoint import load_checkpoint
     from fvdm.core.config import ExperimentConfig
 
     exp = ExperimentConfig.model_validate(experiment_dict(cfg, key, vtv, seed, steps, budget, train))
     ckpt = run_dir / "checkpoints" / "last.pt"
-    if cfg.reuse_checkpoints and ckpt.is_file() and int(load_checkpoint(ckpt)["step"]) == steps:
+    at = int(load_checkpoint(ckpt)["step"]) if ckpt.is_file() else 0
+    if cfg.reuse_checkpoints and at == steps:
         log(f"reusing {ckpt}")
         return ckpt, {"reused": True, "steps": steps}
-    log(f"training {key} seed {seed}: {steps} steps")
+    log(f"training {key} seed {seed}: {steps} steps" + (f" (resuming at step {at})" if at else ""))
     t0 = time.perf_counter()
-    res = engine.train(exp, plugins, run_dir=run_dir, overwrite=True, device=cfg.device, progress=False)
+    res = engine.train(exp, plugins, run_dir=run_dir, resume=at > 0, overwrite=at == 0, device=cfg.device,
+                       progress=False)
     sec = time.perf_counter() - t0
     return Path(res["checkpoint"]), {"final_loss": res["final_loss"], "steps": res["step"], "train_s": sec,
-                                     "s_per_step": sec / max(1, res["step"]), "num_params": res["num_params"]}
+                                     "s_per_step": sec / max(1, res["step"] - at), "num_params": res["num_params"]}
+
+
+def train_job(cfg: Config, plugins: Any, out: Path, key: str, seed: int, budget: Budget) -> dict[str, Any]:
+    """The job ``train/<key>/s<seed>``: train info plus the checkpoint its evaluation reads."""
+    model = models(cfg)[key]
+    steps = max(1, round(model["steps_multiplier"] * budget.train_steps))
+    ckpt, info = train_model(cfg, plugins, out / "runs" / f"{key}_s{seed}", seed, key, model["vtv"], steps, budget,
+                             model["train"])
+    return {**info, "checkpoint": str(ckpt)}
 
 
 # -- sampling --------------------------------------------------------------------------
@@ -104,6 +117,7 @@ def evaluate(cfg: Config, plugins: Any, ckpt: Path, key: str, arm_names: list[st
         log(f"{key} s{seed} unconditional: fvd={res['fvd']:.4g} ({res['seconds']:.1f} s)")
         for name in arms:
             out[name]["unconditional"] = res
+        crash_point(f"eval/{key}/s{seed}/unconditional")  # fault-injection tests: killed mid-evaluation
     for name, arm in arms.items():
         mode, stabilized = SAMPLING_MODES[arm.sampling]
         common = {"mode": mode, "stabilization": arm.stabilization if stabilized else 0.0}
@@ -134,11 +148,9 @@ def evaluate(cfg: Config, plugins: Any, ckpt: Path, key: str, arm_names: list[st
 def model_job(cfg: Config, plugins: Any, fvd_m: Any, real: dict[str, Any], key: str, seed: int, budget: Budget,
               out: Path, evaluators: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train one model (a training spec) and evaluate every arm that shares it -> (train info, arm results)."""
-    model = models(cfg)[key]
-    steps = max(1, round(model["steps_multiplier"] * budget.train_steps))
-    ckpt, info = train_model(cfg, plugins, out / "runs" / f"{key}_s{seed}", seed, key, model["vtv"], steps, budget,
-                             model["train"])
-    return info, evaluate(cfg, plugins, ckpt, key, model["arms"], seed, fvd_m, real, budget, evaluators)
+    info = train_job(cfg, plugins, out, key, seed, budget)
+    ckpt = Path(info.pop("checkpoint"))
+    return info, evaluate(cfg, plugins, ckpt, key, models(cfg)[key]["arms"], seed, fvd_m, real, budget, evaluators)
 
 
 # -- worker processes ------------------------------------------------------------------
@@ -156,13 +168,19 @@ def exit_with_parent(parent_pid: int, poll_s: float = 2.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def child_job(cfg: dict[str, Any], real: dict[str, Any], key: str, seed: int, budget: dict[str, Any],
-              out: str, threads: int, metric_info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Worker process: fresh plugins (built-ins + entry points), one model trained and its arms evaluated."""
+def child_job(kind: str, cfg: dict[str, Any], real: dict[str, Any] | None, key: str, seed: int,
+              budget: dict[str, Any], out: str, threads: int, ckpt: str | None = None) -> tuple[dict[str, Any], float]:
+    """Worker process: fresh plugins (built-ins + entry points), then one job, ``train`` or ``eval`` of one
+    model -> (its result, its seconds)."""
     from fvdm.core.plugins import load_plugins
 
     torch.set_num_threads(threads)
+    t0 = time.perf_counter()
     plugins = load_plugins()
-    c = Config.model_validate(cfg)
+    c, b = Config.model_validate(cfg), Budget.model_validate(budget)
+    if kind == "train":
+        return train_job(c, plugins, Path(out), key, seed, b), time.perf_counter() - t0
     fvd_m = fvd_metric(c, plugins, plugins["feature_extractors"].build(c.extractor))
-    return model_job(c, plugins, fvd_m, real, key, seed, Budget.model_validate(budget), Path(out))
+    assert real is not None and ckpt is not None
+    res = evaluate(c, plugins, Path(ckpt), key, models(c)[key]["arms"], seed, fvd_m, real, b)
+    return res, time.perf_counter() - t0
