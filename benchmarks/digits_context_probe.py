@@ -24,12 +24,12 @@ import torch
 LEVELS = (0.5, 0.7, 0.9)
 
 
-def denoise_errors(lm, gt: torch.Tensor, given: int, seed: int) -> dict:
-    """x0 MSE of frames given.. at each level in LEVELS, for true / other / no context: {u: {kind: mse}}."""
+def denoise_errors(lm, gt: torch.Tensor, given: int, seed: int, levels: tuple[float, ...] = LEVELS) -> dict:
+    """x0 MSE of frames given.. at each level in ``levels``, for true / other / no context: {u: {kind: mse}}."""
     S = lm.schedule
     noise = torch.randn(gt.shape, generator=torch.Generator().manual_seed(seed))  # (N, F, C, H, W)
     out = {}
-    for u in LEVELS:
+    for u in levels:
         row = {}
         for kind in ("true", "other", "none"):
             t = torch.zeros(gt.shape[:2])  # (N, F): given frames clean
@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), help="levels of the denoise reading")
+    ap.add_argument("--denoise-only", action="store_true", help="skip the sampled extension (seconds, not minutes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from fvdm.tasks.context import make_context
@@ -76,8 +78,9 @@ def main() -> None:
         gen = torch.zeros(args.clips, F, dtype=torch.bool)
         gen[:, args.given:] = True
         print(json.dumps({"checkpoint": str(path), "step": lm.step, "mode": "denoise", "x0_mse":
-                          denoise_errors(lm, gt, args.given, args.seed), "clips": args.clips}), flush=True)
-        for mode in ("fvdm", "vanilla_replacement"):
+                          denoise_errors(lm, gt, args.given, args.seed, tuple(args.levels)), "clips": args.clips,
+                          "given": args.given}), flush=True)
+        for mode in () if args.denoise_only else ("fvdm", "vanilla_replacement"):
             task = plugins["tasks"].build({"name": "extension", "num_frames": F, "mode": mode})
             ctx = make_context(lm, plugins, steps=args.steps, batch_size=args.clips, seed=args.seed)
             with torch.no_grad():

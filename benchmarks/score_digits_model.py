@@ -47,16 +47,9 @@ def _truth_slice(truth: Any, i: int) -> Any:
     return truth
 
 
-def copy_nearest(gt: torch.Tensor, given: list[int]) -> torch.Tensor:
-    """Every frame replaced by the nearest given frame (ties: the earlier): the no-learning floor."""
-    f = gt.shape[1]
-    src = [min(given, key=lambda g: (abs(g - j), g)) for j in range(f)]
-    return gt[:, src]
-
-
 def score(lm: Any, plugins: Any, *, clips: int, samples: int, steps: int, seed: int) -> tuple[dict, dict]:
     """(results, task videos) for a loaded model."""
-    from fvdm.bench.context_identity import GIVEN, sample_tasks
+    from fvdm.bench.context_identity import GIVEN, copy_nearest, sample_tasks
     from fvdm.bench.stats import mean_ci
     from fvdm.plugins.evaluators.digits_truth import digits_truth
     from fvdm.tasks.context import sample_unconditional

@@ -49,6 +49,49 @@ def test_demo_writes_report_for_every_task(demo_dir):
     assert not list(demo_dir.glob(".fvdm-tmp-*"))
 
 
+def test_demo_samples_and_scores_the_committed_model(demo_dir):
+    from fvdm.commands.demo_committed import COMMITTED_DIR, read_provenance
+
+    prov = read_provenance(COMMITTED_DIR)  # the committed weights match their recorded hash
+    res = json.loads((demo_dir / "results.json").read_text())
+    committed = [r for r in res["rows"] if r["file"].startswith("committed_")]
+    assert {r["task"] for r in committed} >= {"unconditional", "image_to_video", "extension", "long_video"}
+    assert all((demo_dir / f"{r['file']}.png").is_file() for r in committed)
+    assert all(r["given_exact"] for r in committed if "given_exact" in r)
+    assert committed[0]["frames"] == 8  # the committed model samples its own clip shape, not the quick demo's
+    models = res["models"]
+    assert models["committed"]["sha256"] == prov["sha256"]
+    for key in ("demo", "committed"):
+        ident = models[key]["identity"]
+        assert set(ident) == {"image_to_video", "extension", "interpolation"}
+        assert all(0.0 <= v["identity_f1"] <= 1.0 for v in ident.values())
+    # real clips kept against their own given frames: the ceiling (the detector's error keeps it below 1)
+    assert all(v > 0.8 for v in models["committed"]["real_identity"].values())
+    report = (demo_dir / "report.md").read_text()
+    assert "| committed fine-tuned FVDM model |" in report and "| real clips (val split) |" in report
+    assert f"fine-tuned {prov['step']} steps" in report
+
+
+def test_demo_refuses_a_tampered_or_missing_model_before_training(tmp_path, capsys):
+    import shutil
+
+    from fvdm.commands.demo_committed import COMMITTED_DIR
+
+    bad = tmp_path / "model"
+    shutil.copytree(COMMITTED_DIR, bad)
+    blob = bytearray((bad / "model.safetensors").read_bytes())
+    blob[-1] ^= 1  # one flipped bit in the last weight
+    (bad / "model.safetensors").write_bytes(bytes(blob))
+    out = tmp_path / "out"
+    assert main(["demo", "--quick", "--out", str(out), "--model", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "model.safetensors has sha256" in err[0] and "git checkout" in err[0]
+    assert err[1:] == ["(set FVDM_DEBUG=1 for a traceback)"]  # the message itself is one line
+    assert main(["demo", "--quick", "--out", str(out), "--model", str(tmp_path / "nowhere")]) == 2
+    assert "provenance.json is missing" in capsys.readouterr().err
+    assert not out.exists()  # refused before any training: nothing written
+
+
 def test_sample_cli_and_batch_jobs(demo_dir, tmp_path):
     ckpt = str(demo_dir / "run" / "checkpoints" / "last.pt")
     out = tmp_path / "s"

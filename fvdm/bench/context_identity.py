@@ -75,3 +75,17 @@ def score_tasks(plugins: Any, videos: dict[str, torch.Tensor], gt: torch.Tensor)
 def real_identity(plugins: Any, gt: torch.Tensor) -> dict[str, float]:
     """The ceiling: the real clips scored against their own given frames, per task."""
     return {name: s["identity_f1"] for name, s in score_tasks(plugins, {n: gt for n in GIVEN}, gt).items()}
+
+
+def copy_nearest(gt: torch.Tensor, given: list[int]) -> torch.Tensor:
+    """Every frame of ``gt`` (N, F, C, H, W) replaced by its nearest given frame (ties: the earlier one): what
+    no model at all scores by keeping the given digits still, the floor a model that carries them must beat."""
+    src = [min(given, key=lambda g: (abs(g - j), g)) for j in range(gt.shape[1])]
+    return gt[:, src]
+
+
+def copy_identity(plugins: Any, gt: torch.Tensor) -> dict[str, float]:
+    """The floor: copies of the nearest given frame scored against the given frames, per task."""
+    f = gt.shape[1]
+    copies = {name: copy_nearest(gt, GIVEN[name](f)) for name in GIVEN}
+    return {name: s["identity_f1"] for name, s in score_tasks(plugins, copies, gt).items()}

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from fvdm.core.errors import FvdmError
-from fvdm.core.faults import crash_point
+from fvdm.core.atomic import atomic_write
 
 #: Version of the run.json / record layout; records of another format are refused, not mixed.
 LEDGER_FORMAT = 1
@@ -69,26 +69,10 @@ def _first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any
 
 
 def write_atomic_json(obj: Any, path: Path, *, crash: str | None = None) -> None:
-    """JSON to ``path`` through a temp file in the same directory, fsynced, then renamed over it.
-
-    ``crash`` names a crash point between writing the temp file and the rename (fault-injection tests)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(obj, indent=1) + "\n")
-        fh.flush()
-        if crash:
-            crash_point(crash)  # killed here: a temp file is left, the record is not
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:  # the rename itself survives a power cut only once the directory is synced
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # some filesystems cannot fsync a directory; the rename is still atomic
-        pass
+    """JSON to ``path`` atomically and durably (``fvdm.core.atomic``); the temp file ends in ``.tmp`` so no
+    reader of ``*.json`` takes it for a record. ``crash``: a crash point before the rename (tests)."""
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1) + "\n"), durable=True,
+                 temp=path.with_name(f".{path.name}.{os.getpid()}.tmp"), crash=crash)
 
 
 class Ledger:

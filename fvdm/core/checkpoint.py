@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fvdm.core.atomic import atomic_write
+
 from fvdm.core.errors import FvdmError
 
 FORMAT = "fvdm-checkpoint"
@@ -140,25 +142,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     if state.get("format") == FORMAT:  # integrity hashes of the tensors, checked by load_checkpoint
         state = {**state, "tensor_sha256": {p: tensor_digest(state[p]) for p in HASHED_PARTS
                                             if state.get(p) is not None}}
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # some filesystems cannot fsync a directory; the rename is still atomic
-        pass
-    return path
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+
+    return atomic_write(path, write, durable=True, temp=temp_path(path))
 
 
 # -- reading ---------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import torch
 
+from fvdm.core.atomic import atomic_write
+
 VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".gif")
 
 
@@ -58,39 +60,6 @@ def _pil(frame: Any) -> Any:
     from PIL import Image
 
     return Image.fromarray(frame[..., 0], mode="L") if frame.shape[-1] == 1 else Image.fromarray(frame[..., :3])
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where /proc allows (os.umask alone must set one to
-    read it, which races with other threads creating files)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write ``path`` through ``write(tmp)`` on a temp file beside it, then rename: never a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    # mkstemp creates the file 0600 (private temp files); the output should get the mode any file the
-    # user creates gets, as the JSON written with open() does
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~current_umask())
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_gif(video: torch.Tensor, path: str | Path, fps: int = 8, pad: int = 1, scale: int = 1) -> Path:

@@ -21,7 +21,7 @@ from fvdm.core import distributed as D
 from fvdm.core.config import dump_config, parse_config
 from fvdm.core.errors import warn_once
 from fvdm.core.interfaces import VideoDataset
-from fvdm.core.media import atomic_write
+from fvdm.core.atomic import atomic_write
 
 
 class LossByLevel:

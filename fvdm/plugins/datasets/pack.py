@@ -30,6 +30,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from fvdm.core.atomic import atomic_write
 from fvdm.core.hashing import sha256_file
 from fvdm.plugins.datasets import video_io as vio
 from fvdm.plugins.datasets.moving_digits import MovingDigits
@@ -134,9 +135,7 @@ def write_manifest(dst: Path, shards: list[dict[str, Any]], **info: Any) -> dict
         **info,
         "shards": shards,
     }
-    tmp = dst / f"{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, dst / MANIFEST)
+    atomic_write(dst / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
     return manifest
 
 

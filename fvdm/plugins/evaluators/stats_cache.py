@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fvdm.core.atomic import atomic_write
 from fvdm.plugins.evaluators.frechet import FeatureStats
 from fvdm.plugins.evaluators.weights import hash_matches
 
@@ -46,10 +47,7 @@ def save_stats(path: str | os.PathLike, stats: FeatureStats) -> Path:
     }
     if stats.m2 is not None:
         arrays["m2"] = stats.m2.numpy().astype(np.float64)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: np.savez(tmp, **arrays))  # tmp ends in .npz: savez adds nothing
 
 
 def _f64(a: np.ndarray, name: str, path: Path) -> torch.Tensor:
