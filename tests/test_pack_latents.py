@@ -141,6 +141,14 @@ def test_packed_latents_are_the_encoders_output(tree, tmp_path, plugins, name):
         assert m["latents"]["temporal_downsample"] == 4 and m["latents"]["causal"] is True
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_clip_count_that_is_a_multiple_of_encode_batch_packs(tree, tmp_path, plugins, batch):
+    """3 clips in batches of 1 or 3: the last batch is full, and the final flush has nothing left to encode."""
+    m = pack_folder(tree, tmp_path / "z", frames=5, autoencoder="causal_pool", plugins=plugins, encode_batch=batch,
+                    progress=False)
+    assert m["num_samples"] == 3 and len(list(_reader(tmp_path / "z"))) == 3
+
+
 def test_bytes_per_clip_in_manifest_and_summary(tree, tmp_path, plugins, capsys):
     m = pack_folder(tree, tmp_path / "z", frames=5, autoencoder="causal_pool", plugins=plugins, progress=False)
     # (2, 4, 8, 8) float16 latents vs (5, 16, 16, 3) uint8 pixels

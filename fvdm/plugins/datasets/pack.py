@@ -229,6 +229,8 @@ def pack_folder(src: "str | Path", dst: "str | Path", *, shard_size: "int | str"
         pending: list[tuple[str, torch.Tensor, np.ndarray, str, int | None, dict[str, Any]]] = []
 
         def flush() -> None:
+            if not pending:  # the clip count was a multiple of encode_batch: the last batch was flushed already
+                return
             extras = enc.encode([p[1] for p in pending], [p[3] for p in pending]) if enc else [{}] * len(pending)
             for (key, _, pix, _, label, meta), extra in zip(pending, extras):
                 writer.write(encode_sample(key, pix if pixels else None, storage, label, meta, fps, extra))
