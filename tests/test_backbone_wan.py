@@ -211,6 +211,9 @@ def test_diffusers_directory_loads_unchanged(tmp_path):
     WanTransformer3DModel(**one_layer).save_pretrained(tmp_path / "one")
     with pytest.raises(Exception, match=r"num_layers 1 \(want 2\)"):
         build_model(load_plugins(), {**spec, "subfolder": "one"}, load_pretrained=True)
+    # a directory of another of fvdm's sizes is named by that size
+    with pytest.raises(Exception, match=r"it looks like size 'tiny', not a diffusers WanTransformer3DModel"):
+        build_model(load_plugins(), {**spec, "size": "small"}, load_pretrained=True)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -144,6 +144,11 @@ def test_missing_directory_subfolder_or_config_names_the_path_and_the_download(t
     (tmp_path / "transformer" / "config.json").write_text("{not json")
     _raises(r"config\.json is not valid JSON.*rerun `huggingface-cli download", read_config, tmp_path,
             "transformer", public_copy=PUBLIC, what=WHAT)
+    # pointed at the subfolder itself: the fix is its parent, not DIR/transformer/transformer
+    (tmp_path / "transformer" / "config.json").write_text("{}")
+    msg = _raises(r"is the model's transformer/ folder itself; point it at the directory that holds transformer/",
+                  read_config, tmp_path / "transformer", "transformer", public_copy=PUBLIC, what=WHAT)
+    assert msg.endswith(str(tmp_path)) and "transformer/transformer" not in msg
     # a description instead of a repo: the fix says what to put where
     _raises(r"put an fvdm backbone directory in", read_config, tmp_path / "none", None,
             public_copy="an fvdm backbone directory", what=WHAT)

@@ -83,6 +83,9 @@ def read_config(directory: str | Path, subfolder: str | None = None, *, public_c
     folder = top / subfolder if subfolder else top
     if not top.is_dir():
         raise PretrainedError(f"{what}: no directory {top} (for {public_copy}); {_fix(public_copy, folder)}")
+    if not folder.is_dir() and subfolder and top.name == subfolder and (top / "config.json").is_file():
+        raise PretrainedError(f"{what}: {top} is the model's {subfolder}/ folder itself; point it at the directory "
+                              f"that holds {subfolder}/: {top.parent}")
     if not folder.is_dir():
         raise PretrainedError(f"{what}: {top} has no subfolder {subfolder!r} (for {public_copy}); "
                               f"{_fix(public_copy, folder)}")

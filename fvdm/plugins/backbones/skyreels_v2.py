@@ -78,7 +78,7 @@ class SkyReelsV2DF(FrameModulatedWan):
         from diffusers import SkyReelsV2Transformer3DModel
 
         size, self.inject_sample_info = SKYREELS_V2_DF_SIZES[cfg.size]
-        self._init_common(cfg, size)
+        self._init_common(cfg, size, {k: row for k, (row, _) in SKYREELS_V2_DF_SIZES.items()})
         self.transformer = make_transformer(SkyReelsV2Transformer3DModel, cfg, size,
                                             extra=dict(inject_sample_info=self.inject_sample_info,
                                                        num_frame_per_block=cfg.causal_block_size))

@@ -56,7 +56,7 @@ class WanBackbone(FrameModulatedWan):
         require_diffusers("wan")
         from diffusers import WanTransformer3DModel
 
-        self._init_common(cfg, WAN_SIZES[cfg.size])
+        self._init_common(cfg, WAN_SIZES[cfg.size], WAN_SIZES)
         self.transformer = make_transformer(WanTransformer3DModel, cfg, self.size)
 
     def time_embedding(self, t, context):

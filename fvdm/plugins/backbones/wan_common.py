@@ -136,8 +136,9 @@ class FrameModulatedWan(nn.Module):
     size: WanSize
     name: str = "wan"
 
-    def _init_common(self, cfg: Any, size: WanSize) -> None:
-        self.cfg, self.size = cfg, size
+    def _init_common(self, cfg: Any, size: WanSize, sizes: dict[str, WanSize] | None = None) -> None:
+        """``sizes``: the family's whole size table, so a directory of another size is named by its fvdm size."""
+        self.cfg, self.size, self.sizes = cfg, size, dict(sizes or {})
         self.in_channels = self.out_channels = size.channels if cfg.in_channels is None else cfg.in_channels
         self.num_frames, self.input_size, self.num_classes = cfg.num_frames, cfg.input_size, 0
         self.learn_sigma = False
@@ -253,8 +254,10 @@ class FrameModulatedWan(nn.Module):
         what = f"{self.name} size {self.cfg.size!r}"
         folder = Path(directory).expanduser() / (self.cfg.subfolder or "")
         config = read_config(directory, self.cfg.subfolder, public_copy=public, what=what)
+        known = {name: {"_class_name": self.diffusers_class, **diffusers_kwargs(row, row.channels)}
+                 for name, row in self.sizes.items() if name != self.cfg.size}
         check_config(config, {"_class_name": self.diffusers_class, **self.config_must_match()}, path=folder,
-                     public_copy=public, what=what)
+                     public_copy=public, what=what, known=known)
         expected = {k: tuple(v.shape) for k, v in self.transformer.state_dict().items()}
         state = read_state_dict(folder, expected=expected, public_copy=public, what=what)
         lora = None
