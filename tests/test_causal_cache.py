@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fvdm.core.plugins import load_plugins
-from fvdm.tasks.context import build_context
+from fvdm.core.sampling_context import build_context
 
 C, S = 1, 16
 

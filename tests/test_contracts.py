@@ -120,7 +120,7 @@ def test_plugin_class_takes_its_validated_config_without_fallbacks(kind, name):
 
 def test_plugins_that_build_plugins_use_the_callers_manager_and_never_load_one(monkeypatch):
     import fvdm.core.plugins as core_plugins
-    from fvdm.tasks.base import SamplingContext
+    from fvdm.core.sampling_context import SamplingContext
 
     def no_loading(*a, **k):
         raise AssertionError("a plugin loaded plugins behind the caller's back")

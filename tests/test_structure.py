@@ -220,6 +220,35 @@ def test_the_graph_sees_every_module_and_the_imports_inside_functions():
     assert "fvdm.plugins.datasets.pack" not in import_graph(ROOT, "fvdm", nested=False)["fvdm.commands.data"]
 
 
+LAYERS = ("fvdm.core", "fvdm.tasks", "fvdm.plugins", "fvdm.bench", "fvdm.commands", "fvdm.cli")
+
+
+def upward_imports(graph: dict[str, set[str]], low: str = "fvdm.core") -> list[str]:
+    """``a -> b`` for every module of ``low`` that imports a module of a layer above it (any later entry of
+    ``LAYERS``), at import time or inside a function: core imports nothing above it."""
+    def layer(m: str) -> int:
+        return next((i for i, p in enumerate(LAYERS) if m == p or m.startswith(p + ".")), -1)
+
+    return sorted(f"{a} -> {b}" for a, deps in graph.items() if a == low or a.startswith(low + ".")
+                  for b in deps if layer(b) > layer(a))
+
+
+def test_core_imports_nothing_above_it_even_inside_functions():
+    assert upward_imports(import_graph(ROOT, "fvdm", nested=True)) == []
+
+
+def test_the_layer_check_finds_an_upward_import_inside_a_function(tmp_path):
+    pkg = write_package(tmp_path / "fvdm", {
+        "__init__.py": "", "core/__init__.py": "", "tasks/__init__.py": "", "tasks/t.py": "",
+        "core/ok.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fvdm.tasks import t\n",
+        "core/bad.py": "def f():\n    from fvdm.tasks.t import run  # function level: the sys.modules check misses it\n",
+    })
+    # the import runs the tasks package's __init__ too: two arrows up
+    assert upward_imports(import_graph(pkg, "fvdm", nested=True)) == ["fvdm.core.bad -> fvdm.tasks",
+                                                                     "fvdm.core.bad -> fvdm.tasks.t"]
+    assert upward_imports(import_graph(pkg, "fvdm", nested=False)) == []
+
+
 def test_module_level_imports_have_no_cycle():
     assert find_cycles(import_graph(ROOT, "fvdm", nested=False)) == []
 

@@ -10,7 +10,7 @@ import torch
 from fvdm.core.plugins import load_plugins
 from fvdm.core.tensor import append_dims
 from fvdm.tasks.base import num_windows
-from fvdm.tasks.context import build_context
+from fvdm.core.sampling_context import build_context
 
 C, H, W = 1, 4, 4
 
@@ -173,7 +173,7 @@ def test_level_the_model_sees_for_context(P, opts, expect):
 
 def test_build_context_is_the_hand_built_context(P):
     """The one entry point builds what the fields say: same sampler, matrix and noise as a context built by hand."""
-    from fvdm.tasks.base import SamplingContext
+    from fvdm.core.sampling_context import SamplingContext
 
     schedule = P["noise_schedules"].build({"name": "ddpm", "learn_sigma": False})
     model = Toy()

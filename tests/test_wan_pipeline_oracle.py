@@ -29,7 +29,7 @@ from fvdm.core.sampling import check_matrix, make_model_fn, sample_loop  # noqa:
 from fvdm.plugins.backbones.skyreels_v2 import SkyReelsV2DF  # noqa: E402
 from fvdm.plugins.backbones.wan import WanBackbone  # noqa: E402
 from fvdm.plugins.noise_schedules.rectified_flow import shift_timesteps  # noqa: E402
-from fvdm.tasks.context import build_context  # noqa: E402
+from fvdm.core.sampling_context import build_context  # noqa: E402
 
 TOL = 1e-5
 B, F, C, H, W = 2, 4, 4, 8, 8  # latents (B, F, C, H, W); the tiny sizes take 4 channels and text_dim 16

@@ -45,7 +45,7 @@ def held_out(plugins: Any, data: dict[str, Any], n: int) -> torch.Tensor:
 def sample_tasks(loaded: Any, plugins: Any, gt: torch.Tensor, steps: int, *, seed: int = 0,
                  chunk: int = 16) -> dict[str, torch.Tensor]:
     """task -> (n, F, C, H, W) native zero-shot samples in [-1, 1] from ``gt``'s given frames."""
-    from fvdm.tasks.context import make_context
+    from fvdm.core.sampling_context import make_context
 
     f = gt.shape[1]
     z_gt = loaded.autoencoder.encode(gt)

@@ -215,7 +215,7 @@ def _every_task(o: Any, prefix: str, loaded: Any, sync: Any, plugins: Any, K: in
     import torch
 
     from fvdm.core.media import auto_scale, write_gif, write_png_grid
-    from fvdm.tasks.context import make_context
+    from fvdm.core.sampling_context import make_context
 
     W = loaded.num_frames
     # held-out clips (val split) give the context frames and the ground truth
@@ -294,7 +294,7 @@ def _recognisability(loaded: Any, plugins: Any, K: int, args: argparse.Namespace
     per-frame digit detector (``digit_recognisability``); writes PREFIXsamples.png/gif (the first 8 samples)."""
     import torch
 
-    from fvdm.tasks.context import sample_unconditional
+    from fvdm.core.sampling_context import sample_unconditional
     from fvdm.core.media import auto_scale, write_gif, write_png_grid
 
     n = args.eval_clips  # positive_int at the parser

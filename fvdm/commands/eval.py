@@ -89,7 +89,7 @@ def sample_checkpoint(path: str | Path, plugins: Any, *, num_samples: int, batch
     import torch
 
     from fvdm.core.loaded import load_for_sampling
-    from fvdm.tasks.context import make_context, torch_generator
+    from fvdm.core.sampling_context import make_context, torch_generator
 
     lm = load_for_sampling(path, plugins, device=device)
     task = plugins["tasks"].build("unconditional")

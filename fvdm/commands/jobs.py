@@ -2,7 +2,7 @@
 
 A job is a mapping of option names (the command line's, or one entry of a jobs file layered
 on it). ``plan_job`` resolves it without sampling: the task, sampler and schedule specs with
-every parameter, the sampling context (``fvdm.tasks.context.make_context``), the task's own
+every parameter, the sampling context (``fvdm.core.sampling_context.make_context``), the task's own
 checks (``Task.check_sampling``) and its inputs read into model space, so every job of a
 file fails before the first one samples. ``run_plan`` samples one plan and writes its
 outputs atomically; NAME.json records what the sample was made from, with the origin
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from fvdm.core.loaded import LoadedModel
     from fvdm.core.interfaces import Task
     from fvdm.core.plugins import FvdmPlugins
-    from fvdm.tasks.base import SamplingContext
+    from fvdm.core.sampling_context import SamplingContext
 
 #: flags that belong to the task: each goes to the task's Config or Inputs field of this name
 TASK_FLAGS = ("image", "last", "video", "given", "context_frames", "label", "frames", "overlap", "window",
@@ -224,7 +224,7 @@ def plan_job(job: dict[str, Any], plugins: FvdmPlugins, cache: dict[str, Any]) -
     from pydantic import ValidationError
 
     from fvdm.core.media import WRITERS
-    from fvdm.tasks.context import make_context
+    from fvdm.core.sampling_context import make_context
     from fvdm.tasks.inputs import InputReader, TaskInputs, inputs_record
 
     name = (as_spec(job.get("task"), "task") or {}).get("name")

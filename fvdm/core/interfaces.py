@@ -13,10 +13,13 @@ These Protocols are structural: a plugin does not need to inherit from them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # sampling_context imports these interfaces: a type-only import here
+    from fvdm.core.sampling_context import SamplingContext
 
 
 class PluginConfig(BaseModel):
@@ -170,12 +173,12 @@ class MultistepSampler(Protocol):
 class Task(Protocol):
     """A zero-shot task: turns user inputs into a sampled video (B, N, C, H, W).
 
-    ``sampling`` is a ``fvdm.tasks.base.SamplingContext`` (model, schedule, sampler,
+    ``sampling`` is a ``fvdm.core.sampling_context.SamplingContext`` (model, schedule, sampler,
     matrix builder, shape, steps, generator, ...); see docs/sampling.md for the inputs
     each task reads.
     """
 
-    def run(self, sampling: Any, inputs: Mapping[str, Any]) -> torch.Tensor: ...
+    def run(self, sampling: SamplingContext, inputs: Mapping[str, Any]) -> torch.Tensor: ...
 
 
 @runtime_checkable

@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from einops import rearrange
 
-from fvdm.core import sampling
 from fvdm.core.build import frame_size, model_frames
 from fvdm.core.config import ExperimentConfig
 from fvdm.core.errors import warn_once
 from fvdm.core.interfaces import Autoencoder, NoiseSchedule
 from fvdm.core.media import to_uint8, write_gif
+from fvdm.core.sampling_context import build_context
 from fvdm.core.train_log import TrainLogger
 
 
@@ -32,18 +32,22 @@ def save_gif(video: torch.Tensor, path: str | Path, fps: int = 8) -> Path:
 def sample_videos(ema: torch.nn.Module, schedule: NoiseSchedule, autoencoder: Autoencoder, cfg: ExperimentConfig,
                   plugins: Any, info: dict[str, int], spec: dict[str, Any], device: torch.device, n: int,
                   seed: int) -> torch.Tensor:
-    """n unconditional (or class-cycled) EMA samples in pixel space (n, F, C, H, W), from their own RNG."""
+    """n unconditional (or class-cycled) EMA samples in pixel space (n, F, C, H, W), from their own RNG, through
+    the one sampling entry point (``build_context`` and the registered ``unconditional`` /
+    ``class_conditional`` task), as ``fvdm sample`` draws them."""
     nf = model_frames(info)
-    sampler = plugins["samplers"].build(cfg.sample.sampler.spec(), plugins=plugins)
-    S = plugins["sampling_schedules"].build(cfg.sample.schedule.spec(), plugins=plugins)(
-        cfg.sample.steps, nf, num_timesteps=getattr(schedule, "num_timesteps", None)).to(device)
     g = torch.Generator(device=device).manual_seed(seed)  # own RNG: training streams untouched
-    x = torch.randn((n, nf, info["latent_channels"], *frame_size(info, latent=True)),
-                    generator=g, device=device)  # (n, F, C, h, w) latent noise
     nc = int(spec.get("num_classes", 0) or 0)
-    y = torch.arange(n, device=device) % nc if nc > 0 else None
-    model_fn = sampling.make_model_fn(ema, schedule, y=y, cfg_scale=cfg.sample.cfg_scale if nc > 0 else 1.0)
-    x0 = sampling.sample_loop(model_fn, x, S, sampler=sampler, schedule=schedule, generator=g)
+    ctx = build_context(plugins, model=ema, schedule=schedule, num_frames=nf,
+                        shape=(info["latent_channels"], *frame_size(info, latent=True)),
+                        sampler=cfg.sample.sampler.spec(), matrix=cfg.sample.schedule.spec(), steps=cfg.sample.steps,
+                        batch_size=n, cfg_scale=cfg.sample.cfg_scale if nc > 0 else 1.0, num_classes=nc, generator=g,
+                        device=device)
+    if nc > 0:
+        x0 = plugins["tasks"].build({"name": "class_conditional"}).run(
+            ctx, {"labels": torch.arange(n, device=device) % nc})
+    else:
+        x0 = plugins["tasks"].build({"name": "unconditional"}).run(ctx, {})
     return autoencoder.decode(x0)
 
 

@@ -75,7 +75,7 @@ def held_out(cfg: Any, plugins: Any, dataset: Any, n: int) -> list[dict[str, Any
 def validate(run: Any, step: int) -> dict[str, float]:
     """Sample every validation task on the held-out clips with the EMA model; write the grid and the scores."""
     from fvdm.core.media import to_uint8, write_png_grid
-    from fvdm.tasks.context import build_context
+    from fvdm.core.sampling_context import build_context
 
     cfg, p, dev = run.cfg, run.parts, run.dinfo.device
     tc, info = cfg.train, p.info

@@ -19,7 +19,7 @@ What a user gives on the command line or in a jobs file is the task's own busine
 ``Task.Inputs`` (a pydantic model, ``fvdm.tasks.inputs.TaskInputs``) declares it and
 ``Task.read_inputs(given, reader)`` turns it into the tensors ``run`` takes.
 ``Task.check_sampling(sampling)`` refuses settings the task cannot sample with before any
-input file is read. Build the context with ``fvdm.tasks.context`` (``make_context`` for a
+input file is read. Build the context with ``fvdm.core.sampling_context`` (``make_context`` for a
 checkpoint, ``build_context`` for a model and its parts), never field by field.
 
 Batch: ``batch_of`` gives ``sampling.batch_size`` samples of one given context (different
@@ -29,7 +29,6 @@ noise each), or one sample per given context when several are given.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 import torch
@@ -37,49 +36,11 @@ from pydantic import Field
 
 from fvdm.core.interfaces import PluginConfig
 from fvdm.core.sampling import make_model_fn, sample_loop
+from fvdm.core.sampling_context import SamplingContext  # noqa: F401  (re-exported: tasks type against it)
 from fvdm.tasks.inputs import InputReader, TaskInputs
 
 if TYPE_CHECKING:
-    from fvdm.core.interfaces import Backbone, MultistepSampler, NoiseSchedule, Sampler, SamplingSchedule
     from fvdm.core.plugins import FvdmPlugins
-
-
-@dataclass
-class SamplingContext:
-    """Everything a task needs to sample; built by ``fvdm.tasks.context`` (``make_context`` / ``build_context``).
-
-    model     : backbone ``model(x (B,F,C,H,W), t_in (B,F), y=None) -> (B,F,C_out,H,W)``
-    schedule  : NoiseSchedule (``alpha_sigma``, ``predict_x0_eps``, ``timestep_input``, ...)
-    sampler   : registered sampler (``step(model_fn, x, t_from, t_to, *, schedule, generator)``)
-    matrix    : sampling-schedule builder ``(K, F, *, context, num_timesteps) -> S``
-    num_frames: the checkpoint's frame capacity (largest window)
-    shape     : (C, H, W) of one frame in model space
-    callback  : gets ``{"window", "num_windows", "step", "num_steps", "x", "t"}`` after each row
-    plugins   : plugin manager (tasks that build their own matrix, e.g. df_rollout)
-    history_guidance, history_level: history guidance scale (1 = off) and the level the unguided branch
-                shows the context at (1 = dropped); used in every window that has context
-    text, null_text: prompt embeddings (B or 1, L, D) for a text-conditioned backbone and the negative
-                (or empty) prompt's, the unconditional side of classifier-free guidance (``cfg_scale``)
-    """
-
-    model: Backbone | Callable[..., torch.Tensor]  # a wrapper (a call counter, a cache) is fine
-    schedule: NoiseSchedule
-    sampler: Sampler | MultistepSampler
-    matrix: SamplingSchedule
-    num_frames: int
-    shape: tuple[int, int, int]
-    steps: int = 50
-    batch_size: int = 1
-    cfg_scale: float = 1.0
-    history_guidance: float = 1.0
-    history_level: float = 1.0
-    num_classes: int = 0
-    generator: torch.Generator | None = None
-    device: str | torch.device = "cpu"
-    callback: Callable[[dict[str, Any]], None] | None = None
-    plugins: FvdmPlugins | None = None
-    text: torch.Tensor | None = None
-    null_text: torch.Tensor | None = None
 
 
 class TaskConfig(PluginConfig):

@@ -59,7 +59,7 @@ def train_job(cfg: Config, plugins: Any, out: Path, key: str, seed: int, budget:
 # -- sampling --------------------------------------------------------------------------
 def sampling_context(cfg: Config, plugins: Any, lm: Any, budget: Budget) -> Any:
     """The SamplingContext every task of one model is sampled with (batch size and generator set per chunk)."""
-    from fvdm.tasks.context import make_context
+    from fvdm.core.sampling_context import make_context
 
     # guidance off (cfg_scale 1) whatever the checkpoint's sample section says: the suite's tasks are unlabelled
     return make_context(lm, plugins, sampler=cfg.sampler, schedule="standard", steps=budget.sample_steps,
