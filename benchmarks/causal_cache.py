@@ -37,7 +37,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from fvdm.core.plugins import load_plugins
-    from fvdm.tasks.context import build_context
+    from fvdm.core.sampling_context import build_context
 
     P = load_plugins(entry_points=False)
     W = 16

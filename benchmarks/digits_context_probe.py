@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--denoise-only", action="store_true", help="skip the sampled extension (seconds, not minutes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from fvdm.tasks.context import make_context
+    from fvdm.core.sampling_context import make_context
     from fvdm.core.loaded import load_for_sampling
     from fvdm.core.plugins import load_plugins
     from fvdm.plugins.evaluators.digits_truth import digits_truth

@@ -52,7 +52,7 @@ def _reference(plugins, frames: int, resolution: int) -> tuple:
 
 
 def score(ckpt: Path, plugins, n: int, steps: int, seed: int, out_png: Path) -> dict:
-    from fvdm.tasks.context import sample_unconditional
+    from fvdm.core.sampling_context import sample_unconditional
     from fvdm.core.loaded import load_for_sampling
     from fvdm.core.media import write_png_grid
 

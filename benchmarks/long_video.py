@@ -30,7 +30,7 @@ QUICK = dict(frames=[16, 32, 64, 128], window=16, overlap=8, size=16, patch=4, s
 
 def _context(spec: dict[str, Any]) -> Any:
     from fvdm.core.plugins import load_plugins
-    from fvdm.tasks.context import build_context
+    from fvdm.core.sampling_context import build_context
 
     P = load_plugins(entry_points=False)
     schedule = P["noise_schedules"].build("ddpm")

@@ -52,7 +52,7 @@ def score(lm: Any, plugins: Any, *, clips: int, samples: int, steps: int, seed: 
     from fvdm.bench.context_identity import GIVEN, copy_nearest, sample_tasks
     from fvdm.bench.stats import mean_ci
     from fvdm.plugins.evaluators.digits_truth import digits_truth
-    from fvdm.tasks.context import sample_unconditional
+    from fvdm.core.sampling_context import sample_unconditional
 
     data = lm.config.data.spec()
     val = plugins["datasets"].build({**data, "split": "val", "num_clips": max(clips, samples)})

@@ -48,7 +48,7 @@ def export(ckpt_path: Path, out: Path, plugins) -> dict:
 def score(ckpt_path: Path, out: Path, plugins, n: int = 64) -> dict:
     from fvdm.core.loaded import load_for_sampling
     from fvdm.core.media import write_png_grid
-    from fvdm.tasks.context import sample_unconditional
+    from fvdm.core.sampling_context import sample_unconditional
 
     loaded = load_for_sampling(ckpt_path, plugins)
     fake = sample_unconditional(loaded, plugins, n, steps=25, seed=1000, chunk=16).clamp(-1, 1)
