@@ -186,7 +186,8 @@ class Ledger:
         from fvdm.bench.provenance import git_revision, to_jsonable
 
         result = to_jsonable(result)
-        rec = {"format": LEDGER_FORMAT, "job": job, "kind": kind_of(job), "seed": seed, "config_sha256": self.config_sha256,
+        rec = {"format": LEDGER_FORMAT, "job": job, "kind": kind_of(job), "seed": seed,
+               "config_sha256": self.config_sha256,
                "fvdm_version": fvdm.__version__, "git": git_revision(), "seconds": round(float(seconds), 3),
                "finished_utc": _now(), "result": result, "result_sha256": _sha(result)}
         if self.out is not None:

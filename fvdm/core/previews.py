@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from einops import rearrange
@@ -20,7 +20,9 @@ from fvdm.core.errors import warn_once
 from fvdm.core.interfaces import Autoencoder, NoiseSchedule
 from fvdm.core.media import to_uint8, write_gif
 from fvdm.core.sampling_context import build_context
-from fvdm.core.train_log import TrainLogger
+
+if TYPE_CHECKING:
+    from fvdm.core.run_setup import Run
 
 
 def save_gif(video: torch.Tensor, path: str | Path, fps: int = 8) -> Path:
@@ -51,12 +53,11 @@ def sample_videos(ema: torch.nn.Module, schedule: NoiseSchedule, autoencoder: Au
     return autoencoder.decode(x0)
 
 
-def write_samples(ema: torch.nn.Module, schedule: NoiseSchedule, autoencoder: Autoencoder, cfg: ExperimentConfig,
-                  plugins: Any, info: dict[str, int], spec: dict[str, Any], device: torch.device, step: int,
-                  logger: TrainLogger) -> None:
+def write_samples(run: Run, step: int) -> None:
     """``samples/step_<step>.gif`` of ``train.sample_batch`` EMA samples, and a frame grid in TensorBoard."""
+    cfg, p, logger = run.cfg, run.parts, run.logger
     try:
-        video = sample_videos(ema, schedule, autoencoder, cfg, plugins, info, spec, device,
+        video = sample_videos(run.ema, p.schedule, p.autoencoder, cfg, run.plugins, p.info, p.spec, run.dinfo.device,
                               cfg.train.sample_batch, cfg.seed + 12345)
         save_gif(video, logger.run_dir / "samples" / f"step_{step:07d}.gif")
         # rows = samples, columns = frames
@@ -65,17 +66,17 @@ def write_samples(ema: torch.nn.Module, schedule: NoiseSchedule, autoencoder: Au
         warn_once("sample_fail", f"sample GIF at step {step} failed ({type(exc).__name__}: {exc}); training continues")
 
 
-def evaluate(ema: torch.nn.Module, schedule: NoiseSchedule, autoencoder: Autoencoder, cfg: ExperimentConfig,
-             plugins: Any, info: dict[str, int], spec: dict[str, Any], device: torch.device, step: int,
-             logger: TrainLogger) -> None:
+def evaluate(run: Run, step: int) -> None:
     """``train.eval_metric`` of EMA samples against the data's test split -> metrics.jsonl, TensorBoard, log."""
+    cfg, p, logger, plugins, info = run.cfg, run.parts, run.logger, run.plugins, run.parts.info
     tc = cfg.train
     try:
         real_ds = plugins["datasets"].build({**cfg.data.spec(), "split": "test"}, plugins=plugins)
         n = min(tc.eval_samples, len(real_ds))
         real = torch.stack([real_ds[i]["video"] for i in range(n)])  # (N, F, C, H, W) in [-1, 1]
-        fake = torch.cat([sample_videos(ema, schedule, autoencoder, cfg, plugins, info, spec, device,
-                                        min(64, n - i), cfg.seed + 54321 + i) for i in range(0, n, 64)])
+        fake = torch.cat([sample_videos(run.ema, p.schedule, p.autoencoder, cfg, plugins, info, p.spec,
+                                        run.dinfo.device, min(64, n - i), cfg.seed + 54321 + i)
+                          for i in range(0, n, 64)])
         ev = plugins["evaluators"].build({"name": tc.eval_metric, "num_frames": info["num_frames"]}, plugins=plugins)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # small-N notes go into the result, not the training log
