@@ -13,15 +13,16 @@ def make_ema(model: torch.nn.Module, *, share_frozen: bool = False) -> torch.nn.
     ``share_frozen``: parameters that do not train (a LoRA run's base) are the model's own tensors, not
     copies: their average is themselves, and a second copy of a 14B base would double its memory.
     """
-    ema = copy.deepcopy(model)
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
-    ema = (ema.double() if dtype == torch.float64 else ema.float()).eval()
-    if share_frozen:
-        frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad and p.dtype == dtype}
-        for name, p in ema.named_parameters():
-            if name in frozen:
-                p.data = frozen[name].data
-                p.fvdm_shared = True  # ema_update skips it: the model's own tensor
+    target = torch.float64 if dtype == torch.float64 else torch.float32
+    # The frozen parameters are handed to deepcopy as already copied (its memo), so they are never copied
+    # at all: set-up holds one base, not a copy freed later (at 14B, on the device, that was 57 GB more).
+    # A frozen tensor of another dtype (a bf16 base under an fp32 EMA) is still converted, as before.
+    shared = [p for p in model.parameters() if share_frozen and not p.requires_grad and p.dtype == target]
+    ema = copy.deepcopy(model, memo={id(p): p for p in shared})
+    ema = (ema.double() if target == torch.float64 else ema.float()).eval()
+    for p in shared:
+        p.fvdm_shared = True  # ema_update skips it: the model's own tensor, in the model and in the EMA
     ema.requires_grad_(False)
     return ema
 
