@@ -52,3 +52,19 @@ def test_a_base_of_another_dtype_is_converted_not_shared():
     model[1].float()
     ema = make_ema(model, share_frozen=True)
     assert ema[0].weight.dtype == torch.float32 and ema[0].weight is not model[0].weight
+
+
+def test_a_base_is_fingerprinted_once_per_process_until_it_changes(monkeypatch):
+    from fvdm.core import lora
+
+    calls = []
+    real = lora.hash_tensors
+    monkeypatch.setattr(lora, "hash_tensors", lambda state: calls.append(1) or real(state))
+    model = _model()
+    first = lora.base_fingerprint(model)
+    assert lora.base_fingerprint(model) == first and len(calls) == 1  # the same tensors: read from the memo
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # changed in place: its version counter moves on
+    assert lora.base_fingerprint(model) != first and len(calls) == 2
+    other = _model()  # equal weights, other tensors: hashed again, to the same digest
+    assert lora.base_fingerprint(other) == first and len(calls) == 3

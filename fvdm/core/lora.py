@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -226,15 +227,35 @@ def load_adapter_state(model: nn.Module, state: Mapping[str, torch.Tensor], sour
     assert not result.unexpected_keys, "every key was checked to be a LoRA key of the model"
 
 
+#: per-process memo of base fingerprints: (the hashed tensors as (name, weak reference, version, address),
+#: digest). An entry holds only while every tensor it names is alive, unchanged (its version counter) and in
+#: place, so a rebuilt or edited base is hashed again; ``fvdm export --adapter`` hashed one base three times.
+_FINGERPRINTS: list[tuple[list[tuple[str, Any, int, int]], str]] = []
+
+
 def base_fingerprint(model: nn.Module) -> str:
     """Hex sha256 over every non-LoRA tensor of ``model.state_dict()``: name, dtype, shape, bytes.
 
     Names are taken as before injection (peft's ``.base_layer`` dropped), so a base has one fingerprint with
     or without adapters, and a LoRA tensor never changes it; a cast to another dtype does. It hashes every
-    weight byte: milliseconds for the tiny test models, about a minute per 30 GB (minutes for Wan2.1-14B).
+    weight byte: milliseconds for the tiny test models, about a minute per 30 GB (minutes for Wan2.1-14B),
+    once per process for a base whose tensors have not changed since (``_FINGERPRINTS``).
     """
+    state = {k.replace(".base_layer.", "."): v for k, v in model.state_dict(keep_vars=True).items()
+             if not is_lora_key(k)}
+    key = [(name, weakref.ref(state[name]), state[name]._version, state[name].data_ptr()) for name in sorted(state)]
+    for seen, digest in _FINGERPRINTS:
+        if len(seen) == len(key) and all(a[0] == b[0] and a[1]() is not None and a[1]() is b[1]() and a[2:] == b[2:]
+                                         for a, b in zip(seen, key)):
+            return digest
+    digest = hash_tensors(state)
+    _FINGERPRINTS[:] = [*_FINGERPRINTS[-3:], (key, digest)]
+    return digest
+
+
+def hash_tensors(state: dict[str, torch.Tensor]) -> str:
+    """Hex sha256 of tensors in name order: name, dtype, shape and every byte."""
     h = hashlib.sha256()
-    state = {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if not is_lora_key(k)}
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
