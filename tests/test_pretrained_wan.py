@@ -19,23 +19,30 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from fvdm.cli import main  # noqa: E402
-from tests.text_fixtures import make_text_encoder_dir  # noqa: E402
+from fvdm.plugins.backbones.wan_tiny import make_text_encoder_dir  # noqa: E402
 
 FRAMES, RES, CHANNELS = 5, 16, 1
 
 
 def make_wan_dir(root, *, channels=CHANNELS, layers=2, seed=0):
-    from diffusers import WanTransformer3DModel
+    from fvdm.plugins.backbones.wan_tiny import make_tiny_wan_dir
 
-    from fvdm.plugins.backbones.wan import WAN_SIZES
-    from fvdm.plugins.backbones.wan_common import diffusers_kwargs
+    return make_tiny_wan_dir(root, channels=channels, layers=layers, seed=seed, vae=False)
 
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = WanTransformer3DModel(**{**diffusers_kwargs(WAN_SIZES["tiny"], channels), "num_layers": layers})
-    model.save_pretrained(root / "transformer", max_shard_size="20KB")
-    make_text_encoder_dir(root, dim=WAN_SIZES["tiny"].text_dim)
-    return root
+
+def test_make_tiny_wan_writes_a_directory_every_part_reads(tmp_path, capsys):
+    from fvdm.core.plugins import load_plugins
+    from fvdm.core.build import build_model
+
+    dst = tmp_path / "wan"
+    assert main(["data", "make-tiny-wan", str(dst), "--channels", "4"]) == 0
+    assert sorted(p.name for p in dst.iterdir()) == ["text_encoder", "tokenizer", "transformer", "vae"]
+    assert "pretrained: " in capsys.readouterr().out
+    m = build_model(load_plugins(), {"name": "wan", "size": "tiny", "in_channels": 4, "pretrained": str(dst)},
+                    load_pretrained=True)
+    assert m.pretrained_info["subfolder"] == "transformer"
+    assert main(["data", "make-tiny-wan", str(dst)]) == 2  # not empty: refused, nothing overwritten
+    assert "is not empty" in capsys.readouterr().err
 
 
 def config(root, wan_dir, **over):

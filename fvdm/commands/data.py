@@ -5,6 +5,7 @@
                    [--text-encoder NAME[:PATH] [--text-encoder-param K=V ...] [--missing-caption empty]]
     fvdm data inspect SHARDS [--grid grid.png] [--json]
     fvdm data make-digits DST [--split train] [--num-clips N] [--resolution 32] [--frames 16]
+    fvdm data make-tiny-wan DST [--channels 4] [--layers 2] [--seed 0]
 """
 
 from __future__ import annotations
@@ -96,6 +97,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     md.add_argument("--no-progress", action="store_true")
     md.set_defaults(func=_make_digits)
 
+    mw = dsub.add_parser("make-tiny-wan", help="write a tiny random Wan directory (transformer, vae, text encoder)",
+                         description="Build a diffusers-format Wan directory with random weights, offline, in "
+                         "seconds: DST/transformer (fvdm size tiny), DST/vae, DST/text_encoder, DST/tokenizer. "
+                         "Use it to try the whole pretrained path (training, sampling, LoRA, export) without a "
+                         "download: backbone {name: wan, size: tiny, pretrained: DST}.")
+    mw.add_argument("dst")
+    mw.add_argument("--channels", type=int, default=4, help="latent channels (transformer in/out = VAE z_dim)")
+    mw.add_argument("--layers", type=int, default=2)
+    mw.add_argument("--seed", type=int, default=0)
+    mw.set_defaults(func=_make_tiny_wan)
+
 
 def _summary(manifest: dict) -> str:
     skipped = manifest.get("skipped", {}).get("count", 0)
@@ -152,6 +164,20 @@ def _inspect(args: argparse.Namespace) -> int:
         if rep.get("note"):
             print(rep["note"])
     return 1 if rep["errors"] else 0
+
+
+def _make_tiny_wan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fvdm.plugins.backbones.wan_tiny import make_tiny_wan_dir
+
+    if Path(args.dst).exists() and any(Path(args.dst).iterdir()):
+        raise ValueError(f"{args.dst} is not empty; give a new directory (nothing was written)")
+    root = make_tiny_wan_dir(args.dst, channels=args.channels, layers=args.layers, seed=args.seed)
+    print(f"{root}: " + ", ".join(sorted(p.name + "/" for p in root.iterdir())) + "; use backbone {name: wan, size: "
+          f"tiny, pretrained: {root}}}, autoencoder {{name: wan_vae, path: {root}}}, text_encoder {{name: umt5, path: "
+          f"{root}}}")
+    return 0
 
 
 def _make_digits(args: argparse.Namespace) -> int:

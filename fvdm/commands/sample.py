@@ -68,7 +68,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", help="first frame image (image_to_video, interpolation)")
     p.add_argument("--last", help="last frame image (interpolation)")
     p.add_argument("--video", help="context video (mp4/webm/gif): extension, infill, interpolation, long_video")
-    p.add_argument("--frames", type=positive_int, help="total frames to output (long_video default 128)")
+    p.add_argument("--frames", type=positive_int, help="total frames to output (long_video default 128); for a latent model (wan_vae) these are "
+                        "latent frames: each decodes to 4 pixel frames, the first to 1")
     p.add_argument("--steps", type=positive_int, help="sampling steps K (default: the checkpoint config's sample.steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=1,
