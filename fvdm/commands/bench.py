@@ -19,9 +19,8 @@ import argparse
 import json
 from typing import Any
 
-import yaml
-
 from fvdm.commands.argtypes import device_arg, positive_int
+from fvdm.core.config import key_value
 from fvdm.commands.plugins import clip
 
 
@@ -154,10 +153,8 @@ def _params(args: argparse.Namespace, entry: Any) -> dict[str, Any]:
         params[key] = val
     defaults = entry.config().model_dump(mode="json") if entry.config is not None else {}
     for ov in args.overrides:
-        if "=" not in ov:
-            raise ValueError(f"--set expects KEY=VALUE (KEY may be dotted: full.seeds=1), got {ov!r}")
-        k, v = ov.split("=", 1)
-        parts = k.strip().split(".")
+        parts, value = key_value(ov, lambda item: ValueError(
+            f"--set expects KEY=VALUE (KEY may be dotted: full.seeds=1), got {item!r}"))
         if parts[0] not in params and len(parts) > 1:  # dotted: start from the field's default
             params[parts[0]] = _deepcopy(defaults.get(parts[0], {}))
         node = params
@@ -165,7 +162,7 @@ def _params(args: argparse.Namespace, entry: Any) -> dict[str, Any]:
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
-        node[parts[-1]] = yaml.safe_load(v)
+        node[parts[-1]] = value
     if entry.config is not None:  # here, so a misspelled key gets a close match and the fields to look up
         from pydantic import ValidationError
 

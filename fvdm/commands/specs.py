@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from fvdm.core.config import close_key_hint, model_at
+from fvdm.core.config import close_key_hint, key_value, model_at
 from fvdm.core.registry import ValidationErrorLike
 
 
@@ -23,16 +22,14 @@ def parse_params(pairs: list[str] | None, flag: str) -> dict[str, Any]:
     a dotted key ``schedule.u=2`` sets a nested mapping)."""
     params: dict[str, Any] = {}
     for pair in pairs or []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{flag} expects KEY=VALUE (e.g. {flag} center=0), got {pair!r}")
+        parts, value = key_value(pair, lambda item: ValueError(
+            f"{flag} expects KEY=VALUE (e.g. {flag} center=0), got {item!r}"))
         node = params
-        parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"{flag} {pair!r}: {part!r} is set both as a value and as a mapping")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = value
     return params
 
 

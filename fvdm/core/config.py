@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -328,21 +328,27 @@ def load_config(path: str | Path, plugins: Any | None = None) -> ExperimentConfi
     return cfg
 
 
+def key_value(item: str, error: Callable[[str], Exception], empty: Any = None) -> tuple[list[str], Any]:
+    """``"a.b=v"`` -> (``["a", "b"]``, v parsed as YAML; ``empty`` for ``"a="``), the one parser of every
+    KEY=VALUE the CLI and configs take (``-o``, ``--set``, ``--*-param``); ``error(item)`` when it is not one."""
+    key, eq, raw = item.partition("=")
+    if not eq or not key.strip():
+        raise error(item)
+    return key.strip().split("."), (yaml.safe_load(raw) if raw.strip() else empty)
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a config dict."""
     for ov in overrides:
-        if "=" not in ov:
-            raise ConfigError([(ov, "override must look like key.path=value")])
-        key, raw = ov.split("=", 1)
+        parts, value = key_value(ov, lambda item: ConfigError([(item, "override must look like key.path=value")]))
         node = data
-        parts = key.split(".")
         for p in parts[:-1]:
             nxt = node.get(p)
             if isinstance(nxt, str):  # plugin given by name only
                 nxt = {"name": nxt}
             node[p] = nxt if isinstance(nxt, dict) else {}
             node = node[p]
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = value
     return data
 
 

@@ -28,8 +28,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import yaml
 
+from fvdm.core.config import key_value
 from fvdm.core.temporal import latent_frame_count, temporal_factor
 from fvdm.plugins.datasets.shards import LATENT, NULL_TEXT, TEXT
 
@@ -88,10 +88,9 @@ def parse_spec(spec: "str | Mapping[str, Any]", params: Sequence[str], registry:
                                  f"give {name} without :PATH")
             out[key] = path
     for item in params:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"{what} parameter {item!r} is not KEY=VALUE; write e.g. variant=tiny")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        parts, value = key_value(item, lambda bad: ValueError(
+            f"{what} parameter {bad!r} is not KEY=VALUE; write e.g. variant=tiny"), empty="")
+        out[".".join(parts)] = value
     return out
 
 
