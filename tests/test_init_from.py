@@ -149,3 +149,19 @@ def test_a_lora_checkpoint_refuses_another_base_on_resume(base, tmp_path, capsys
     capsys.readouterr()
     assert main(["train", cfg, "--run-dir", str(tmp_path / "r"), "--no-progress", "--resume"]) != 0
     assert "holds LoRA adapters of base" in capsys.readouterr().err
+
+
+def test_a_float64_lora_run_fingerprints_its_base_as_sampling_reads_it(base, tmp_path):
+    """train.dtype float64: the base is fingerprinted in float32 at set-up, as sampling (which reads the base in
+    float32) checks it, so the float64 run's adapters load for sampling and for a resume."""
+    pytest.importorskip("peft")
+    _, ckpt = base
+    lora = {"rank": 4, "target_modules": ["qkv", "proj", "film"]}
+    cfg = cfg_file(tmp_path, "lora64", vtv="ptss", init_from=str(ckpt), steps=2, lora=lora, dtype="float64")
+    run = tmp_path / "lora64"
+    assert main(["train", cfg, "--run-dir", str(run), "--no-progress", "--max-steps", "1"]) == 0
+    assert main(["train", cfg, "--run-dir", str(run), "--no-progress", "--resume"]) == 0
+    from fvdm.core.loaded import load_for_sampling
+    from fvdm.core.plugins import load_plugins
+
+    load_for_sampling(run / "checkpoints" / "last.pt", load_plugins())  # the fingerprint check passes

@@ -120,7 +120,8 @@ def set_up(cfg: ExperimentConfig, plugins: Any, dinfo: D.DistInfo, run_dir: str 
     if (ckpt is None or lora) and tc.init_from is not None:  # a fine-tune: the weights come from elsewhere
         raw.pretrained_info = init_weights(raw, tc.init_from, parts.spec, weights=tc.init_weights)
     param_dtype = torch.float64 if tc.dtype == "float64" else torch.float32
-    raw.to(device=device, dtype=param_dtype).train()
+    # a LoRA base is fingerprinted in float32, as sampling reads it back, whatever the run's dtype
+    raw.to(device=device, dtype=torch.float32 if lora else param_dtype).train()
     base_fp = attach_lora(raw, tc.lora, ckpt, ckpt_src) if lora else None
     raw.to(device=device, dtype=param_dtype)
     if hasattr(parts.autoencoder, "to"):
