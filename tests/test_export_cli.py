@@ -112,6 +112,9 @@ def test_unet_video_adapter_export_round_trips(plugins, ckpt, tmp_path):
     config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     assert config["lora"] == settings.model_dump(mode="json") | {"alpha": 2.0, "target_modules": sorted(
         UNET_VIDEO_TARGETS)} and config["base_fingerprint"] == base_fingerprint(model)
+    from fvdm.commands.jobs import base_record
+
+    assert base_record(model)["base_fingerprint"] == config["base_fingerprint"]  # one fingerprint for one base
     torch.manual_seed(0)
     fresh = build_model(plugins, spec)
     add_lora(fresh, settings)

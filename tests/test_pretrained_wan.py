@@ -115,7 +115,8 @@ def test_every_task_samples_a_pretrained_wan_from_its_config_with_a_prompt(wan, 
     meta = json.loads((tmp_path / "out" / f"{task}.json").read_text())
     assert meta["prompt"] == "a digit moving right" and meta["negative_prompt"] == "blurry"
     assert meta["config"] == str(cfg) and meta["checkpoint"] is None
-    assert meta["provenance"]["training"]["pretrained"]["fingerprint"]
+    pre = meta["provenance"]["training"]["pretrained"]
+    assert pre["directory_fingerprint"] and len(pre["base_fingerprint"]) == 64  # which download, which weights
     out = frames_of(tmp_path / "out", task)
     assert torch.isfinite(out).all()
     if task == "image_to_video":  # the given frame is kept (identity autoencoder: exactly, up to uint8 rounding)

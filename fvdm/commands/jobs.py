@@ -207,6 +207,22 @@ def training_origins(path: str | Path) -> dict[str, Any]:
     return dict(ckpt.get("plugin_origins") or {})
 
 
+def base_record(model: Any) -> dict[str, Any] | None:
+    """Where a sample's weights came from when they came from elsewhere (a pretrained directory, a LoRA base):
+    the directory's record with its ``directory_fingerprint`` (config, index, file names and sizes: which
+    download) and the ``base_fingerprint`` (every base weight tensor's bytes: which weights), the same value a
+    LoRA checkpoint and ``fvdm export``'s adapter_config.json record. None for a model trained from scratch."""
+    from fvdm.core.lora import base_fingerprint, has_lora
+
+    info = getattr(model, "pretrained_info", None)
+    if info is None and not has_lora(model):
+        return None
+    out = {k: v for k, v in (info or {}).items() if k != "fingerprint"}
+    if info is not None and "fingerprint" in info:
+        out["directory_fingerprint"] = info["fingerprint"]
+    return {**out, "base_fingerprint": base_fingerprint(model)}
+
+
 def provenance(plugins: FvdmPlugins, task_name: str, sampler: dict[str, Any], schedule: dict[str, Any],
                training: dict[str, Any]) -> dict[str, Any]:
     """Where each plugin that made a sample comes from (``builtin`` or ``<distribution> <version>``): the task,
@@ -270,8 +286,10 @@ def plan_job(job: dict[str, Any], plugins: FvdmPlugins, cache: dict[str, Any]) -
                          autoencoder=loaded.autoencoder)
     origins_key = f"origins|{job.get('checkpoint')}"
     if origins_key not in cache:
-        cache[origins_key] = training_origins(job["checkpoint"]) if job.get("checkpoint") else {
-            "pretrained": getattr(loaded.model, "pretrained_info", None)}
+        cache[origins_key] = training_origins(job["checkpoint"]) if job.get("checkpoint") else {}
+        base = base_record(loaded.model)
+        if base is not None or not job.get("checkpoint"):
+            cache[origins_key]["pretrained"] = base
     return Plan(job=job, loaded=loaded, task=task, task_spec=task_spec, sampler=sampler, schedule=schedule,
                 context_schedule=context_schedule, sampling=sampling, inputs=task.read_inputs(given, reader),
                 inputs_record=inputs_record(given), formats=formats,
