@@ -163,3 +163,38 @@ def test_wan_merged_export_is_a_diffusers_directory_fvdm_and_diffusers_read(plug
     theirs = WanTransformer3DModel.from_pretrained(str(out), subfolder="transformer").eval()
     ref = theirs(rearrange(x, "b f c h w -> b c f h w"), level, ctx, return_dict=False)[0]
     torch.testing.assert_close(rearrange(ref, "b c f h w -> b f c h w"), y, rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_backbone_lora_applies_the_adapter_fvdm_exported_and_checks_its_base(plugins, tmp_path):
+    """backbone.lora reads fvdm's own diffusers-format adapter (as well as DiffSynth/Pusa files): merged into the
+    pretrained weights, the model equals the LoRA model it was exported from; another base is refused naming
+    the field."""
+    pytest.importorskip("diffusers")
+    from fvdm.core.lora import LoraError, LoraSettings, add_lora
+
+    torch.manual_seed(0)
+    base = build_model(plugins, WAN).eval()
+    base.transformer.save_pretrained(tmp_path / "base" / "transformer")
+    model = build_model(plugins, {**WAN, "pretrained": str(tmp_path / "base")}, load_pretrained=True).eval()
+    add_lora(model, LoraSettings(rank=4, alpha=8))
+    for name, p in model.named_parameters():
+        if ".lora_B." in name:
+            p.normal_(std=0.2)
+    export_adapter(model, tmp_path / "adapter", spec=WAN)
+    g = torch.Generator().manual_seed(1)
+    x, ctx = torch.randn(2, 3, 4, 8, 6, generator=g), torch.randn(2, 5, 16, generator=g)
+    t = repeat(torch.tensor([137.5, 912.0]), "b -> b f", f=3)
+    want = model(x, t, encoder_hidden_states=ctx)
+    for lora in (tmp_path / "adapter", tmp_path / "adapter" / "pytorch_lora_weights.safetensors"):
+        spec = {**WAN, "pretrained": str(tmp_path / "base"), "lora": str(lora)}
+        merged = build_model(plugins, spec, load_pretrained=True).eval()
+        assert merged.pretrained_info["lora"]["format"] == "diffusers"
+        assert all(".lora_" not in k for k in merged.state_dict())  # folded in: the plain base keys
+        torch.testing.assert_close(merged(x, t, encoder_hidden_states=ctx), want, rtol=0, atol=1e-5)
+    torch.manual_seed(5)
+    build_model(plugins, WAN).transformer.save_pretrained(tmp_path / "other" / "transformer")
+    with pytest.raises(Exception, match=r"backbone.lora.*trained on another base") as err:
+        build_model(plugins, {**WAN, "pretrained": str(tmp_path / "other"), "lora": str(tmp_path / "adapter")},
+                    load_pretrained=True)
+    assert str(err.value).startswith("backbone.lora ")  # the field at fault is named first, not the base's

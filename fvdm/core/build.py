@@ -175,6 +175,9 @@ def read_pretrained(model: torch.nn.Module, spec: dict[str, Any]) -> dict[str, A
     except FvdmError:
         raise
     except (OSError, ValueError, KeyError) as exc:
+        if str(exc).startswith("backbone.lora "):  # the LoRA file's own problem: name that field, not the base's
+            field, _, message = str(exc).partition(" ")
+            raise ConfigError([(field, message)]) from exc
         raise ConfigError([("backbone.pretrained", f"{directory}: {exc}")]) from exc
 
 

@@ -261,20 +261,59 @@ class FrameModulatedWan(nn.Module):
         expected = {k: tuple(v.shape) for k, v in self.transformer.state_dict().items()}
         state = read_state_dict(folder, expected=expected, public_copy=public, what=what)
         lora = None
-        if self.cfg.lora is not None:  # checked against the base (names, shapes) before any weight changes
+        own_format = self.cfg.lora is not None and is_diffusers_lora(self.cfg.lora)
+        if self.cfg.lora is not None and not own_format:  # checked against the base before any weight changes
             from fvdm.plugins.backbones.pusa_import import check_lora, read_lora
 
-            lora = read_lora(self.cfg.lora)
-            check_lora(self.transformer, lora)
+            try:
+                lora = read_lora(self.cfg.lora)
+                check_lora(self.transformer, lora)
+            except (ValueError, FileNotFoundError) as exc:
+                raise type(exc)(f"backbone.lora {self.cfg.lora}: {exc}") from exc
         self.transformer.load_state_dict(state, strict=True)
         info = {"directory": str(Path(directory).expanduser().resolve()), "subfolder": self.cfg.subfolder,
                 "fingerprint": directory_fingerprint(folder), "public_copy": public}
-        if lora is not None:
+        if own_format:  # fvdm's own export (diffusers' layout): its base fingerprint is checked, then merged
+            info["lora"] = self._merge_diffusers_lora(self.cfg.lora, self.cfg.lora_scale)
+        elif lora is not None:
             from fvdm.plugins.backbones.pusa_import import lora_report, merge_lora
 
             adapted = merge_lora(self.transformer, lora, scale=self.cfg.lora_scale)
             info["lora"] = lora_report(self.cfg.lora, lora, adapted, self.cfg.lora_scale)
         return info
+
+    @torch.no_grad()
+    def _merge_diffusers_lora(self, path: str, scale: float) -> dict[str, Any]:
+        """Add a diffusers-format Wan LoRA (``fvdm export --adapter``, ``save_lora_weights``) as adapters, after
+        checking the base fingerprint it records, scale its update, and fold it into the weights."""
+        from fvdm.core.lora import LoraError, load_diffusers_lora, lora_layers, merge_lora
+
+        try:
+            adapted = load_diffusers_lora(self, path)
+        except LoraError as exc:
+            raise LoraError(f"backbone.lora {path}: {exc}") from exc
+        if scale != 1.0:
+            for layer in lora_layers(self).values():
+                for up in layer.lora_B.values():
+                    up.weight.mul_(scale)
+        merge_lora(self)
+        return {"file": str(path), "format": "diffusers", "modules": len(adapted), "scale": scale}
+
+
+def is_diffusers_lora(path: str | Path) -> bool:
+    """Is ``path`` a LoRA in diffusers' Wan layout (a directory holding ``pytorch_lora_weights.safetensors``, or a
+    .safetensors file of ``transformer.<module>.lora_A/B.weight`` keys) rather than DiffSynth's (Pusa's)?"""
+    from fvdm.core.lora import DIFFUSERS_PREFIX, LORA_FILE
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return (p / LORA_FILE).is_file()
+    if p.suffix != ".safetensors" or not p.is_file():
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(p), framework="pt") as f:
+        return all(k.startswith(DIFFUSERS_PREFIX + ".") for k in f.keys())
 
 
 def diffusers_kwargs(size: WanSize, in_channels: int) -> dict[str, Any]:
