@@ -128,3 +128,19 @@ def test_temporal_kernel_refusals():
         UNetVideo.Config(temporal_kernel=2)
     with pytest.raises(ValueError, match="sees the next frames"):
         UNetVideo.Config(temporal_kernel=3, temporal_attention="causal")
+
+
+def test_temporal_kernel_at_its_default_leaves_the_config_hash_as_before_it_existed():
+    """Runs made before temporal_kernel existed keep their directory and resume: at 1 it is not in the
+    canonical config; at 3 it is (another model)."""
+    from fvdm.core.config import canonical_dict, parse_config
+
+    plugins = load_plugins(entry_points=False)
+    base = {"name": "x", "data": {"name": "moving_digits", "num_frames": 4, "resolution": 16},
+            "backbone": {"name": "unet_video"}}
+    plain = canonical_dict(parse_config(base), plugins)
+    assert "temporal_kernel" not in plain["backbone"] and "temporal_levels" in plain["backbone"]
+    explicit = canonical_dict(parse_config({**base, "backbone": {"name": "unet_video", "temporal_kernel": 1}}), plugins)
+    assert explicit == plain
+    deep = canonical_dict(parse_config({**base, "backbone": {"name": "unet_video", "temporal_kernel": 3}}), plugins)
+    assert deep["backbone"]["temporal_kernel"] == 3

@@ -274,7 +274,14 @@ def canonical_dict(cfg: ExperimentConfig, plugins: Any | None = None, *,
         node = data
         for p in path[:-1]:
             node = node[p]
-        node[path[-1]] = {"name": entry.name, **(pcfg.model_dump(mode="json") if pcfg is not None else {})}
+        params = pcfg.model_dump(mode="json") if pcfg is not None else {}
+        # a field added to a plugin after its configs were in use leaves the canonical dict (hash, resume check)
+        # as it was while it holds the value that reproduces the old behaviour: old runs keep their directory
+        # and resume; a Config lists such fields in ``added_defaults``
+        for key, old in getattr(type(pcfg), "added_defaults", {}).items():
+            if params.get(key, old) == old:
+                params.pop(key, None)
+        node[path[-1]] = {"name": entry.name, **params}
     return data
 
 

@@ -36,6 +36,9 @@ class UNetVideoConfig(BackboneConfig):
     """Pseudo-3D U-Net. ``channel_mult[i]`` scales ``base_channels`` at level i (resolution / 2^i)."""
 
     conditioning: ClassVar[frozenset[str]] = frozenset({"class"})
+    #: fields added after unet_video configs were in use, at the value that builds the model they built: left
+    #: out of the canonical config there, so earlier runs keep their hash and resume
+    added_defaults: ClassVar[dict[str, object]] = {"temporal_kernel": 1}
 
     in_channels: int = Field(1, ge=1, description="channels per frame (filled by the engine)")
     input_size: int = Field(32, ge=4, description="frame height = width (filled by the engine)")
