@@ -165,3 +165,32 @@ def test_a_float64_lora_run_fingerprints_its_base_as_sampling_reads_it(base, tmp
     from fvdm.core.plugins import load_plugins
 
     load_for_sampling(run / "checkpoints" / "last.pt", load_plugins())  # the fingerprint check passes
+
+
+def test_validation_reads_its_clips_from_held_out_shards(tmp_path):
+    """Training from webdataset shards: train.validate_every samples the first clips of the config's
+    `validation` data (held-out shards), the same clips at every validation; before, every validation failed
+    (a stream has no __getitem__)."""
+    pytest.importorskip("webdataset")
+    import json
+
+    from fvdm.plugins.datasets.pack import make_digits
+
+    for split, n in (("train", 16), ("val", 4)):
+        make_digits(tmp_path / split, split=split, num_clips=n, resolution=16, num_frames=4, progress=False)
+    shards = {"name": "webdataset", "num_frames": 4, "channels": 1, "offset": "start"}
+    path = tmp_path / "shards.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "shards", "run_root": str(tmp_path / "runs"),
+        "data": {**shards, "urls": str(tmp_path / "train")},
+        "validation": {**shards, "urls": str(tmp_path / "val"), "shuffle_shards": False},
+        "backbone": {"name": "unet_video", "base_channels": 8, "channel_mult": [1, 2], "temporal_levels": [1]},
+        "sample": {"sampler": {"name": "ddim", "clip_x0": 1.0}, "steps": 2},
+        "train": {"steps": 2, "batch_size": 2, "log_every": 1, "ckpt_every": 2, "tensorboard": False,
+                  "validate_every": 1, "validate_clips": 2, "validate_tasks": ["image_to_video"]},
+    }))
+    assert main(["train", str(path), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert sorted(g.name for g in (tmp_path / "run" / "validation").glob("step_*.png")) == [
+        "step_0000001.png", "step_0000002.png"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("eval_val_image_to_video_l1_to_real" in r for r in rows) == 2

@@ -120,6 +120,9 @@ class ExperimentConfig(PluginConfig):
     text_encoder: PluginRef | None = Field(
         None, description="prompts -> embeddings for a text-conditioned backbone (umt5: {name: umt5, path: DIR}); "
                           "used by `fvdm sample --prompt` and `fvdm data pack --text-encoder`")
+    validation: PluginRef | None = Field(
+        None, description="held-out data for train.validate_every, e.g. {name: webdataset, urls: held-out shards}: "
+                          "its first train.validate_clips clips, read once; default: the training data's test split")
     attention: str = Field("auto", description="auto | math | sdpa | xformers | flex | any registered kernel")
     train: TrainSettings = TrainSettings()
     sample: SampleSettings = SampleSettings()
@@ -140,6 +143,7 @@ PLUGIN_FIELDS: dict[tuple[str, ...], str] = {
     ("vtv",): "vtv_strategies",
     ("autoencoder",): "autoencoders",
     ("text_encoder",): "text_encoders",  # optional: None = no text
+    ("validation",): "datasets",  # optional: None = the training data's test split
     ("sample", "sampler"): "samplers",
     ("sample", "schedule"): "sampling_schedules",
 }
@@ -266,6 +270,9 @@ def canonical_dict(cfg: ExperimentConfig, plugins: Any | None = None, *,
     Plugin names are written as registered, so an alias and its entry give the same dict.
     """
     data = cfg.model_dump(mode="json", serialize_as_any=True)
+    for key, old in ADDED_TOP_LEVEL.items():  # as for plugin fields below: earlier runs keep their hash
+        if data.get(key, old) == old:
+            data.pop(key, None)
     if resolved is None:
         if plugins is None:
             return data
@@ -284,6 +291,9 @@ def canonical_dict(cfg: ExperimentConfig, plugins: Any | None = None, *,
         node[path[-1]] = {"name": entry.name, **params}
     return data
 
+
+#: top-level fields added after configs were in use, at the value that trains as before they existed
+ADDED_TOP_LEVEL: dict[str, Any] = {"validation": None}
 
 #: Backbone fields the build derives from the data, the autoencoder and the noise schedule when a config leaves
 #: them out (a value the config gives is checked against them instead). A backbone Config's own default for

@@ -53,15 +53,20 @@ def check_validation(cfg: Any) -> None:
 
 
 def held_out(cfg: Any, plugins: Any, dataset: Any, n: int) -> list[dict[str, Any]]:
-    """``n`` held-out items: the test split when the data has one, else the first training items (warned)."""
+    """``n`` held-out items: the first of the ``validation`` data when the config names one (held-out shards),
+    else the test split when the data has one, else the first training items (warned). A stream (webdataset)
+    is read from its start, once: the run keeps the items, so every validation sees the same clips."""
     entry = plugins["datasets"].get(cfg.data.name)
-    if entry.config is not None and "split" in entry.config.model_fields:
+    if cfg.validation is not None:
+        source = plugins["datasets"].build(cfg.validation.spec(), plugins=plugins)
+    elif entry.config is not None and "split" in entry.config.model_fields:
         source = plugins["datasets"].build({**cfg.data.spec(), "split": "test"}, plugins=plugins)
     else:
         warn_once("val_split", f"dataset {cfg.data.name!r} has no split: validation uses its first {n} clips "
                                "(seen in training)")
         source = dataset
-    if hasattr(source, "__getitem__") and hasattr(source, "__len__"):
+    if not isinstance(source, torch.utils.data.IterableDataset) and hasattr(source, "__len__"):
+        # (an IterableDataset inherits a __getitem__ that only raises: it is read as the stream it is)
         return [source[i] for i in range(min(n, len(source)))]
     items = []
     for item in source:
