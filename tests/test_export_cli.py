@@ -198,3 +198,9 @@ def test_backbone_lora_applies_the_adapter_fvdm_exported_and_checks_its_base(plu
         build_model(plugins, {**WAN, "pretrained": str(tmp_path / "other"), "lora": str(tmp_path / "adapter")},
                     load_pretrained=True)
     assert str(err.value).startswith("backbone.lora ")  # the field at fault is named first, not the base's
+
+
+def test_comfyui_format_is_refused_for_a_merged_export_in_one_line(ckpt, tmp_path, capsys):
+    assert export(ckpt, tmp_path / "x", "--merged", "--format", "comfyui") == 2
+    assert "--format comfyui is a LoRA layout: use it with --adapter" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

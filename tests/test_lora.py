@@ -256,3 +256,48 @@ def test_settings_validation():
                 {"alpha": 0}, {"ranks": 4}):
         with pytest.raises(ValueError):
             LoraSettings(**bad)
+
+
+def test_oracle_diffusers_converts_the_comfyui_layout_to_the_same_output(plugins, tmp_path):
+    """fvdm export --format comfyui writes the original Wan layout (diffusion_model.blocks.N.self_attn.q.lora_down /
+    lora_up + alpha); diffusers' own converter for non-diffusers Wan LoRAs (WanPipeline.lora_state_dict) loads it
+    into a plain WanTransformer3DModel whose output equals fvdm's LoRA model."""
+    from diffusers import WanPipeline
+    from safetensors.torch import load_file
+
+    from fvdm.commands.export import export_adapter
+    from fvdm.plugins.backbones.pusa_import import COMFYUI_FILE
+
+    m = build(plugins, WAN)
+    add_lora(m, LoraSettings(rank=4, alpha=8))
+    y1 = fvdm_out(trained(m), *inputs())
+    export_adapter(m, tmp_path / "c", spec=WAN, layout="comfyui")
+    tensors = load_file(str(tmp_path / "c" / COMFYUI_FILE))
+    assert "diffusion_model.blocks.0.self_attn.q.lora_down.weight" in tensors
+    assert "diffusion_model.blocks.1.ffn.2.lora_up.weight" in tensors
+    assert float(tensors["diffusion_model.blocks.0.cross_attn.o.alpha"]) == 8.0
+    assert not any(k.startswith("transformer.") or ".lora_A." in k for k in tensors)
+    ref = base_copy(m)
+    state = WanPipeline.lora_state_dict(str(tmp_path / "c" / COMFYUI_FILE))
+    WanPipeline.load_lora_into_transformer(state, transformer=ref, adapter_name="comfy")
+    y2 = diffusers_out(ref, *inputs())
+    print(f"oracle max |fvdm - diffusers(comfyui file)| = {(y1 - y2).abs().max().item():.3g}")
+    torch.testing.assert_close(y1, y2, rtol=0, atol=1e-5)
+
+
+def test_backbone_lora_reads_the_comfyui_layout_back(plugins, tmp_path):
+    """The original Wan layout fvdm exports (and ComfyUI / musubi-tuner write) merges through backbone.lora with
+    its per-module alpha: the model equals the LoRA model it came from."""
+    from fvdm.commands.export import export_adapter
+    from fvdm.plugins.backbones.pusa_import import COMFYUI_FILE
+
+    from fvdm.core.build import build_model
+
+    build(plugins, WAN).transformer.save_pretrained(tmp_path / "base" / "transformer")
+    m = build_model(plugins, {**WAN, "pretrained": str(tmp_path / "base")}, load_pretrained=True).eval()
+    add_lora(m, LoraSettings(rank=4, alpha=8))
+    y1 = fvdm_out(trained(m), *inputs())
+    export_adapter(m, tmp_path / "c", spec=WAN, layout="comfyui")
+    merged = build_model(plugins, {**WAN, "pretrained": str(tmp_path / "base"),
+                                   "lora": str(tmp_path / "c" / COMFYUI_FILE)}, load_pretrained=True).eval()
+    torch.testing.assert_close(fvdm_out(merged, *inputs()), y1, rtol=0, atol=TOL)

@@ -45,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="the whole network, LoRA folded in (default without LoRA layers)")
     kind.add_argument("--adapter", dest="kind", action="store_const", const="adapter",
                       help="the LoRA adapter alone (default for a LoRA checkpoint)")
+    p.add_argument("--format", choices=("diffusers", "comfyui"), default="diffusers",
+                   help="a Wan adapter's key layout: diffusers (pytorch_lora_weights.safetensors, WanPipeline."
+                        "load_lora_weights) or comfyui (the original Wan layout: diffusion_model.blocks.N.self_attn.q."
+                        "lora_down/lora_up + alpha, read by ComfyUI, musubi-tuner and diffusers' converter)")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=_run)
@@ -124,8 +128,9 @@ def export_merged(model: nn.Module, out: str | Path, *, spec: dict[str, Any], so
 
 
 def export_adapter(model: nn.Module, out: str | Path, *, spec: dict[str, Any], source: dict[str, Any] | None = None,
-                   overwrite: bool = False) -> Path:
-    """Write ``model``'s LoRA adapter alone to ``out`` (diffusers' format for Wan-family backbones); returns it."""
+                   overwrite: bool = False, layout: str = "diffusers") -> Path:
+    """Write ``model``'s LoRA adapter alone to ``out`` (for Wan-family backbones diffusers' format, or with
+    ``layout="comfyui"`` the original Wan layout); returns it."""
     from fvdm.core.lora import (
         FVDM_FINGERPRINT, FVDM_SETTINGS, LORA_FILE, adapter_state_dict, base_fingerprint, has_lora, is_wan_family,
         lora_settings, save_diffusers_lora,
@@ -136,8 +141,18 @@ def export_adapter(model: nn.Module, out: str | Path, *, spec: dict[str, Any], s
                          "export this model with --merged")
     settings, fingerprint = lora_settings(model), base_fingerprint(model)
 
+    if layout == "comfyui" and not is_wan_family(model):
+        raise ValueError(f"--format comfyui writes Wan LoRAs; backbone {spec['name']!r} is not a Wan model (use the "
+                         "default format)")
+
     def write(tmp: Path) -> None:
-        if is_wan_family(model):
+        if layout == "comfyui":
+            from fvdm.plugins.backbones.pusa_import import COMFYUI_FILE, to_original_wan_lora
+
+            weights = COMFYUI_FILE
+            metadata = {"format": "pt", FVDM_SETTINGS: settings.model_dump_json(), FVDM_FINGERPRINT: fingerprint}
+            _save_safetensors(to_original_wan_lora(model), tmp / weights, metadata)
+        elif is_wan_family(model):
             weights = save_diffusers_lora(model, tmp).name
         else:
             weights = "adapter.safetensors"
@@ -146,8 +161,9 @@ def export_adapter(model: nn.Module, out: str | Path, *, spec: dict[str, Any], s
         _json(tmp / "adapter_config.json", {
             "kind": "adapter", "backbone": spec["name"], "spec": spec, "lora": settings.model_dump(mode="json"),
             "base_fingerprint": fingerprint, "weights": weights, "source": source,
-            "format": "diffusers Wan LoRA (WanPipeline.load_lora_weights)" if weights == LORA_FILE
-            else "fvdm adapter state (fvdm.core.lora.load_adapter_state)"})
+            "format": {LORA_FILE: "diffusers Wan LoRA (WanPipeline.load_lora_weights)",
+                       "adapter.safetensors": "fvdm adapter state (fvdm.core.lora.load_adapter_state)"}.get(
+                weights, "original Wan / ComfyUI LoRA (lora_down, lora_up, alpha)")})
 
     return publish(out, write, overwrite=overwrite)
 
@@ -176,6 +192,9 @@ def _run(args: argparse.Namespace) -> int:
               "weights": "ema" if loaded.used_ema else "model"}
     kind = args.kind or ("adapter" if has_lora(loaded.model) else "merged")
     export = export_adapter if kind == "adapter" else export_merged
-    written = export(loaded.model, out, spec=spec, source=source, overwrite=args.overwrite)
+    if args.format != "diffusers" and kind != "adapter":
+        raise ValueError(f"--format {args.format} is a LoRA layout: use it with --adapter (a LoRA checkpoint)")
+    extra = {"layout": args.format} if kind == "adapter" else {}
+    written = export(loaded.model, out, spec=spec, source=source, overwrite=args.overwrite, **extra)
     print(f"fvdm export: {kind} {spec['name']} weights ({source['weights']}, step {loaded.step}) -> {written}")
     return 0

@@ -86,6 +86,8 @@ _TOP = {
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
 # a LoRA tensor: <module>.lora_A|lora_B[.<PEFT adapter name>].weight; the adapter name is "default" in PEFT
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<part>lora_A|lora_B)(?:\.(?P<adapter>[A-Za-z_]\w*))?\.weight$")
+# the original Wan / ComfyUI / musubi layout: <module>.lora_down|lora_up.weight and <module>.alpha (a scalar)
+_ORIGINAL_KEY = re.compile(r"^(?P<module>.+)\.(?:(?P<part>lora_down|lora_up)\.weight|(?P<alpha>alpha))$")
 
 
 def diffsynth_to_diffusers(key: str) -> str:
@@ -158,30 +160,39 @@ class LoraTarget(NamedTuple):
     module: str  # DiffSynth module name, e.g. blocks.0.self_attn.q
     down: torch.Tensor  # lora_A (rank, in)
     up: torch.Tensor  # lora_B (out, rank)
+    alpha: float | None = None  # the file's own alpha for this module (original Wan layout), else None
 
 
 def _pairs(lora: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
     """{DiffSynth module: {"lora_A": A, "lora_B": B}}; refuses keys that are not DiffSynth LoRA weights."""
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     stray: list[str] = []
+    original: set[str] = set()  # modules in the original layout: only they may carry an alpha
+    alphas: dict[str, str] = {}
     for key, tensor in lora.items():
-        m = _LORA_KEY.match(_strip_prefix(key))
+        m = _LORA_KEY.match(_strip_prefix(key)) or _ORIGINAL_KEY.match(_strip_prefix(key))
         if m is None:
             stray.append(key)
             continue
+        if m.re is _ORIGINAL_KEY:
+            (alphas.__setitem__(m.group("module"), key) if m.group("alpha") else original.add(m.group("module")))
+        part = "alpha" if m.groupdict().get("alpha") else {"lora_down": "lora_A", "lora_up": "lora_B"}.get(
+            m.group("part"), m.group("part"))
         slot = pairs.setdefault(m.group("module"), {})
-        if m.group("part") in slot:
-            raise ValueError(f"LoRA: two {m.group('part')} tensors for {m.group('module')} (one is {key!r}); "
+        if part in slot:
+            raise ValueError(f"LoRA: two {part} tensors for {m.group('module')} (one is {key!r}); "
                              "keep one adapter's tensors")
-        slot[m.group("part")] = tensor
+        slot[part] = tensor
+    stray += [key for module, key in alphas.items() if module not in original]  # an alpha beside PEFT names
     if stray:
-        # .alpha / .diff / .diff_b / lora_up / lora_down come from other trainers; Pusa V1 writes none of them
-        raise ValueError(f"LoRA: {len(stray)} keys are not <module>.lora_A/lora_B[.default].weight, e.g. "
-                         f"{stray[0]!r}; only DiffSynth/PEFT LoRA weights (as in {PUSA_V1.file}) are supported")
+        # .diff / .diff_b come from other trainers; neither Pusa V1 nor the original Wan layout writes them
+        raise ValueError(f"LoRA: {len(stray)} keys are not <module>.lora_A/lora_B[.default].weight or "
+                         f"<module>.lora_down/lora_up.weight + .alpha, e.g. {stray[0]!r}; only DiffSynth/PEFT (as in "
+                         f"{PUSA_V1.file}) and original Wan / ComfyUI LoRA weights are supported")
     if not pairs:
         raise ValueError("LoRA: no lora_A/lora_B tensors; is this a LoRA file?")
     for module, slot in pairs.items():
-        if len(slot) != 2:
+        if set(slot) - {"alpha"} != {"lora_A", "lora_B"}:
             have, lack = (("lora_A", "lora_B") if "lora_A" in slot else ("lora_B", "lora_A"))
             raise ValueError(f"LoRA: {module} has {have} but no {lack}; the file is truncated or not a LoRA")
     return pairs
@@ -210,8 +221,8 @@ def check_lora(transformer: nn.Module, lora: Mapping[str, torch.Tensor]) -> tupl
     unknown, targets = [], []
     for module, slot in pairs.items():
         try:
-            targets.append(LoraTarget(diffsynth_to_diffusers(module) + ".weight", module,
-                                      slot["lora_A"], slot["lora_B"]))
+            targets.append(LoraTarget(diffsynth_to_diffusers(module) + ".weight", module, slot["lora_A"],
+                                      slot["lora_B"], float(slot["alpha"]) if "alpha" in slot else None))
         except ValueError:
             unknown.append(module)
     if unknown:
@@ -250,9 +261,10 @@ def merge_lora(transformer: nn.Module, lora: Mapping[str, torch.Tensor], *, alph
     ``check_lora`` passes for every tensor. The product is taken in float32 on the weight's device.
     """
     targets, rank = check_lora(transformer, lora)
-    factor = scale * (rank if alpha is None else alpha) / rank
     params = dict(transformer.named_parameters())
     for t in targets:
+        # a file's own per-module alpha (original Wan layout) wins; else the caller's, else alpha = rank
+        factor = scale * (t.alpha if t.alpha is not None else rank if alpha is None else alpha) / rank
         weight = params[t.param]
         down = t.down.to(weight.device, torch.float32)  # (rank, in)
         up = t.up.to(weight.device, torch.float32)  # (out, rank)
@@ -275,6 +287,43 @@ def load_pusa_lora(transformer: nn.Module, path: str | Path, *, scale: float = 1
 def lora_report(path: str | Path, lora: Mapping[str, torch.Tensor], adapted: list[str], scale: float) -> dict:
     """Provenance of a merged LoRA: file, sha256, rank, alpha, scale, number of adapted weights."""
     path = Path(path).expanduser()
-    rank = next(t for k, t in lora.items() if ".lora_A" in k).shape[0]
-    return {"file": str(path), "sha256": sha256_file(path), "rank": rank, "alpha": float(rank), "scale": scale,
+    rank = next(t for k, t in lora.items() if ".lora_A" in k or ".lora_down" in k).shape[0]
+    alphas = {float(t) for k, t in lora.items() if k.endswith(".alpha")}  # the original layout's own alpha
+    alpha = alphas.pop() if len(alphas) == 1 else float(rank) if not alphas else "per module"
+    return {"file": str(path), "sha256": sha256_file(path), "rank": rank, "alpha": alpha, "scale": scale,
             "adapted": len(adapted)}
+
+
+# -- the original Wan layout (ComfyUI, musubi-tuner) ---------------------------------------------------------
+#: the ComfyUI / original-Wan LoRA file ``fvdm export --adapter --format comfyui`` writes
+COMFYUI_FILE = "wan_lora_comfyui.safetensors"
+_ORIGINAL_BLOCK = {v: k for k, v in _BLOCK.items()}
+_ORIGINAL_TOP = {v: k for k, v in _TOP.items()}
+
+
+def diffusers_to_original(module: str) -> str:
+    """A diffusers ``WanTransformer3DModel`` linear layer -> its name in the original Wan code (and DiffSynth's):
+    ``blocks.3.attn1.to_q`` -> ``blocks.3.self_attn.q``; the inverse of ``diffsynth_to_diffusers``."""
+    m = _BLOCK_KEY.match(module)
+    if m and m.group(2) in _ORIGINAL_BLOCK:
+        return f"blocks.{m.group(1)}.{_ORIGINAL_BLOCK[m.group(2)]}"
+    if module in _ORIGINAL_TOP:
+        return _ORIGINAL_TOP[module]
+    raise ValueError(f"{module!r} has no name in the original Wan layout (blocks.N.attn1/attn2.to_q/k/v/out.0, "
+                     f"blocks.N.ffn.net.0.proj/net.2, {', '.join(_ORIGINAL_TOP)}); adapt only those layers")
+
+
+def to_original_wan_lora(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A Wan-family model's LoRA adapter in the original Wan key layout ComfyUI and musubi-tuner read:
+    ``diffusion_model.<module>.lora_down.weight`` (A, (rank, in)), ``.lora_up.weight`` (B, (out, rank)) and
+    ``.alpha`` (a scalar: the update is alpha / rank * up @ down, as fvdm trained it)."""
+    from fvdm.core.lora import DIFFUSERS_PREFIX, lora_settings, to_diffusers_lora
+
+    alpha = torch.tensor(float(lora_settings(model).lora_alpha()))
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in to_diffusers_lora(model).items():  # transformer.<module>.lora_A|lora_B.weight
+        module, part = key[len(DIFFUSERS_PREFIX) + 1:].rsplit(".", 2)[:2]
+        name = f"diffusion_model.{diffusers_to_original(module)}"
+        out[f"{name}.{'lora_down' if part == 'lora_A' else 'lora_up'}.weight"] = tensor
+        out[f"{name}.alpha"] = alpha.clone()
+    return out
