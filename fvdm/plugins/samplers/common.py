@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from fvdm.core.interfaces import ModelFn
+from fvdm.core.interfaces import ModelFn, PluginConfig
 from fvdm.core.sampling import alpha_sigma  # noqa: F401  (re-exported for samplers)
 from fvdm.core.tensor import append_dims
 
@@ -45,3 +45,13 @@ def check_step(x: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor) -> Non
     if bool((t_to > t_from).any()):
         raise ValueError("a sampler step must not raise any frame's level (t_to > t_from); "
                          "sampling-matrix columns must be non-increasing")
+
+
+class ParameterFree:
+    """Base of a sampler without settings (Euler, Heun): an empty Config and the constructor every plugin has."""
+
+    class Config(PluginConfig):
+        """No parameters."""
+
+    def __init__(self, cfg: "ParameterFree.Config"):
+        self.cfg = cfg

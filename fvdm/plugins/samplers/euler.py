@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import torch
 
-from fvdm.core.interfaces import ModelFn, NoiseSchedule, PluginConfig
-from fvdm.plugins.samplers.common import alpha_sigma, check_step, keep_unchanged, predict
+from fvdm.core.interfaces import ModelFn, NoiseSchedule
+from fvdm.plugins.samplers.common import ParameterFree, alpha_sigma, check_step, keep_unchanged, predict
 
 
-class EulerSampler:
+class EulerSampler(ParameterFree):
     """Euler ODE step (rectified flow's sampler; first order for any schedule)."""
-
-    class Config(PluginConfig):
-        """No parameters."""
-
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
 
     def step(self, model_fn: ModelFn, x: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor, *,
              schedule: NoiseSchedule, generator: torch.Generator | None = None) -> torch.Tensor:

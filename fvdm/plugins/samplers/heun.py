@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from fvdm.core.interfaces import ModelFn, NoiseSchedule, PluginConfig
+from fvdm.core.interfaces import ModelFn, NoiseSchedule
 from fvdm.core.tensor import append_dims
-from fvdm.plugins.samplers.common import alpha_sigma, check_step, keep_unchanged, predict
+from fvdm.plugins.samplers.common import ParameterFree, alpha_sigma, check_step, keep_unchanged, predict
 
 
-class HeunSampler:
+class HeunSampler(ParameterFree):
     """Heun ODE step: Euler predictor + trapezoidal corrector."""
-
-    class Config(PluginConfig):
-        """No parameters."""
-
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
 
     def step(self, model_fn: ModelFn, x: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor, *,
              schedule: NoiseSchedule, generator: torch.Generator | None = None) -> torch.Tensor:
