@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from fvdm.core.atomic import staged_directory
 
 #: spec keys a merged export has already applied (a Pusa LoRA merged when the base was read): reading the
 #: export back must not merge it again
@@ -67,24 +67,11 @@ def check_out(out: str | Path, overwrite: bool) -> Path:
 
 
 def publish(out: str | Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
-    """Run ``write(tmp)`` into a temporary directory beside ``out``, then rename it into place (an old ``out``
-    is set aside first and removed last, so a failure at any point leaves the old directory or the new one)."""
+    """Run ``write(tmp)`` into a staged directory that then replaces ``out`` (``fvdm.core.atomic``): a failure at
+    any point leaves the old directory or the new one."""
     out = check_out(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = (out.parent / f".{out.name}.{tag}-{os.getpid()}" for tag in ("tmp", "old"))
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staged_directory(out) as tmp:
         write(tmp)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     return out
 
 

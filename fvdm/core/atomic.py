@@ -1,4 +1,4 @@
-"""Writing a file atomically: readers see the old file or the new one, never a torn one.
+"""Writing a file or a directory atomically: readers see the old one or the new one, never a torn one.
 
 Every writer of results, checkpoints, records, manifests and media goes through ``atomic_write``: the
 content is written to a temp file beside the target (same filesystem), then renamed over it. With
@@ -9,10 +9,13 @@ survives a power cut (checkpoints, benchmark records). A process killed mid-writ
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from fvdm.core.faults import crash_point
 
@@ -77,3 +80,41 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *, durable: bo
     if durable:
         fsync_dir(path.parent)
     return path
+
+
+@contextlib.contextmanager
+def staged_directory(dst: str | Path, *, merge: bool = False, last: str | None = None) -> Iterator[Path]:
+    """A hidden folder beside ``dst`` to write a directory into; on success it becomes ``dst``, on failure it
+    is removed and ``dst`` is as it was.
+
+    ``merge=False`` (an export): an existing ``dst`` is set aside, the new one renamed into place, the old one
+    removed last, so a failure at any point leaves the old directory or the new one. ``merge=True`` (data
+    shards added to a folder): the files move into ``dst``, ``last`` (a manifest) after all the others, so a
+    reader never finds a manifest listing files not yet there."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}-{time.time_ns()}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dst.is_dir() and not any(dst.iterdir()):
+        dst.rmdir()
+    if not dst.exists():
+        os.replace(tmp, dst)
+    elif merge:
+        for f in sorted(tmp.iterdir(), key=lambda q: q.name == last):  # files of an earlier write are replaced
+            os.replace(f, dst / f.name)
+        tmp.rmdir()
+    else:
+        old = dst.parent / f".{dst.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.replace(dst, old)
+        try:
+            os.replace(tmp, dst)
+        except BaseException:
+            os.replace(old, dst)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)

@@ -20,17 +20,15 @@ import json
 import math
 import os
 import re
-import shutil
 import tarfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from fvdm.core.atomic import atomic_write
+from fvdm.core.atomic import atomic_write, staged_directory
 from fvdm.core.hashing import sha256_file
 from fvdm.plugins.datasets import video_io as vio
 from fvdm.plugins.datasets.moving_digits import MovingDigits
@@ -153,28 +151,12 @@ def clip_starts(num_available: int, num_frames: int, stride: int, clips_per_vide
     return starts[:clips_per_video] if clips_per_video > 0 else starts
 
 
-@contextmanager
-def staged_output(dst: Path) -> Iterator[Path]:
+def staged_output(dst: Path) -> Any:
     """A hidden folder beside ``dst`` to write into: on success its files move into ``dst`` (the manifest
     last, so a reader never finds a manifest listing shards not yet there); on failure it is removed."""
     if dst.exists() and not dst.is_dir():
         raise ValueError(f"output {dst} exists and is not a folder; choose another output folder")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}-{time.time_ns()}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dst.is_dir() and not any(dst.iterdir()):
-        dst.rmdir()
-    if not dst.exists():
-        os.replace(tmp, dst)
-        return
-    for f in sorted(tmp.iterdir(), key=lambda q: q.name == MANIFEST):  # an earlier pack's files are overwritten
-        os.replace(f, dst / f.name)
-    tmp.rmdir()
+    return staged_directory(dst, merge=True, last=MANIFEST)
 
 
 def pack_folder(src: "str | Path", dst: "str | Path", *, shard_size: "int | str" = "1GB", frames: int = 16,
