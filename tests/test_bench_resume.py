@@ -92,9 +92,12 @@ def test_another_budget_is_refused_in_one_line_and_nothing_is_deleted(tmp_path):
     with pytest.raises(LedgerError, match="of suite 'digits_zero_shot', not 'finetune_forgetting'"):
         run_suite("finetune_forgetting", out, quick=True, seed=3, plugins=plugins, params=PARAMS)
     # --fresh starts over with the new budget
+    run_suite("digits_zero_shot", out, quick=True, seed=3, plugins=plugins, params=PARAMS, max_minutes=1e-9)
+    assert (out / "runs").is_dir()  # a model trained under the old budget left its checkpoints
     doc = run_suite("digits_zero_shot", out, quick=True, seed=3, plugins=plugins, params=changed, fresh=True,
                     max_minutes=1e-9)
     assert doc["status"] == "partial (1 of 9 jobs)"
+    assert not (out / "runs").exists()  # the old budget's checkpoints went too: nothing resumes from them
 
 
 def test_max_minutes_stops_after_the_job_in_flight_and_the_same_call_continues(tmp_path, capsys):

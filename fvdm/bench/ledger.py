@@ -108,7 +108,8 @@ class Ledger:
         assert self.out is not None
         run_json = self.out / "run.json"
         if fresh:
-            for p in (run_json, self.records_dir, self.out / "jobs"):
+            # the records and every job's own files: ledger.workdir()s and the digits suites' model runs
+            for p in (run_json, self.out / "jobs.json", self.records_dir, self.out / "jobs", self.out / "runs"):
                 if p.is_dir():
                     shutil.rmtree(p)
                 elif p.exists():
