@@ -91,6 +91,8 @@ class Ledger:
         self.on_record: Callable[[], None] | None = None  # the runner's partial report
         self.ran: list[str] = []  # jobs this invocation ran (not read back)
         self._cache: dict[str, dict[str, Any]] = {}
+        self._refused: set[str] = set()  # jobs whose record failed its check (rerun; said once)
+        self._git: dict[str, Any] | None = None  # this process's revision, asked of git once
         if self.out is not None:
             self._open(fresh)
 
@@ -168,8 +170,10 @@ class Ledger:
         except (OSError, ValueError) as exc:
             ok, rec = False, {"error": str(exc)}
         if not ok:
-            self.log(f"record of job {job} is unreadable or does not match this run ({path.name}): running "
-                     "the job again")
+            if job not in self._refused:  # said once, however often progress and reports look the job up
+                self._refused.add(job)
+                self.log(f"record of job {job} is unreadable or does not match this run ({path.name}): running "
+                         "the job again")
             return None
         self._cache[job] = rec
         return rec
@@ -187,9 +191,11 @@ class Ledger:
         from fvdm.bench.provenance import git_revision, to_jsonable
 
         result = to_jsonable(result)
+        if self._git is None:
+            self._git = git_revision()
         rec = {"format": LEDGER_FORMAT, "job": job, "kind": kind_of(job), "seed": seed,
                "config_sha256": self.config_sha256,
-               "fvdm_version": fvdm.__version__, "git": git_revision(), "seconds": round(float(seconds), 3),
+               "fvdm_version": fvdm.__version__, "git": self._git, "seconds": round(float(seconds), 3),
                "finished_utc": _now(), "result": result, "result_sha256": _sha(result)}
         if self.out is not None:
             write_atomic_json(rec, self.records_dir / f"{_safe(job)}.json", crash=f"record/{job}")

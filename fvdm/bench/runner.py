@@ -228,6 +228,12 @@ def _call_run(suite: Any, out_dir: Path, *, quick: bool, seed: int, plugins: Any
     return ledger.run("suite/run", lambda: to_jsonable(suite.run(out_dir, **kwargs)), seed=seed)
 
 
+def _partial_status(ledger: Ledger) -> str:
+    """``partial (k of n jobs)``: the status of a run that has not finished every declared job."""
+    k, n = ledger.progress()
+    return f"partial ({k} of {n or '?'} jobs)"
+
+
 def _partial(suite: Any, ledger: Ledger, quick: bool, seed: int, plugins: Any) -> dict[str, Any]:
     """What the finished jobs say so far: the suite's own ``report(ledger, quick=, seed=, plugins=)`` when it
     has one (intervals over the seeds that are complete), else every finished job's result."""
@@ -289,12 +295,11 @@ def run_suite(
     base = {"quick": quick, "seed": seed, "config": config, "provenance": prov}
 
     def write_partial() -> None:
-        k, n = ledger.progress()
         try:
             res = _partial(suite, ledger, quick, seed, plugins)
         except Exception as exc:  # a report of half a run must never end the run itself
             res = {"notes": [f"partial report failed: {type(exc).__name__}: {exc}"]}
-        _write(name, out, plugins, {**base, "status": f"partial ({k} of {n or '?'} jobs)", "error": None,
+        _write(name, out, plugins, {**base, "status": _partial_status(ledger), "error": None,
                                     "elapsed_s": time.perf_counter() - t0}, res, ledger, tensorboard=False)
 
     ledger.on_record = write_partial
@@ -309,7 +314,7 @@ def run_suite(
         plugin_origins(plugins, name, res.get("plugins"))  # a wrongly reported mapping fails the run here
     except SliceEnd as stop:
         k, n = ledger.progress()
-        status, res = f"partial ({k} of {n or '?'} jobs)", _partial(suite, ledger, quick, seed, plugins)
+        status, res = _partial_status(ledger), _partial(suite, ledger, quick, seed, plugins)
         resume = (f"stopped cleanly: {stop}; {k} of {n or '?'} jobs done. Continue with the same command "
                   f"(fvdm bench run {name} --out {out} ...): finished jobs are read back")
     except Exception as exc:  # record, then re-raise: a failed run still leaves its provenance behind

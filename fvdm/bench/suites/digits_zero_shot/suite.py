@@ -64,7 +64,7 @@ class DigitsZeroShotSuite:
         ledger = ledger or Ledger.in_memory()
         check_plugins(cfg, plugins)
         budget = cfg.quick if quick else cfg.standard
-        metric_info = self.validate(plugins, budget, quick)
+        metric_info = self._metric_info = self.validate(plugins, budget, quick)  # partial reports reuse it
         out = Path(out_dir)
         seeds = [seed + i for i in range(budget.seeds)]
         ledger.expect(self.jobs(quick, seed))
@@ -154,7 +154,7 @@ class DigitsZeroShotSuite:
         evaluated (a partial run reports those and says which are missing)."""
         cfg = self.cfg
         budget = cfg.quick if quick else cfg.standard
-        metric_info = metric_info or self.validate(plugins, budget, quick)
+        metric_info = metric_info or getattr(self, "_metric_info", None) or self.validate(plugins, budget, quick)
         seeds = [seed + i for i in range(budget.seeds)]
         keys = list(self.models())
         setup = ledger.result("setup/baselines")
