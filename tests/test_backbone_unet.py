@@ -144,3 +144,90 @@ def test_temporal_kernel_at_its_default_leaves_the_config_hash_as_before_it_exis
     assert explicit == plain
     deep = canonical_dict(parse_config({**base, "backbone": {"name": "unet_video", "temporal_kernel": 3}}), plugins)
     assert deep["backbone"]["temporal_kernel"] == 3
+
+
+def test_spacetime_attention_is_full_attention_over_every_token_of_the_clip():
+    """Oracle: one softmax attention over all F*H*W tokens written out in float64 einsums, with the sin-cos
+    (frame, row, column) positions added before the projections and not to the residual stream."""
+    from einops import rearrange
+
+    from fvdm.plugins.backbones.unet import SpaceTimeAttention, spacetime_positions
+
+    torch.manual_seed(0)
+    B, F, C, H, W, heads = 2, 3, 16, 4, 5, 4
+    layer = SpaceTimeAttention(C, heads).double()
+    torch.nn.init.normal_(layer.attn.proj.weight, std=0.2)
+    x = torch.randn(B * F, C, H, W, dtype=torch.float64)
+    tok = rearrange(x, "(b f) c h w -> b (f h w) c", b=B)
+    pos = spacetime_positions(F, H, W, C, x.device).double()
+    q, k, v = rearrange(layer.attn.qkv(layer.attn.norm(tok + pos)), "b n (three h d) -> three b h n d",
+                        three=3, h=heads)
+    att = torch.softmax(torch.einsum("bhnd,bhmd->bhnm", q, k) / (C // heads) ** 0.5, dim=-1)
+    want = tok + layer.attn.proj(rearrange(torch.einsum("bhnm,bhmd->bhnd", att, v), "b h n d -> b n (h d)"))
+    got = rearrange(layer(x, B), "(b f) c h w -> b (f h w) c", b=B)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(pos[0], pos[H * W]) and not torch.allclose(pos[0], pos[1])  # frames and pixels apart
+
+
+def test_spacetime_attention_moves_content_to_other_pixels_of_other_frames():
+    """The one step per-pixel temporal attention cannot take: pixel (0, 0) of frame 0 reads pixel (3, 3) of
+    frame 2. Temporal attention meets only the same pixel of other frames; space-time attention meets all."""
+    from fvdm.plugins.backbones.unet import SpaceTimeAttention, TemporalAttention
+
+    torch.manual_seed(0)
+    B, F, C = 1, 3, 16
+    x = torch.randn(B * F, C, 4, 4, requires_grad=True)
+
+    def reach(layer: torch.nn.Module) -> float:
+        torch.nn.init.normal_(layer.attn.proj.weight, std=0.2)
+        (g,) = torch.autograd.grad(layer(x, B)[0, :, 0, 0].sum(), x)  # frame 0, pixel (0, 0)
+        return float(g[2, :, 3, 3].abs().sum())
+
+    assert reach(TemporalAttention(C, 4, causal=False)) == 0.0
+    assert reach(SpaceTimeAttention(C, 4)) > 1e-3
+
+
+def test_spacetime_model_grows_from_weights_without_it_and_starts_as_them(tmp_path):
+    """A base saved without spacetime_levels loads into a model with them: the new modules keep their zero output
+    projection, so the grown model computes the base's function (to float32 rounding of the other memory layouts),
+    and the provenance names what was grown. A folder holding part of such a module is refused."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from fvdm.core.build import read_pretrained
+    from fvdm.core.pretrained import PretrainedError
+
+    base = _model()
+    save_file(base.state_dict(), str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"backbone": "unet_video"}))
+    torch.manual_seed(1)
+    cfg = dict(in_channels=1, input_size=16, num_frames=6, base_channels=16, channel_mult=[1, 2], temporal_levels=[1])
+    grown = UNetVideo(UNetVideo.Config(**cfg, spacetime_levels=[1])).eval()
+    info = read_pretrained(grown, {"name": "unet_video", "pretrained": str(tmp_path)})
+    assert info["grown"] == sorted(grown.growth_modules()) and len(info["grown"]) == 4  # 1 down, mid, 2 up
+    x, t = torch.randn(2, 6, 1, 16, 16), torch.rand(2, 6) * 999
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, t), base(x, t), rtol=1e-5, atol=1e-5)
+    assert "grown" not in read_pretrained(_model(), {"name": "unet_video", "pretrained": str(tmp_path)})
+    part = {**base.state_dict(), **{k: v for k, v in grown.state_dict().items() if k.startswith("mid_spacetime.attn.qkv")}}
+    save_file(part, str(tmp_path / "model.safetensors"))
+    with pytest.raises(PretrainedError, match="missing keys .*mid_spacetime"):
+        read_pretrained(UNetVideo(UNetVideo.Config(**cfg, spacetime_levels=[1])), {"name": "unet_video",
+                                                                                  "pretrained": str(tmp_path)})
+
+
+def test_spacetime_levels_refusals_and_hash():
+    from fvdm.core.config import canonical_dict, parse_config
+
+    with pytest.raises(ValueError, match=r"spacetime_levels \[3\] out of range"):
+        UNetVideo.Config(spacetime_levels=[3])
+    with pytest.raises(ValueError, match="causal model must not"):
+        UNetVideo.Config(spacetime_levels=[1], temporal_attention="causal")
+    plugins = load_plugins(entry_points=False)
+    base = {"name": "x", "data": {"name": "moving_digits", "num_frames": 4, "resolution": 16},
+            "backbone": {"name": "unet_video"}}
+    plain = canonical_dict(parse_config(base), plugins)
+    explicit = canonical_dict(parse_config({**base, "backbone": {"name": "unet_video", "spacetime_levels": []}}),
+                              plugins)
+    assert explicit == plain and "spacetime_levels" not in plain["backbone"]

@@ -170,8 +170,14 @@ def read_pretrained(model: torch.nn.Module, spec: dict[str, Any]) -> dict[str, A
         check_config(read_config(directory, None, public_copy=public, what=what), {"backbone": spec["name"]},
                      path=directory, public_copy=public, what=what)
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        model.load_state_dict(read_state_dict(directory, expected=expected, public_copy=public, what=what))
-        return {"directory": directory, "fingerprint": directory_fingerprint(directory)}
+        # modules a backbone can grow on a model without them (zero-initialised outputs: the grown model computes
+        # what the folder's did until it trains); each one is either wholly in the folder or wholly new
+        optional = model.growth_modules() if hasattr(model, "growth_modules") else {}
+        state = read_state_dict(directory, expected=expected, public_copy=public, what=what, optional=optional)
+        grown = sorted(name for name, keys in optional.items() if not set(keys) & set(state))
+        model.load_state_dict(state, strict=not grown)
+        info = {"directory": directory, "fingerprint": directory_fingerprint(directory)}
+        return {**info, "grown": grown} if grown else info
     except FvdmError:
         raise
     except (OSError, ValueError, KeyError) as exc:

@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Collection, Mapping
 
 from fvdm.core.errors import FvdmError
 
@@ -192,11 +192,14 @@ def _open(path: Path, public_copy: str, what: str) -> Any:
 
 
 def read_state_dict(folder: str | Path, *, expected: Mapping[str, tuple[int, ...]], public_copy: str, what: str,
-                    dtype: "torch.dtype | None" = None) -> dict[str, "torch.Tensor"]:
+                    dtype: "torch.dtype | None" = None,
+                    optional: Mapping[str, Collection[str]] | None = None) -> dict[str, "torch.Tensor"]:
     """``folder``'s weights as a state dict with exactly ``expected``'s keys and shapes, verified before any is read.
 
     ``expected``: key -> shape of the model to fill (``{k: tuple(v.shape) for k, v in model.state_dict().items()}``).
     ``dtype``: cast floating tensors to it as each is read (integer buffers keep theirs); None keeps the file's.
+    ``optional``: module -> its keys, modules the folder may lack as a whole (a model grown from the folder's:
+    they keep their initial values); a module the folder holds in part is refused like any missing key.
     Peak memory is the state dict plus one tensor: shards are memory-mapped and read a tensor at a time.
     """
     folder = Path(folder).expanduser()
@@ -225,12 +228,15 @@ def read_state_dict(folder: str | Path, *, expected: Mapping[str, tuple[int, ...
                                   f"({_few(keys)}): shards and index come from different downloads; {fix}")
     # 2. against the model: keys, then shapes
     missing, unexpected = set(expected) - set(where), set(where) - set(expected)
+    for keys in (optional or {}).values():
+        if set(keys) <= missing:  # wholly absent: the folder's model had no such module
+            missing -= set(keys)
     if missing or unexpected:
         raise PretrainedError(f"{what}: {folder} does not match the model: {len(missing)} missing keys"
                               f"{' (' + _few(missing) + ')' if missing else ''}, {len(unexpected)} unexpected keys"
                               f"{' (' + _few(unexpected) + ')' if unexpected else ''}: weights of another architecture "
                               f"than {public_copy}; use the matching model or directory")
-    wrong = sorted(k for k in expected if shapes[k] != tuple(expected[k]))
+    wrong = sorted(k for k in expected if k in shapes and shapes[k] != tuple(expected[k]))
     if wrong:
         k = wrong[0]
         more = f" (and {len(wrong) - 1} more keys)" if len(wrong) > 1 else ""

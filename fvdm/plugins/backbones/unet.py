@@ -3,9 +3,12 @@
 The method only asks of a backbone that every frame is conditioned on its own noise level.
 Here each frame runs through 2-D residual blocks (frames folded into the batch), and each
 block is modulated by that frame's own timestep (+ class) embedding (FiLM: scale and shift
-per channel). Frames exchange information only through temporal attention (one token per
+per channel). Frames exchange information through temporal attention (one token per
 frame at every pixel position of a level, optionally causal), placed after the residual
-blocks of the lower-resolution levels, as video U-Nets (VDM, Make-A-Video) do.
+blocks of the lower-resolution levels, as video U-Nets (VDM, Make-A-Video) do; optionally
+(``spacetime_levels``) also through attention over every token of the clip at a level, which
+lets content move to another place in another frame in one step, and (``temporal_kernel``)
+through 3-D convolutions.
 
 Why a U-Net next to Latte: on a 2-core CPU, a transformer over 4x4 patches of 32x32 frames
 had not learned to draw digits after the demo's budget; convolutions carry the locality
@@ -38,7 +41,7 @@ class UNetVideoConfig(BackboneConfig):
     conditioning: ClassVar[frozenset[str]] = frozenset({"class"})
     #: fields added after unet_video configs were in use, at the value that builds the model they built: left
     #: out of the canonical config there, so earlier runs keep their hash and resume
-    added_defaults: ClassVar[dict[str, object]] = {"temporal_kernel": 1}
+    added_defaults: ClassVar[dict[str, object]] = {"temporal_kernel": 1, "spacetime_levels": []}
 
     in_channels: int = Field(1, ge=1, description="channels per frame (filled by the engine)")
     input_size: int = Field(32, ge=4, description="frame height = width (filled by the engine)")
@@ -65,6 +68,12 @@ class UNetVideoConfig(BackboneConfig):
         1, ge=1, description="frames the first convolution of every residual block spans (odd; 1 = 2-D, frames "
                              "apart): 3 lets content move between neighbouring frames at every level, as a 3-D "
                              "U-Net does, where attention meets only the same pixel of other frames")
+    spacetime_levels: list[int] = Field(
+        default_factory=list,
+        description="levels with one more attention after each temporal step, over every (frame, row, column) "
+                    "token of the clip: content moves to another pixel of another frame in one step, where "
+                    "temporal attention meets only the same pixel (8 frames at 8x8: 512 tokens; the level's "
+                    "output projection starts at zero, so a model grown from one without it starts as that model)")
     groups: int = Field(8, ge=1, description="GroupNorm groups")
     patch_size: int = Field(2, ge=1, description="space-to-depth factor before the first level: p x p pixels "
                                                  "become p*p channels (4x less work per level at p=2)")
@@ -76,10 +85,14 @@ class UNetVideoConfig(BackboneConfig):
             raise ValueError(f"input_size={self.input_size} must be divisible by {down} "
                              f"(patch_size * 2^(len(channel_mult)-1)); use fewer levels, another patch_size "
                              f"or another resolution")
-        bad = [lv for lv in self.temporal_levels if not 0 <= lv < len(self.channel_mult)]
-        if bad:
-            raise ValueError(f"temporal_levels {bad} out of range for {len(self.channel_mult)} levels "
-                             f"(0..{len(self.channel_mult) - 1})")
+        for field in ("temporal_levels", "spacetime_levels"):
+            bad = [lv for lv in getattr(self, field) if not 0 <= lv < len(self.channel_mult)]
+            if bad:
+                raise ValueError(f"{field} {bad} out of range for {len(self.channel_mult)} levels "
+                                 f"(0..{len(self.channel_mult) - 1})")
+        if self.spacetime_levels and self.temporal_attention == "causal":
+            raise ValueError("spacetime_levels attend to every frame, which a causal model must not; use "
+                             "spacetime_levels: [] with temporal_attention: causal")
         if self.temporal_kernel % 2 == 0:
             raise ValueError(f"temporal_kernel={self.temporal_kernel} must be odd (centred on the frame: 1, 3, 5)")
         if self.temporal_kernel > 1 and self.temporal_attention == "causal":
@@ -262,6 +275,40 @@ class TemporalAttention(nn.Module):
         return self.attn.output(tokens, out)
 
 
+def spacetime_positions(frames: int, height: int, width: int, dim: int, device: torch.device) -> torch.Tensor:
+    """Fixed sin-cos embedding of every (frame, row, column): (F*H*W, dim), half the channels for the frame
+    index and a quarter for each spatial axis, so a token's place in the clip is readable from its features."""
+    fd, sd = dim - 2 * (dim // 4), dim // 4
+    f, h, w = (frame_positions(n, d, device) for n, d in ((frames, fd), (height, sd), (width, sd)))
+    grid = torch.cat([rearrange(f, "f d -> f 1 1 d").expand(-1, height, width, -1),
+                      rearrange(h, "h d -> 1 h 1 d").expand(frames, -1, width, -1),
+                      rearrange(w, "w d -> 1 1 w d").expand(frames, height, -1, -1)], dim=-1)  # (F, H, W, dim)
+    return rearrange(grid, "f h w d -> (f h w) d")
+
+
+class SpaceTimeAttention(nn.Module):
+    """Attention over every token of a clip at one level: (B*F, C, H, W) -> same.
+
+    Per-pixel temporal attention can only move content between frames at the same place; a digit that
+    moves 1-2.5 px per frame sits at another 8x8 token within a few frames, so carrying its shape
+    forward needs a path from one pixel of one frame to another pixel of another. Here every token of
+    every frame sees every other (the positions say where and when), as a video transformer's full
+    attention does; at the 8x8 and 4x4 levels of 8 frames that is 512 and 128 tokens.
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.attn = Attention(dim, num_heads)
+
+    def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        frames, (h, w) = x.shape[0] // batch, x.shape[-2:]
+        tokens = rearrange(x, "(b f) c h w -> b (f h w) c", b=batch)  # (B, F*H*W, C)
+        pos = spacetime_positions(frames, h, w, tokens.shape[-1], x.device).to(tokens.dtype)  # (F*H*W, C)
+        q, k, v = self.attn.project(tokens + pos)  # positions guide attention, not the stream: (B, N, heads, d)
+        tokens = self.attn.output(tokens, self.attn.kernel(q, k, v, mask=None, causal=False, scale=None))
+        return rearrange(tokens, "b (f h w) c -> (b f) c h w", f=frames, h=h, w=w)
+
+
 class SpatialAttention(nn.Module):
     """Attention across the pixels of one frame: (B*F, C, H, W) -> same."""
 
@@ -306,6 +353,9 @@ class UNetVideo(BackboneMixin, nn.Module):
         def temporal(level: int, ch: int) -> nn.Module:
             return attention(ch) if level in cfg.temporal_levels else nn.Identity()
 
+        def spacetime(level: int, ch: int) -> nn.Module:  # a third entry, so the keys of models without it stay
+            return SpaceTimeAttention(ch, cfg.num_heads) if level in cfg.spacetime_levels else nn.Identity()
+
         def block(cin: int, cout: int) -> ResBlock:
             return ResBlock(cin, cout, emb, cfg.groups, cfg.temporal_kernel)
 
@@ -315,7 +365,7 @@ class UNetVideo(BackboneMixin, nn.Module):
         cur = chans[0]
         for lv, ch in enumerate(chans):
             for _ in range(cfg.num_res_blocks):
-                self.down.append(nn.ModuleList([block(cur, ch), temporal(lv, ch)]))
+                self.down.append(nn.ModuleList([block(cur, ch), temporal(lv, ch), spacetime(lv, ch)]))
                 cur = ch
                 skips.append(cur)
             if lv < len(chans) - 1:
@@ -324,13 +374,14 @@ class UNetVideo(BackboneMixin, nn.Module):
         self.mid1 = block(cur, cur)
         self.mid_spatial = SpatialAttention(cur, cfg.num_heads) if cfg.spatial_attention_mid else nn.Identity()
         self.mid_temporal = attention(cur)
+        self.mid_spacetime = spacetime(len(chans) - 1, cur)
         self.mid2 = block(cur, cur)
         # Decoder: per level num_res_blocks + 1 blocks, each eating one skip; nearest upsample + conv up.
         self.up = nn.ModuleList()
         for lv in reversed(range(len(chans))):
             ch = chans[lv]
             for _ in range(cfg.num_res_blocks + 1):
-                self.up.append(nn.ModuleList([block(cur + skips.pop(), ch), temporal(lv, ch)]))
+                self.up.append(nn.ModuleList([block(cur + skips.pop(), ch), temporal(lv, ch), spacetime(lv, ch)]))
                 cur = ch
             if lv > 0:
                 self.up.append(nn.Conv2d(cur, cur, 3, padding=1))
@@ -358,6 +409,12 @@ class UNetVideo(BackboneMixin, nn.Module):
                 f"temporal_attention: causal, temporal_positions: rope); this one has {self.cfg.temporal_attention} "
                 f"attention with {self.cfg.temporal_positions} positions: train such a model, or drop --cache")
 
+    def growth_modules(self) -> dict[str, list[str]]:
+        """Space-time attention modules -> their state-dict keys: weights made without ``spacetime_levels`` load
+        into this model with these at their initial values (zero output projection: the base's function)."""
+        return {name: [f"{name}.{k}" for k in m.state_dict()] for name, m in self.named_modules()
+                if isinstance(m, SpaceTimeAttention)}
+
     # -- inputs ---------------------------------------------------------------------------------
     def conditioning(self, t_in: torch.Tensor, y: torch.Tensor | None, frames: int,
                      force_drop: torch.Tensor | None = None) -> torch.Tensor:
@@ -369,6 +426,15 @@ class UNetVideo(BackboneMixin, nn.Module):
         return rearrange(c, "b f e -> (b f) e")
 
     # -- forward --------------------------------------------------------------------------------
+    @staticmethod
+    def _level(layer: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor, batch: int,
+               kv_cache: TemporalKVCache | None, commit: bool) -> torch.Tensor:
+        """One (residual block, temporal attention, space-time attention) step; absent ones are Identity."""
+        res, tmp, st = layer
+        h = res(h, emb, batch)
+        h = tmp(h, batch, kv_cache, commit) if isinstance(tmp, TemporalAttention) else h
+        return st(h, batch) if isinstance(st, SpaceTimeAttention) else h
+
     def forward(self, x: torch.Tensor, t_in: torch.Tensor, y: torch.Tensor | None = None, *,
                 force_drop: torch.Tensor | None = None, kv_cache: TemporalKVCache | None = None,
                 commit: bool = False) -> torch.Tensor:
@@ -389,21 +455,18 @@ class UNetVideo(BackboneMixin, nn.Module):
         skips = [h]
         for layer in self.down:
             if isinstance(layer, nn.ModuleList):
-                res, tmp = layer
-                h = res(h, emb, B)
-                h = tmp(h, B, kv_cache, commit) if isinstance(tmp, TemporalAttention) else h
+                h = self._level(layer, h, emb, B, kv_cache, commit)
             else:
                 h = layer(h)  # stride-2 conv: (B*F, C, H/2, W/2)
             skips.append(h)
         h = self.mid1(h, emb, B)
         h = self.mid_spatial(h)
         h = self.mid_temporal(h, B, kv_cache, commit)
+        h = self.mid_spacetime(h, B) if isinstance(self.mid_spacetime, SpaceTimeAttention) else h
         h = self.mid2(h, emb, B)
         for layer in self.up:
             if isinstance(layer, nn.ModuleList):
-                res, tmp = layer
-                h = res(torch.cat([h, skips.pop()], dim=1), emb, B)
-                h = tmp(h, B, kv_cache, commit) if isinstance(tmp, TemporalAttention) else h
+                h = self._level(layer, torch.cat([h, skips.pop()], dim=1), emb, B, kv_cache, commit)
             else:
                 h = layer(Fn.interpolate(h, scale_factor=2.0, mode="nearest"))  # (B*F, C, 2H, 2W)
         out = self.conv_out(Fn.silu(self.norm_out(h)))  # (B*F, C_out*p*p, H/p, W/p)
