@@ -208,10 +208,11 @@ class Components:
 
 def build_components(cfg: ExperimentConfig, plugins: Any, *,
                      resolved: dict[tuple[str, ...], tuple[Any, Any]] | None = None,
-                     load_pretrained: bool = True) -> Components:
+                     load_pretrained: bool = True, dtype: torch.dtype | None = None) -> Components:
     """Validate ``cfg`` against its plugins once (unless the caller passes ``resolve_config``'s result as
     ``resolved``) and build every training component; the model fits the data. ``load_pretrained``: read
-    ``backbone.pretrained`` (a fresh run; a resumed one passes False: its checkpoint holds the weights)."""
+    ``backbone.pretrained`` (a fresh run; a resumed one passes False: its checkpoint holds the weights);
+    ``dtype``: as ``build_model``'s (sampling a config in half precision)."""
     resolved = resolve_config(cfg, plugins) if resolved is None else resolved
 
     def make(*path: str) -> Any:
@@ -231,7 +232,7 @@ def build_components(cfg: ExperimentConfig, plugins: Any, *,
     info = data_info(dataset, autoencoder)
     # the backbone spec gains data-derived fields, so it is validated here (its resolved Config lacks them)
     spec = backbone_spec(cfg, plugins, info, schedule)
-    model = build_model(plugins, spec, check_against=schedule, load_pretrained=load_pretrained)
+    model = build_model(plugins, spec, check_against=schedule, load_pretrained=load_pretrained, dtype=dtype)
     return Components(dataset, model, schedule, vtv, autoencoder, info, spec, resolved)
 
 
