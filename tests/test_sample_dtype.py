@@ -149,3 +149,27 @@ def test_adding_sample_dtype_keeps_existing_config_hashes():
     assert "dtype" not in canonical_dict(plain)["sample"]  # the canonical dict as it was before the field
     assert config_hash(parse_config({**base, "sample": {"steps": 7, "dtype": "fp32"}})) == config_hash(plain)
     assert config_hash(parse_config({**base, "sample": {"steps": 7, "dtype": "bf16"}})) != config_hash(plain)
+
+
+def test_a_checkpoint_samples_in_bf16_with_its_weights_cast_once_loaded(wan_dir, tmp_path):
+    """``--checkpoint`` with ``--dtype bf16``: the float32 checkpoint is loaded, then cast as diffusers holds it."""
+    from fvdm.core.loaded import load_for_sampling
+
+    cfg = yaml.safe_load(_config(tmp_path, wan_dir).read_text())
+    cfg["data"] = {"name": "moving_digits", "num_frames": 3, "resolution": 16, "num_clips": 4}
+    cfg["backbone"]["in_channels"] = 1
+    cfg["train"] = {"steps": 1, "batch_size": 2, "log_every": 1, "ckpt_every": 1, "tensorboard": False}
+    one_channel = make_tiny_wan_dir(tmp_path / "wan1", channels=1, vae=False, text=False)
+    cfg["backbone"]["pretrained"] = str(one_channel)
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--run-dir", str(run), "--no-progress"]) == 0
+    last = run / "checkpoints" / "last.pt"
+    out = tmp_path / "out"
+    assert main(["sample", "--checkpoint", str(last), "--task", "unconditional", "--dtype", "bf16", "--formats",
+                 "npz", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads((out / "unconditional.json").read_text())["dtype"] == "bf16"
+    loaded = load_for_sampling(last, load_plugins(), dtype="bf16")
+    state = loaded.model.transformer.state_dict()
+    assert state["blocks.0.ffn.net.0.proj.weight"].dtype == BF16 and state["scale_shift_table"].dtype == torch.float32
