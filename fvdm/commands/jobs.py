@@ -33,7 +33,7 @@ TASK_FLAGS = ("image", "last", "video", "given", "context_frames", "label", "fra
 FLAG_FIELDS = {"frames": "num_frames"}
 #: settings of the run itself (sampling context and outputs)
 RUN_KEYS = ("checkpoint", "config", "out", "name", "steps", "seed", "batch_size", "cfg_scale", "history_guidance",
-            "history_level", "prompt", "negative_prompt", "on_mismatch", "formats", "fps", "device", "no_ema")
+            "history_level", "prompt", "negative_prompt", "on_mismatch", "formats", "fps", "device", "no_ema", "dtype")
 #: keys holding a spec (a name or a mapping), and the shorthand flags for one parameter of them
 SPEC_KEYS = ("task", "sampler", "schedule")
 SHORTHANDS = {"eta": ("sampler", "eta"), "u": ("schedule", "u")}
@@ -180,21 +180,25 @@ def load_cached(job: dict[str, Any], plugins: FvdmPlugins, cache: dict[str, Any]
     """The job's model, loaded once per (source, weights, device): a checkpoint, or a config naming pretrained
     weights (sampled without a training run)."""
     from fvdm.core.loaded import load_for_sampling, load_from_config
+    from fvdm.core.sampling_context import sample_dtype
 
     device = job.get("device") or "cpu"
+    dtype = job.get("dtype")  # None: the config's sample.dtype
+    if dtype is not None:
+        sample_dtype(str(dtype))  # a bad name: one line with the choices, before anything is read
     if job.get("config") and not job.get("checkpoint"):
         from fvdm.core.config import load_config
 
-        key = f"config|{job['config']}|{device}"
+        key = f"config|{job['config']}|{device}|{dtype}"
         if key not in cache:
-            cache[key] = load_from_config(load_config(job["config"], plugins), plugins, device=device)
+            cache[key] = load_from_config(load_config(job["config"], plugins), plugins, device=device, dtype=dtype)
         return cache[key]
     ckpt = str(job["checkpoint"])
-    key = f"{ckpt}|{bool(job.get('no_ema'))}|{device}"
+    key = f"{ckpt}|{bool(job.get('no_ema'))}|{device}|{dtype}"
     if key not in cache:
         if not Path(ckpt).is_file():
             raise FileNotFoundError(f"checkpoint not found: {ckpt}; train one with `fvdm train` or `fvdm demo`")
-        cache[key] = load_for_sampling(ckpt, plugins, use_ema=not job.get("no_ema"), device=device)
+        cache[key] = load_for_sampling(ckpt, plugins, use_ema=not job.get("no_ema"), device=device, dtype=dtype)
     return cache[key]
 
 
@@ -304,6 +308,7 @@ def run_plan(plan: Plan, *, callback: Callable[[dict[str, Any]], None] | None = 
     import torch
 
     from fvdm.core.media import WRITERS, AtomicOutputs
+    from fvdm.core.sampling_context import SAMPLE_DTYPES
 
     job, loaded, stem = plan.job, plan.loaded, plan.stem
     ctx = dataclasses.replace(plan.sampling, callback=callback)
@@ -321,6 +326,7 @@ def run_plan(plan: Plan, *, callback: Callable[[dict[str, Any]], None] | None = 
                "sampler": plan.sampler, "schedule": plan.schedule, "cfg_scale": ctx.cfg_scale,
                "history_guidance": ctx.history_guidance, "history_level": ctx.history_level,
                "seed": int(job.get("seed") or 0), "seconds": round(seconds, 3),
+               "dtype": {v: k for k, v in SAMPLE_DTYPES.items()}[loaded.dtype],
                "provenance": plan.provenance, "files": [f"{stem}.{f}" for f in formats] + [f"{stem}.json"]}
     if getattr(plan.task, "uses_context", True):  # the command line gives one context: every sample shares it
         summary["samples_per_context"] = int(video.shape[0])

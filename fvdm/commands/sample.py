@@ -109,6 +109,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=positive_int, default=8)
     p.add_argument("--name", help="output file stem (default: the task name)")
     p.add_argument("--device", type=device_arg, default="cpu")
+    p.add_argument("--dtype", help="fp32 | bf16 | fp16: the model's weights and forward (default: the config's "
+                                   "sample.dtype, fp32); the sampler's arithmetic stays float32. bf16 halves the "
+                                   "weights' memory; Wan reads its shards straight into it")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress output (default: a bar on a terminal, one line per window otherwise)")

@@ -12,6 +12,7 @@ validated once (by ``resolve_config``) and constructed from that validated resul
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from fvdm.core.config import DERIVED_BACKBONE_KEYS, PLUGIN_FIELDS, ExperimentConfig, plugin_ref, resolve_config
 from fvdm.core.errors import ConfigError, FvdmError
 from fvdm.core.interfaces import Autoencoder, BackboneConfig, NoiseSchedule, VideoDataset, VTVStrategy
+from fvdm.core.pretrained import weights_follow
 from fvdm.core.temporal import latent_frame_count
 
 
@@ -137,17 +139,21 @@ def backbone_config(entry: Any) -> type[BackboneConfig]:
 
 
 def build_model(plugins: Any, spec: dict[str, Any], check_against: NoiseSchedule | None = None, *,
-                load_pretrained: bool = False) -> torch.nn.Module:
+                load_pretrained: bool = False, dtype: torch.dtype | None = None) -> torch.nn.Module:
     """Build the backbone from a complete spec; check its output channels against the schedule.
 
     ``load_pretrained``: read ``spec["pretrained"]`` into it (a fresh run, or sampling a config that
     names weights). Resuming and loading a checkpoint leave it False: the checkpoint holds the weights,
     so the directory is never read again (and may be gone). The provenance of what was read is left on
-    the model as ``pretrained_info``.
+    the model as ``pretrained_info``. The backbone is constructed under ``weights_follow`` then, so one
+    that can (Wan) builds empty weights instead of random ones it would overwrite. ``dtype``: the weights'
+    dtype for a backbone whose ``load_pretrained`` reads in it (sampling in bf16); None: as built.
     """
-    model = build_plugin(plugins, "backbones", spec, "backbone")
-    if load_pretrained and spec.get("pretrained"):
-        model.pretrained_info = read_pretrained(model, spec)
+    reads = bool(load_pretrained and spec.get("pretrained"))
+    with weights_follow() if reads else contextlib.nullcontext():
+        model = build_plugin(plugins, "backbones", spec, "backbone")
+    if reads:
+        model.pretrained_info = read_pretrained(model, spec, dtype=dtype)
     if check_against is not None and hasattr(model, "out_channels") and hasattr(check_against, "out_channels"):
         want = check_against.out_channels(int(spec.get("in_channels", model.in_channels)))
         if int(model.out_channels) != int(want):
@@ -156,14 +162,14 @@ def build_model(plugins: Any, spec: dict[str, Any], check_against: NoiseSchedule
     return model
 
 
-def read_pretrained(model: torch.nn.Module, spec: dict[str, Any]) -> dict[str, Any]:
+def read_pretrained(model: torch.nn.Module, spec: dict[str, Any], *, dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Fill ``model`` from the local directory ``spec["pretrained"]``: the backbone's own ``load_pretrained``
-    (diffusers-format Wan directories), else an fvdm backbone directory (config.json naming the backbone,
-    safetensors weights of exactly the model's keys and shapes)."""
+    (diffusers-format Wan directories; given ``dtype`` when one is asked for), else an fvdm backbone directory
+    (config.json naming the backbone, safetensors weights of exactly the model's keys and shapes)."""
     directory = str(spec["pretrained"])
     try:
         if hasattr(model, "load_pretrained"):
-            return dict(model.load_pretrained(directory))
+            return dict(model.load_pretrained(directory) if dtype is None else model.load_pretrained(directory, dtype))
         from fvdm.core.pretrained import check_config, directory_fingerprint, read_config, read_state_dict
 
         what, public = f"backbone {spec['name']!r}", f"an fvdm backbone directory of {spec['name']!r}"
@@ -208,10 +214,11 @@ class Components:
 
 def build_components(cfg: ExperimentConfig, plugins: Any, *,
                      resolved: dict[tuple[str, ...], tuple[Any, Any]] | None = None,
-                     load_pretrained: bool = True) -> Components:
+                     load_pretrained: bool = True, dtype: torch.dtype | None = None) -> Components:
     """Validate ``cfg`` against its plugins once (unless the caller passes ``resolve_config``'s result as
     ``resolved``) and build every training component; the model fits the data. ``load_pretrained``: read
-    ``backbone.pretrained`` (a fresh run; a resumed one passes False: its checkpoint holds the weights)."""
+    ``backbone.pretrained`` (a fresh run; a resumed one passes False: its checkpoint holds the weights);
+    ``dtype``: as ``build_model``'s (sampling a config in half precision)."""
     resolved = resolve_config(cfg, plugins) if resolved is None else resolved
 
     def make(*path: str) -> Any:
@@ -231,7 +238,7 @@ def build_components(cfg: ExperimentConfig, plugins: Any, *,
     info = data_info(dataset, autoencoder)
     # the backbone spec gains data-derived fields, so it is validated here (its resolved Config lacks them)
     spec = backbone_spec(cfg, plugins, info, schedule)
-    model = build_model(plugins, spec, check_against=schedule, load_pretrained=load_pretrained)
+    model = build_model(plugins, spec, check_against=schedule, load_pretrained=load_pretrained, dtype=dtype)
     return Components(dataset, model, schedule, vtv, autoencoder, info, spec, resolved)
 
 

@@ -104,6 +104,10 @@ class SampleSettings(PluginConfig):
     steps: int = Field(50, ge=1)
     cfg_scale: float = Field(1.0, ge=0)
     use_ema: bool = True
+    dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="the backbone's weights and forward when sampling (`fvdm sample --dtype`); the sampler's "
+                            "arithmetic (schedule, noise, x_t update) stays float32, as diffusers keeps its "
+                            "scheduler's. bf16 halves the weights' memory; Wan reads its shards straight into it")
 
 
 class ExperimentConfig(PluginConfig):
@@ -273,6 +277,9 @@ def canonical_dict(cfg: ExperimentConfig, plugins: Any | None = None, *,
     for key, old in ADDED_TOP_LEVEL.items():  # as for plugin fields below: earlier runs keep their hash
         if data.get(key, old) == old:
             data.pop(key, None)
+    for (section, key), old in ADDED_SECTION_FIELDS.items():
+        if data[section].get(key, old) == old:
+            data[section].pop(key, None)
     if resolved is None:
         if plugins is None:
             return data
@@ -294,6 +301,8 @@ def canonical_dict(cfg: ExperimentConfig, plugins: Any | None = None, *,
 
 #: top-level fields added after configs were in use, at the value that trains as before they existed
 ADDED_TOP_LEVEL: dict[str, Any] = {"validation": None}
+#: fields of the train / sample sections added likewise: (section, field) -> the value that behaves as before
+ADDED_SECTION_FIELDS: dict[tuple[str, str], Any] = {("sample", "dtype"): "fp32"}
 
 #: Backbone fields the build derives from the data, the autoencoder and the noise schedule when a config leaves
 #: them out (a value the config gives is checked against them instead). A backbone Config's own default for

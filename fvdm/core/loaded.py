@@ -13,6 +13,7 @@ import torch
 from fvdm.core.build import build_model, build_plugin, frame_size, model_frames, set_attention
 from fvdm.core.checkpoint import load_checkpoint, load_state_strict
 from fvdm.core.config import parse_config
+from fvdm.core.sampling_context import sample_dtype
 
 
 @dataclass
@@ -45,6 +46,7 @@ class LoadedModel:
     latent_height: int = 0
     latent_width: int = 0
     conditioning: frozenset[str] = frozenset()  # what the backbone consumes: "class", "text"
+    dtype: torch.dtype = torch.float32  # the backbone's weights and forward (sample.dtype); the sampler stays float32
     _text_encoder: Any = None
 
     def text_encoder(self, plugins: Any) -> Any:
@@ -67,10 +69,13 @@ class LoadedModel:
 
 
 def load_for_sampling(path: str | Path, plugins: Any, *, use_ema: bool = True,
-                      device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the model from the config stored in a checkpoint and load (EMA) weights, eval mode."""
+                      device: str | torch.device = "cpu", dtype: str | None = None) -> LoadedModel:
+    """Rebuild the model from the config stored in a checkpoint and load (EMA) weights, eval mode.
+
+    ``dtype`` (fp32, bf16, fp16; None: the config's ``sample.dtype``): the weights are cast to it once loaded."""
     ckpt = load_checkpoint(path)
     cfg = parse_config(json.loads(ckpt["config"]), source=f"{path} (stored config)")
+    want = sample_dtype(dtype or cfg.sample.dtype)
     schedule = build_plugin(plugins, "noise_schedules", cfg.noise_schedule.spec(), "noise_schedule")
     autoencoder = build_plugin(plugins, "autoencoders", cfg.autoencoder.spec(), "autoencoder")
     info = dict(ckpt["data_info"])
@@ -80,7 +85,7 @@ def load_for_sampling(path: str | Path, plugins: Any, *, use_ema: bool = True,
         load_state_strict(model, weights, "EMA" if use_ema else "model", path)
     else:
         model = lora_model(plugins, ckpt, cfg, weights, path)
-    return _ready(model, schedule, autoencoder, cfg, plugins, info, dict(ckpt["model_info"]), device,
+    return _ready(model, schedule, autoencoder, cfg, plugins, info, dict(ckpt["model_info"]), device, want,
                   step=int(ckpt["step"]), path=str(path), used_ema=use_ema)
 
 
@@ -101,27 +106,39 @@ def lora_model(plugins: Any, ckpt: dict[str, Any], cfg: Any, adapters: dict[str,
     return model
 
 
-def load_from_config(cfg: Any, plugins: Any, *, device: str | torch.device = "cpu") -> LoadedModel:
+def load_from_config(cfg: Any, plugins: Any, *, device: str | torch.device = "cpu",
+                     dtype: str | None = None) -> LoadedModel:
     """A model to sample straight from a config, no training run: ``backbone.pretrained`` names its weights.
 
     The data's shapes size the backbone as training would (``data: {name: shape_only, ...}`` declares a
     clip shape without any data). A config without ``pretrained`` would sample random weights: refused.
+    ``dtype`` as in ``load_for_sampling``; a backbone that reads its shards in a dtype (Wan) reads them in it.
     """
     from fvdm.core.build import build_components
 
+    want = sample_dtype(dtype or cfg.sample.dtype)
     if not cfg.backbone.params.get("pretrained"):
         raise ValueError(f"config backbone {cfg.backbone.name!r} names no weights: add `pretrained: DIR` to sample it "
                          "without a run, or sample a checkpoint (--checkpoint runs/NAME/checkpoints/last.pt)")
-    parts = build_components(cfg, plugins, load_pretrained=True)
-    return _ready(parts.model, parts.schedule, parts.autoencoder, cfg, plugins, parts.info, parts.spec, device,
+    parts = build_components(cfg, plugins, load_pretrained=True, dtype=None if want == torch.float32 else want)
+    return _ready(parts.model, parts.schedule, parts.autoencoder, cfg, plugins, parts.info, parts.spec, device, want,
                   step=0, path=str(cfg.backbone.params["pretrained"]), used_ema=False)
 
 
+def cast_for_sampling(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """The backbone's weights in ``dtype`` (half precision): its own ``cast`` when it has one (Wan keeps the
+    modules diffusers keeps in float32), else ``model.to(dtype)``. float32 leaves the model as loaded."""
+    if dtype == torch.float32:
+        return model
+    return model.cast(dtype) if callable(getattr(model, "cast", None)) else model.to(dtype)
+
+
 def _ready(model: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: Any, plugins: Any, info: dict[str, Any],
-           spec: dict[str, Any], device: str | torch.device, **where: Any) -> LoadedModel:
-    """Eval mode on ``device`` with the configured attention kernel, and what a sampler needs to know."""
-    model.to(device).eval().requires_grad_(False)
-    set_attention(model, cfg, plugins, torch.device(device), torch.float32)  # the run's configured kernel
+           spec: dict[str, Any], device: str | torch.device, dtype: torch.dtype = torch.float32,
+           **where: Any) -> LoadedModel:
+    """Eval mode on ``device`` in ``dtype`` with the configured attention kernel, and what a sampler needs to know."""
+    cast_for_sampling(model.to(device), dtype).eval().requires_grad_(False)
+    set_attention(model, cfg, plugins, torch.device(device), dtype)  # the run's configured kernel
     if hasattr(autoencoder, "to"):
         autoencoder.to(device)
     entry = plugins["backbones"].get(spec["name"])
@@ -135,5 +152,5 @@ def _ready(model: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: Any, pl
         latent_channels=int(info["latent_channels"]), latent_resolution=int(info["latent_resolution"]),
         max_frames=int(frames if capacity is None else capacity), pixel_frames=int(info["num_frames"]),
         height=h, width=w, latent_height=lh, latent_width=lw,
-        conditioning=frozenset(getattr(entry.config, "conditioning", frozenset())), **where,
+        conditioning=frozenset(getattr(entry.config, "conditioning", frozenset())), dtype=dtype, **where,
     )

@@ -15,7 +15,9 @@ fix it:
 * ``read_state_dict``: every key and shape is checked from the safetensors headers alone (no tensor
   data read) against the model's, then the tensors are read one at a time (optionally cast), so
   nothing reaches the caller's model unless the whole folder is right;
-* ``directory_fingerprint``: a cheap identity of exactly the files read, for provenance.
+* ``directory_fingerprint``: a cheap identity of exactly the files read, for provenance;
+* ``weights_follow``: the build's promise to a backbone being constructed that every weight is read from
+  the folder right after, so it may build them empty (meta device) instead of drawing random values.
 
 ``public_copy`` names where the weights come from, for the fix in each message:
 ``"owner/name, subfolder S"`` (or ``"owner/name"``) for a Hugging Face repo, which yields the
@@ -24,11 +26,13 @@ fix it:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Collection, Iterator, Mapping
 
 from fvdm.core.errors import FvdmError
 
@@ -37,6 +41,29 @@ if TYPE_CHECKING:
 
 #: file names shown per list in a message (one line, however many keys a wrong folder has)
 SHOWN = 3
+
+#: True while ``build_model`` constructs a backbone whose ``pretrained`` it reads right afterwards: a random
+#: initialisation would only be overwritten (half of a 1.3B Wan load), so a backbone may skip it
+_WEIGHTS_FOLLOW: contextvars.ContextVar[bool] = contextvars.ContextVar("fvdm_weights_follow", default=False)
+
+
+@contextlib.contextmanager
+def weights_follow() -> Iterator[None]:
+    """Within: the backbone being constructed gets every weight from its ``pretrained`` folder next.
+
+    Only the caller that reads the folder right after construction may say so (``build_model``); a backbone
+    that builds empty weights here must fill them in its ``load_pretrained``. Backbones that ignore it
+    are built and loaded as before."""
+    token = _WEIGHTS_FOLLOW.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_FOLLOW.reset(token)
+
+
+def weights_follow_now() -> bool:
+    """Inside ``weights_follow``: the weights being constructed are read from a folder before any use."""
+    return _WEIGHTS_FOLLOW.get()
 
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -192,12 +219,17 @@ def _open(path: Path, public_copy: str, what: str) -> Any:
 
 
 def read_state_dict(folder: str | Path, *, expected: Mapping[str, tuple[int, ...]], public_copy: str, what: str,
-                    dtype: "torch.dtype | None" = None,
+                    dtype: "torch.dtype | Mapping[str, torch.dtype] | None" = None,
+                    copy: bool = False,
                     optional: Mapping[str, Collection[str]] | None = None) -> dict[str, "torch.Tensor"]:
     """``folder``'s weights as a state dict with exactly ``expected``'s keys and shapes, verified before any is read.
 
     ``expected``: key -> shape of the model to fill (``{k: tuple(v.shape) for k, v in model.state_dict().items()}``).
-    ``dtype``: cast floating tensors to it as each is read (integer buffers keep theirs); None keeps the file's.
+    ``dtype``: cast floating tensors to it as each is read (integer buffers keep theirs); a mapping gives each
+    key its own (a model that keeps some modules in float32); None keeps the file's.
+    ``copy``: every tensor in memory of its own. Without it a tensor the cast leaves alone is a copy-on-write
+    view of the memory-mapped shard (safetensors), fine for ``load_state_dict``, which copies it into the
+    model; a state dict that becomes the model's weights (``assign=True``) must not stay tied to the file.
     ``optional``: module -> its keys, modules the folder may lack as a whole (a model grown from the folder's:
     they keep their initial values); a module the folder holds in part is refused like any missing key.
     Peak memory is the state dict plus one tensor: shards are memory-mapped and read a tensor at a time.
@@ -248,7 +280,12 @@ def read_state_dict(folder: str | Path, *, expected: Mapping[str, tuple[int, ...
         with _open(path, public_copy, what) as f:
             for k in f.keys():  # every key is the model's and mapped to this shard (checked above)
                 tensor = f.get_tensor(k)
-                state[k] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+                want = dtype.get(k) if isinstance(dtype, Mapping) else dtype
+                if want is not None and tensor.is_floating_point() and tensor.dtype != want:
+                    tensor = tensor.to(want)  # a cast reads the bytes into a new tensor
+                elif copy:
+                    tensor = tensor.clone()
+                state[k] = tensor
     return state
 
 

@@ -205,6 +205,7 @@ def sample_loop(
 def make_model_fn(
     model: Callable[..., torch.Tensor], schedule: Any, *, y: torch.Tensor | None = None, cfg_scale: float = 1.0,
     null_label: int | None = None, text: torch.Tensor | None = None, null_text: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
 ) -> ModelFn:
     """Backbone -> ``model_fn(x, t)`` on levels t (B, F) in [0, 1].
 
@@ -215,16 +216,24 @@ def make_model_fn(
     conditional pass, as DiT/Latte): the uncond pass takes label ``null_label`` (the class-dropout
     embedding, default ``num_classes``) and the embeddings ``null_text`` (a negative prompt's, or
     the empty prompt's). History guidance wraps the result, so the two compose.
+
+    ``dtype``: the backbone's when it runs in half precision: x and the embeddings are cast to it, the
+    timesteps are not (diffusers' Wan casts them inside, after the sinusoidal features), and the prediction
+    comes back in x's dtype, so the sampler's update, schedule and noise stay float32 as in diffusers'
+    pipelines (their scheduler upcasts the model output).
     """
     to_input = getattr(schedule, "timestep_input", lambda t: t)
     if text is not None and text.ndim != 3:
         raise ValueError(f"text embeddings must be (B, L, D), got {tuple(text.shape)}")
 
     def call(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, emb: torch.Tensor | None) -> torch.Tensor:
-        args = (x, to_input(t)) if labels is None else (x, to_input(t), _tiled(labels, x.shape[0]))
+        xin = x if dtype is None else x.to(dtype)
+        args = (xin, to_input(t)) if labels is None else (xin, to_input(t), _tiled(labels, x.shape[0]))
         if emb is None:
-            return model(*args)
-        return model(*args, encoder_hidden_states=_tiled(emb, x.shape[0]))
+            out = model(*args)
+        else:
+            out = model(*args, encoder_hidden_states=_tiled(emb if dtype is None else emb.to(dtype), x.shape[0]))
+        return out if dtype is None else out.to(x.dtype)
 
     if cfg_scale == 1.0 or (y is None and text is None):
         return lambda x, t: call(x, t, y, text)

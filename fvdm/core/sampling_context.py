@@ -30,6 +30,17 @@ if TYPE_CHECKING:
 #: a plugin by name or spec: ``"ddim"``, ``{"name": "pyramid", "u": 0.5}``, a config's PluginRef
 Spec = Union[str, Mapping[str, Any], BaseModel]
 
+#: ``sample.dtype`` (``fvdm sample --dtype``) -> the dtype of the backbone's weights and forward when sampling
+SAMPLE_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def sample_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a ``sample.dtype`` name; anything else is refused in one line with the choices."""
+    if name not in SAMPLE_DTYPES:
+        raise ValueError(f"sample.dtype (--dtype) {name!r} is not a sampling dtype: choose one of "
+                         f"{', '.join(SAMPLE_DTYPES)}")
+    return SAMPLE_DTYPES[name]
+
 
 @dataclass
 class SamplingContext:
@@ -47,6 +58,9 @@ class SamplingContext:
                 shows the context at (1 = dropped); used in every window that has context
     text, null_text: prompt embeddings (B or 1, L, D) for a text-conditioned backbone and the negative
                 (or empty) prompt's, the unconditional side of classifier-free guidance (``cfg_scale``)
+    model_dtype: the backbone's dtype when it differs from the sampler's (bf16, fp16): the model function
+                casts x and the text embeddings to it and the prediction back, so the sampler's state, the
+                schedule and the noise stay in their own dtype (float32). None: no cast (as before)
     """
 
     model: Backbone | Callable[..., torch.Tensor]  # a wrapper (a call counter, a cache) is fine
@@ -67,6 +81,7 @@ class SamplingContext:
     plugins: FvdmPlugins | None = None
     text: torch.Tensor | None = None
     null_text: torch.Tensor | None = None
+    model_dtype: torch.dtype | None = None
 
 
 def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -89,6 +104,7 @@ def build_context(
     seed: int | None = 0, generator: torch.Generator | None = None, device: str | torch.device = "cpu",
     callback: Callable[[dict[str, Any]], None] | None = None, history_guidance: float = 1.0,
     history_level: float = 1.0, text: torch.Tensor | None = None, null_text: torch.Tensor | None = None,
+    model_dtype: torch.dtype | None = None,
 ) -> SamplingContext:
     """A ``SamplingContext`` from a model and its noise ``schedule``; ``sampler`` and ``matrix`` (the sampling
     schedule) are names/specs built with ``plugins`` or ready objects.
@@ -109,7 +125,7 @@ def build_context(
         num_frames=int(num_frames), shape=tuple(shape), steps=int(steps), batch_size=int(batch_size),
         cfg_scale=float(cfg_scale), num_classes=int(num_classes), history_guidance=float(history_guidance),
         history_level=float(history_level), generator=generator, device=device, callback=callback, plugins=plugins,
-        text=text, null_text=null_text,
+        text=text, null_text=null_text, model_dtype=model_dtype,
     )
 
 
@@ -125,6 +141,7 @@ def make_context(
     """A ``SamplingContext`` for a loaded checkpoint. ``sampler`` and ``schedule`` (the *sampling* schedule:
     the checkpoint's noise schedule is fixed) are specs or built objects; every setting left unset (None)
     comes from the checkpoint config's ``sample`` section (history guidance: off). Noise: as ``build_context``.
+    The model runs in the dtype it was loaded in (``loaded.dtype``), the sampler in float32.
 
     ``prompt`` (one, or one per clip) and ``negative_prompt`` are encoded with the config's text encoder
     (the negative defaults to the empty prompt, the unconditional side of guidance); ``text`` and
@@ -145,6 +162,7 @@ def make_context(
         seed=seed, generator=generator, device=device, callback=callback,
         history_guidance=1.0 if history_guidance is None else history_guidance,
         history_level=1.0 if history_level is None else history_level, text=text, null_text=null_text,
+        model_dtype=None if loaded.dtype == torch.float32 else loaded.dtype,
     )
 
 

@@ -188,7 +188,7 @@ def context_model_fn(sampling: SamplingContext, model: Callable[..., torch.Tenso
     null_text = None if sampling.null_text is None else sampling.null_text.to(sampling.device)
     return make_model_fn(model, sampling.schedule, y=y, cfg_scale=sampling.cfg_scale,
                          null_label=sampling.num_classes if sampling.num_classes > 0 else None,
-                         text=text, null_text=null_text)
+                         text=text, null_text=null_text, dtype=sampling.model_dtype)
 
 
 def window_callback(sampling: SamplingContext, index: int, count: int) -> Callable[[dict[str, Any]], None] | None:

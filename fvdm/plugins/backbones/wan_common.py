@@ -240,12 +240,15 @@ class FrameModulatedWan(nn.Module):
         """The directory's config.json keys this size fixes (its architecture)."""
         return diffusers_kwargs(self.size, self.in_channels)
 
-    def load_pretrained(self, directory: str) -> dict[str, Any]:
+    def load_pretrained(self, directory: str, dtype: torch.dtype | None = None) -> dict[str, Any]:
         """Read a local diffusers-format directory (``pretrained``) into ``self.transformer``; provenance back.
 
         Every check runs before a weight is copied: the folder and its config.json exist, the config is
         this size's architecture, every shard the index names is there and holds its keys, and the keys
-        and shapes are exactly the model's. fvdm never downloads.
+        and shapes are exactly the model's. fvdm never downloads. A transformer built empty (on the meta
+        device, ``make_transformer`` under ``weights_follow``) takes the tensors read as its weights; one
+        built with random values has them overwritten. ``dtype``: the weights' dtype after loading, as
+        ``cast`` gives it (None: float32); without a LoRA each tensor is read straight into it.
         """
         from fvdm.core.pretrained import check_config, directory_fingerprint, read_config, read_state_dict
 
@@ -259,7 +262,12 @@ class FrameModulatedWan(nn.Module):
         check_config(config, {"_class_name": self.diffusers_class, **self.config_must_match()}, path=folder,
                      public_copy=public, what=what, known=known)
         expected = {k: tuple(v.shape) for k, v in self.transformer.state_dict().items()}
-        state = read_state_dict(folder, expected=expected, public_copy=public, what=what)
+        # a LoRA is merged in float32 and the result cast once; without one each tensor is read in its final dtype
+        final = self.weight_dtypes(dtype or torch.float32)
+        reading = {k: torch.float32 for k in expected} if self.cfg.lora is not None else final
+        empty = any(p.is_meta for p in self.transformer.parameters())
+        # assigned tensors become the weights: each read into memory of its own, not left mapped to the shard
+        state = read_state_dict(folder, expected=expected, public_copy=public, what=what, dtype=reading, copy=empty)
         lora = None
         own_format = self.cfg.lora is not None and is_diffusers_lora(self.cfg.lora)
         if self.cfg.lora is not None and not own_format:  # checked against the base before any weight changes
@@ -270,7 +278,9 @@ class FrameModulatedWan(nn.Module):
                 check_lora(self.transformer, lora)
             except (ValueError, FileNotFoundError) as exc:
                 raise type(exc)(f"backbone.lora {self.cfg.lora}: {exc}") from exc
-        self.transformer.load_state_dict(state, strict=True)
+        # assign: the tensors read become the parameters (no second copy); requires_grad stays the model's
+        self.transformer.load_state_dict(state, strict=True, assign=empty)
+        del state
         info = {"directory": str(Path(directory).expanduser().resolve()), "subfolder": self.cfg.subfolder,
                 "fingerprint": directory_fingerprint(folder), "public_copy": public}
         if own_format:  # fvdm's own export (diffusers' layout): its base fingerprint is checked, then merged
@@ -280,7 +290,33 @@ class FrameModulatedWan(nn.Module):
 
             adapted = merge_lora(self.transformer, lora, scale=self.cfg.lora_scale)
             info["lora"] = lora_report(self.cfg.lora, lora, adapted, self.cfg.lora_scale)
+        self.cast(dtype or torch.float32)
         return info
+
+    def weight_dtypes(self, dtype: torch.dtype) -> dict[str, torch.dtype]:
+        """Each state-dict key's dtype when the model runs in ``dtype``: float32 for the modules diffusers keeps in
+        float32 under any ``torch_dtype`` (its class's ``_keep_in_fp32_modules``: time embedder, norms,
+        modulation tables), ``dtype`` for the rest, so a half-precision fvdm model holds what diffusers' does."""
+        keep = tuple(getattr(type(self.transformer), "_keep_in_fp32_modules", None) or ()) if dtype != torch.float32 else ()
+        return {k: torch.float32 if any(m in k.split(".") for m in keep) else dtype
+                for k in self.transformer.state_dict()}
+
+    @torch.no_grad()
+    def cast(self, dtype: torch.dtype) -> "FrameModulatedWan":
+        """Parameters to ``weight_dtypes(dtype)``, in place; buffers keep theirs (rope's float64 tables, as diffusers
+        keeps them). A tensor still on the meta device is a weight no checkpoint filled: refused."""
+        want = self.weight_dtypes(dtype)
+        for name, p in self.transformer.named_parameters():
+            if p.is_meta:
+                raise RuntimeError(f"{self.name}: parameter {name} was never loaded (still on the meta device); "
+                                   "build the backbone without weights_follow or load a complete directory")
+            if p.dtype != want[name] and p.is_floating_point():
+                p.data = p.data.to(want[name])
+        meta = [n for n, b in self.transformer.named_buffers() if b.is_meta]
+        if meta:
+            raise RuntimeError(f"{self.name}: buffer {meta[0]} is on the meta device (no checkpoint holds it); "
+                               "make_transformer must compute it when it builds the model empty")
+        return self
 
     @torch.no_grad()
     def _merge_diffusers_lora(self, path: str, scale: float) -> dict[str, Any]:
@@ -326,8 +362,22 @@ def diffusers_kwargs(size: WanSize, in_channels: int) -> dict[str, Any]:
 
 def make_transformer(cls: Callable[..., nn.Module], cfg: Any, size: WanSize,
                      extra: dict[str, Any] | None = None) -> nn.Module:
-    """A random-init diffusers model of ``size``; ``load_pretrained`` fills it from a directory afterwards."""
-    return cls(**transformer_kwargs(cfg, size, extra))
+    """The diffusers model of ``size``: random-init, or empty when its weights are read right after.
+
+    Under ``weights_follow`` (``build_model`` reads ``pretrained`` next) it is built on the meta device: no
+    random values are drawn or stored (at Wan2.1-1.3B that initialisation was half of the load), and
+    ``load_pretrained`` assigns the tensors it reads. Rope's cos/sin tables are buffers no checkpoint holds,
+    so the rope module is built again on the CPU, exactly as the random-init model computes it.
+    """
+    from fvdm.core.pretrained import weights_follow_now
+
+    kwargs = transformer_kwargs(cfg, size, extra)
+    if not weights_follow_now():
+        return cls(**kwargs)
+    with torch.device("meta"):
+        model = cls(**kwargs)
+    model.rope = type(model.rope)(kwargs["attention_head_dim"], kwargs["patch_size"], kwargs["rope_max_seq_len"])
+    return model
 
 
 def transformer_kwargs(cfg: Any, size: WanSize, extra: dict[str, Any] | None = None) -> dict[str, Any]:
