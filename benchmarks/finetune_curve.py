@@ -86,6 +86,9 @@ def plot(out: Path, curve: dict[str, Any]) -> None:
                                       [p[1]["ci_high"] - p[1]["mean"] for p in pts]], marker="o", capsize=3,
                                 label=arm)
             ax.set(xscale="log", title=f"{task}: {metric}", xlabel="fine-tuning steps")
+            budgets = [row["steps"] for row in rows]  # the budgets themselves, not log-axis minor labels
+            ax.set_xticks(budgets, [str(b) for b in budgets])
+            ax.minorticks_off()
             if not ax.lines and not ax.collections:
                 ax.set_visible(False)
     axes[0, 0].legend(fontsize=8)
