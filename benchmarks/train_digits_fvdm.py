@@ -119,6 +119,9 @@ def main() -> None:
     ap.add_argument("--sample-steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--export", help="write the best checkpoint here as an fvdm backbone directory")
+    ap.add_argument("--score-split", default="val", choices=("val", "train"),
+                    help="clips the context tasks are scored on: val (held out) or train, the first --clips "
+                         "training clips (with -o data.num_clips=N: can the model overfit them?)")
     ap.add_argument("--max-minutes", type=float, default=None, metavar="M",
                     help="train for at most M minutes in this call; the same command continues the curve")
     ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
@@ -142,7 +145,7 @@ def main() -> None:
     cfg = parse_config(recipe, "train_digits_fvdm")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    gt = held_out(plugins, cfg.data.spec(), args.clips)
+    gt = held_out(plugins, cfg.data.spec(), args.clips, args.score_split)
     real = real_identity(plugins, gt)
     prev = json.loads((out / "curve.json").read_text())["curve"] if (out / "curve.json").is_file() else []
     if not prev:  # the base through the same pipeline: one step at lr 1e-12 (Adam moves no weight by > 1e-10)

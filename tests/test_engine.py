@@ -499,3 +499,48 @@ def test_run_is_built_by_keyword_only():
 
     with pytest.raises(TypeError, match="positional"):
         Run(*[None] * 23)
+
+
+def test_generated_mean_leaves_clean_frames_out():
+    from fvdm.core.engine import generated_mean
+
+    per_frame = torch.tensor([[5.0, 1.0, 2.0], [7.0, 3.0, 9.0]], requires_grad=True)
+    t = torch.tensor([[0.0, 0.5, 0.9], [0.0, 0.0, 0.2]])
+    loss = generated_mean(per_frame, t)
+    assert float(loss.detach()) == pytest.approx((1.0 + 2.0 + 9.0) / 3)
+    (g,) = torch.autograd.grad(loss, per_frame)
+    assert torch.equal(g, torch.tensor([[0.0, 1 / 3, 1 / 3], [0.0, 0.0, 1 / 3]]))
+    all_clean = generated_mean(per_frame, torch.zeros(2, 3))
+    assert float(all_clean) == 0.0 and all_clean.requires_grad
+
+
+@pytest.mark.parametrize("clean_frame_loss", [True, False])
+def test_clean_frame_loss_switch_is_the_mean_over_the_frames_the_engine_drew_above_level_0(
+        plugins, tmp_path, monkeypatch, clean_frame_loss):
+    """Oracle: the per-frame losses and levels the schedule saw, averaged by hand (all frames, or those above 0)."""
+    from fvdm.plugins.noise_schedules.ddpm import DDPMSchedule
+
+    seen = []
+    real = DDPMSchedule.loss
+
+    def spy(self, *args):
+        per_frame = real(self, *args)
+        seen.append((per_frame.detach().clone(), args[-1].clone()))
+        return per_frame
+
+    monkeypatch.setattr(DDPMSchedule, "loss", spy)
+    cfg = parse_config({**tiny(tmp_path, steps=2, clean_frame_loss=clean_frame_loss), "vtv": {"name": "clean_first"}})
+    res = train(cfg, plugins, progress=False)
+    for step_loss, (per_frame, t) in zip(res["losses"], seen):
+        assert (t[:, 0] == 0).all() and (t[:, 1:] > 0).all()
+        want = per_frame.mean() if clean_frame_loss else per_frame[:, 1:].mean()
+        assert step_loss == pytest.approx(float(want), rel=1e-6)
+
+
+def test_clean_frame_loss_at_its_default_leaves_the_config_hash_as_before_it_existed(plugins, tmp_path):
+    from fvdm.core.config import canonical_dict
+
+    plain = canonical_dict(parse_config(tiny(tmp_path)), plugins)
+    assert "clean_frame_loss" not in plain["train"]
+    assert canonical_dict(parse_config(tiny(tmp_path, clean_frame_loss=True)), plugins) == plain
+    assert canonical_dict(parse_config(tiny(tmp_path, clean_frame_loss=False)), plugins)["train"]["clean_frame_loss"] is False

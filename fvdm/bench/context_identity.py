@@ -36,9 +36,10 @@ def task_inputs(task: str, z: torch.Tensor) -> dict[str, torch.Tensor]:
     raise ValueError(f"no identity scoring for task {task!r}; choose from {sorted(GIVEN)}")
 
 
-def held_out(plugins: Any, data: dict[str, Any], n: int) -> torch.Tensor:
-    """The first ``n`` val-split clips (n, F, C, H, W) in [-1, 1] of the dataset ``data`` (a spec dict)."""
-    val = plugins["datasets"].build({**data, "split": "val", "num_clips": n})
+def held_out(plugins: Any, data: dict[str, Any], n: int, split: str = "val") -> torch.Tensor:
+    """The first ``n`` clips (n, F, C, H, W) in [-1, 1] of ``split`` of the dataset ``data`` (a spec dict);
+    ``train`` is the overfitting check (the clips a run on ``num_clips: n`` trains on), not a held-out score."""
+    val = plugins["datasets"].build({**data, "split": split, "num_clips": n})
     return torch.stack([val[i]["video"] for i in range(n)])
 
 

@@ -174,13 +174,20 @@ def train_step(run: Run, state: TrainState, first: bool) -> tuple[float, float]:
             with run.autocast():
                 out = run.model(xt, p.schedule.timestep_input(t), y, **kwargs)
             per_frame = p.schedule.loss(out.to(run.param_dtype), x0, xt, noise, t)  # (B, F)
-            loss = per_frame.mean()
+            loss = per_frame.mean() if tc.clean_frame_loss else generated_mean(per_frame, t)
             (loss / tc.grad_accum).backward()
         loss_acc += loss.detach().double() / tc.grad_accum
         run.buckets.add(t, per_frame)
     clip = tc.grad_clip if tc.grad_clip is not None else float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(list(run.raw.parameters()), clip)
     return float(D.all_reduce_mean(loss_acc, dinfo)), float(grad_norm)
+
+
+def generated_mean(per_frame: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Mean of the (B, F) per-frame losses over the frames above level 0 (``train.clean_frame_loss: false``);
+    0 with a gradient path when a micro-batch holds only clean frames, so every rank still runs backward."""
+    keep = (t > 0).to(per_frame.dtype)  # (B, F)
+    return (per_frame * keep).sum() / keep.sum().clamp(min=1.0)
 
 
 def conditioning(run: Run, batch: dict[str, Any], gen: torch.Generator,
