@@ -17,37 +17,29 @@ with the accuracies and the exact recipe.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from einops import rearrange
 
+try:  # python -m benchmarks.train_digits_extractor
+    from benchmarks.digits_training import parse_recipe, publish, recipe, render_clips
+except ModuleNotFoundError:  # python benchmarks/train_digits_extractor.py: this folder is on sys.path
+    from digits_training import parse_recipe, publish, recipe, render_clips
 from fvdm.plugins.evaluators.digits_net import KINDS, MAX_DIGITS, WEIGHTS_FILE, DigitsNet, to_net_input
-from fvdm.plugins.evaluators.weights import PACKAGE_WEIGHTS_DIR, write_trained_weights
 
 
 def make_split(split: str, n: int, num_frames: int, seed: int, num_digits: int | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """uint8 videos (n, F, 1, 32, 32), first-digit class (n,), digit count - 1 (n,), mean speed px/frame (n,)."""
-    from fvdm.plugins.datasets.moving_digits import MovingDigits
-
-    ds = MovingDigits(MovingDigits.Config(split=split, num_clips=n, num_frames=num_frames, resolution=32, max_digits=MAX_DIGITS,
-                      num_digits=num_digits, seed=seed))
-    vids = torch.empty(n, num_frames, 1, 32, 32, dtype=torch.uint8)
-    cls = torch.empty(n, dtype=torch.long)
-    cnt = torch.empty(n, dtype=torch.long)
-    speed = torch.empty(n)
-    for i in range(n):
-        meta = ds.metadata(i)
-        vids[i] = ((ds.ground_truth(i, meta) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        cls[i] = int(meta["labels"][0])
-        cnt[i] = len(meta["labels"]) - 1
-        speed[i] = float(np.linalg.norm(meta["velocity"], axis=1).mean())  # bounces keep speed
+    _, vids, metas = render_clips(split, n, num_frames, seed, max_digits=MAX_DIGITS, num_digits=num_digits)
+    cls = torch.tensor([int(meta["labels"][0]) for meta in metas], dtype=torch.long)
+    cnt = torch.tensor([len(meta["labels"]) - 1 for meta in metas], dtype=torch.long)
+    # bounces keep speed; float32, as the values were stored one by one before
+    speed = torch.tensor([float(np.linalg.norm(meta["velocity"], axis=1).mean()) for meta in metas],
+                         dtype=torch.float32)
     return vids, cls, cnt, speed
 
 
@@ -91,20 +83,10 @@ def evaluate(model: DigitsNet, single, multi, bs: int = 256, seed: int = 0) -> d
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=300, help="train exactly this many steps (reproducible)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--train-clips", type=int, default=6000)
-    ap.add_argument("--val-clips", type=int, default=512)
-    ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--crop", type=int, default=8, help="frames per training clip (random window)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out-dir", default=str(PACKAGE_WEIGHTS_DIR))
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    args = parse_recipe(
+        argv, __doc__, steps=300, train_clips=6000, val_clips=512, batch_size=64,
+        steps_help="train exactly this many steps (reproducible)",
+        more=lambda ap: ap.add_argument("--crop", type=int, default=8, help="frames per training clip (random window)"))
 
     t0 = time.time()
     half = args.train_clips // 2
@@ -156,11 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
     info = {
         "heldout_val": metrics, "train_subset": train_metrics,
         "steps": step, "epochs": epoch, "train_seconds": round(time.time() - t_start, 1), "threads": args.threads,
-        "recipe": {k: v for k, v in vars(args).items() if k != "out_dir"}, "kinds": list(KINDS),
+        "recipe": recipe(args), "kinds": list(KINDS),
     }
-    info = write_trained_weights(model, args.out_dir, WEIGHTS_FILE, info)
-    print(json.dumps(info, indent=2))
-    return info
+    return publish(model, args, WEIGHTS_FILE, info)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ Writes ``weights/digits_frame_net.pt`` (float32 state dict), its ``.sha256`` and
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 import numpy as np
@@ -25,28 +23,25 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+try:  # python -m benchmarks.train_digits_frame_net
+    from benchmarks.digits_training import parse_recipe, publish, recipe, render_clips
+except ModuleNotFoundError:  # python benchmarks/train_digits_frame_net.py: this folder is on sys.path
+    from digits_training import parse_recipe, publish, recipe, render_clips
 from fvdm.plugins.evaluators.digits_frame_net import (
     DIGIT_SIZE, WEIGHTS_FILE, DigitsFrameNet, centre_targets, detect, frames_to_net_input,
 )
-from fvdm.plugins.evaluators.weights import PACKAGE_WEIGHTS_DIR, write_trained_weights
 
 MAX_DIGITS = 3
 
 
 def make_frames(split: str, n_clips: int, num_frames: int, seed: int) -> tuple[torch.Tensor, ...]:
     """uint8 frames (n*F, 1, 32, 32), centres (n*F, 3, 2) [y, x] px, labels (n*F, 3) (-1 = no digit)."""
-    from fvdm.plugins.datasets.moving_digits import MovingDigits
-
-    ds = MovingDigits(MovingDigits.Config(split=split, num_clips=n_clips, num_frames=num_frames, resolution=32,
-                      max_digits=MAX_DIGITS, seed=seed))
+    ds, vids, metas = render_clips(split, n_clips, num_frames, seed, max_digits=MAX_DIGITS)
     if ds.digit_size != DIGIT_SIZE:
         raise ValueError(f"moving_digits digit_size {ds.digit_size} != {DIGIT_SIZE} the net is built for")
-    vids = torch.empty(n_clips, num_frames, 1, 32, 32, dtype=torch.uint8)
     centres = torch.zeros(n_clips, num_frames, MAX_DIGITS, 2)
     labels = torch.full((n_clips, num_frames, MAX_DIGITS), -1, dtype=torch.long)
-    for i in range(n_clips):
-        meta = ds.metadata(i)
-        vids[i] = ((ds.ground_truth(i, meta) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    for i, meta in enumerate(metas):
         traj = torch.from_numpy(ds._positions(meta).astype(np.float32))  # (D, F, 2) top-left
         d = traj.shape[0]
         centres[i, :, :d] = rearrange(traj, "d f c -> f d c") + DIGIT_SIZE / 2
@@ -102,19 +97,8 @@ def evaluate(model: DigitsFrameNet, frames: torch.Tensor, centres: torch.Tensor,
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--train-clips", type=int, default=4000)
-    ap.add_argument("--val-clips", type=int, default=256)
-    ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--batch-size", type=int, default=128, help="frames per step")
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out-dir", default=str(PACKAGE_WEIGHTS_DIR))
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    args = parse_recipe(argv, __doc__, steps=1500, train_clips=4000, val_clips=256, batch_size=128,
+                        batch_help="frames per step")
 
     t0 = time.time()
     tr_x, tr_c, tr_l = make_frames("train", args.train_clips, args.frames, args.seed)
@@ -160,12 +144,10 @@ def main(argv: list[str] | None = None) -> dict:
     info = {
         "heldout_val": metrics, "train_subset": train_metrics,
         "steps": args.steps, "train_seconds": round(train_seconds, 1), "threads": args.threads,
-        "recipe": {k: v for k, v in vars(args).items() if k != "out_dir"},
+        "recipe": recipe(args),
         "notes": "recall/precision at 3 px; threshold 0.5 on the 3x3 class mass; val digits disjoint from train",
     }
-    info = write_trained_weights(model, args.out_dir, WEIGHTS_FILE, info)
-    print(json.dumps(info, indent=2))
-    return info
+    return publish(model, args, WEIGHTS_FILE, info)
 
 
 if __name__ == "__main__":

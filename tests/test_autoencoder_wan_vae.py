@@ -179,3 +179,23 @@ def test_bfloat16_returns_the_input_dtype_near_float32():
     z16 = _build(P, variant="tiny", dtype="bfloat16").encode(x)
     assert z16.dtype == torch.float32 and z16.shape == z32.shape
     assert (z16 - z32).abs().max() <= 0.05 * z32.abs().max()
+
+
+@pytest.mark.parametrize("case", ["bad_json", "vae_folder_itself"])
+def test_the_directory_is_read_as_the_wan_backbone_reads_its_own(plugins, dirs, tmp_path, case):
+    """Through fvdm.core.pretrained.read_config: the same one-line errors for a broken config.json or a path
+    that names the vae/ folder itself instead of the directory holding it."""
+    from fvdm.core.pretrained import PretrainedError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(dirs["wan2.1"], copy)
+    if case == "bad_json":
+        (copy / "vae" / "config.json").write_text("{not json")
+        spec, needles = {"path": str(copy)}, [str(copy / "vae" / "config.json"), "not valid JSON",
+                                              f"huggingface-cli download {WAN21_COPY}"]
+    else:
+        spec, needles = {"path": str(copy / "vae")}, ["vae/ folder itself", str(copy)]
+    with pytest.raises(PretrainedError) as err:
+        _build(plugins, **spec)
+    msg = _message(err)
+    assert all(n in msg for n in needles), msg

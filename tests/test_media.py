@@ -87,6 +87,28 @@ def test_outputs_get_the_mode_the_umask_gives(tmp_path, umask):
     assert modes == dict.fromkeys(["a.gif", "a.png", "a.npz", "a.json"], 0o666 & ~umask)
 
 
+def test_outputs_stage_inside_the_folder_and_keep_what_else_it_holds(tmp_path):
+    """Staged in out_dir itself (never beside it: no writable parent or same filesystem needed there); files,
+    subfolders included, join what the folder already holds; on an error none appears."""
+    from fvdm.core.media import AtomicOutputs
+
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub" / "old.txt").write_text("kept")
+    with AtomicOutputs(out) as o:
+        assert o._tmp.parent == out
+        o.add("a.json", lambda p: p.write_text("{}"))
+        o.add("sub/b.json", lambda p: p.write_text("[]"))
+        assert not (out / "a.json").exists()  # nothing appears before the end
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing was staged beside it
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["a.json", "sub", "sub/b.json", "sub/old.txt"]
+    with pytest.raises(RuntimeError):
+        with AtomicOutputs(out) as o:
+            o.add("c.json", lambda p: p.write_text("{}"))
+            raise RuntimeError("a later writer failed")
+    assert not (out / "c.json").exists() and sorted(p.name for p in out.iterdir()) == ["a.json", "sub"]
+
+
 def test_a_file_that_is_not_a_video_is_one_line_naming_it_and_the_formats(tmp_path):
     from fvdm.core.media import read_video
 

@@ -17,7 +17,8 @@ from torch import nn
 
 from fvdm.core.errors import FvdmError
 from fvdm.core.pretrained import (
-    PretrainedError, check_config, directory_fingerprint, read_config, read_state_dict, weight_files,
+    PretrainedError, PretrainedMissing, check_config, directory_fingerprint, read_config, read_state_dict,
+    weight_files,
 )
 
 REPO = "Owner/Tiny-Diffusers"
@@ -129,6 +130,17 @@ def test_diffusers_own_sharded_layout_round_trips(tmp_path):
     fresh.load_state_dict(read_state_dict(folder, expected=_expected(fresh), public_copy=PUBLIC, what=WHAT),
                           strict=True)
     _equal(fresh.state_dict(), ref.state_dict())
+
+
+def test_a_missing_folder_or_config_is_also_a_file_not_found_error_and_a_fix_can_be_given(tmp_path):
+    """Plugins that raised FileNotFoundError for a missing folder read it here now: still caught as one."""
+    assert issubclass(PretrainedMissing, PretrainedError) and issubclass(PretrainedMissing, FileNotFoundError)
+    with pytest.raises(PretrainedMissing, match=r"no directory .*nowhere \(for .*\); get it from the shelf$"):
+        read_config(tmp_path / "nowhere", public_copy=PUBLIC, what=WHAT, fix="get it from the shelf")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(PretrainedError, match=r"not valid JSON .*; get it from the shelf$") as info:
+        read_config(tmp_path, public_copy=PUBLIC, what=WHAT, fix="get it from the shelf")
+    assert not isinstance(info.value, FileNotFoundError)  # present but broken: not a missing file
 
 
 def test_missing_directory_subfolder_or_config_names_the_path_and_the_download(tmp_path):

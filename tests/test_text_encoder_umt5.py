@@ -159,3 +159,14 @@ def test_the_plugin_registers_and_builds_by_name(wan_dir, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "transformers", None)  # None in sys.modules: import fails
     ok, reason = transformers_available()
     assert not ok and "transformers is not importable" in reason
+
+
+def test_a_broken_encoder_config_is_a_one_line_error_with_the_fix(wan_dir, tmp_path):
+    from fvdm.core.pretrained import PretrainedError
+
+    broken = tmp_path / "wan"
+    shutil.copytree(wan_dir, broken)
+    (broken / "text_encoder" / "config.json").write_text("[]")
+    with pytest.raises(PretrainedError) as exc:
+        UMT5TextEncoder(UMT5TextEncoder.Config(path=str(broken)))
+    assert_one_line_with_fix(exc, str(broken / "text_encoder" / "config.json"), "not an object")

@@ -5,6 +5,10 @@ content is written to a temp file beside the target (same filesystem), then rena
 ``durable=True`` the file is fsynced before the rename and the directory after it, so the new file also
 survives a power cut (checkpoints, benchmark records). A process killed mid-write leaves only a temp file
 (hidden: a leading dot), which the next writer of the same target replaces.
+
+``staged_directory`` stages a whole directory beside its target. The sampled files that must appear together
+in a user's output folder (``fvdm.core.media.AtomicOutputs``) are staged inside that folder instead, which
+is all a user may be able to write (its docstring says why).
 """
 
 from __future__ import annotations

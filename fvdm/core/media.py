@@ -145,6 +145,12 @@ class AtomicOutputs:
 
     >>> with AtomicOutputs(out) as o:
     ...     o.add("i2v.gif", lambda p: write_gif(video, p))
+
+    Not ``fvdm.core.atomic.staged_directory(merge=True)``, though both stage files and rename them in: that
+    one stages beside the directory, where ``out_dir`` may have no writable parent, or sit on another
+    filesystem (a mounted output folder), across which no rename works; this one stages inside ``out_dir``,
+    and renames each file (``name`` may hold subfolders) into a folder that keeps what else it holds. Each
+    file is written by its own writer (``atomic_write`` for the media writers); like them, nothing is fsynced.
     """
 
     def __init__(self, out_dir: str | Path):

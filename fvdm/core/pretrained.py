@@ -8,8 +8,9 @@ a partial download, another model size or another architecture into a model that
 random weights. This module reads it strictly instead and says, in one line, what is wrong and how to
 fix it:
 
-* ``read_config`` / ``check_config``: the folder and its config.json exist, and the config has the
-  architecture the caller builds (else: which keys differ, and which known size the file looks like);
+* ``read_config`` / ``check_config``: the folder and its config.json exist (else ``PretrainedMissing``, also a
+  FileNotFoundError), and the config has the architecture the caller builds (else: which keys differ, and
+  which known size the file looks like);
 * ``weight_files``: which files hold the weights (the index's shards, all present; or the one file;
   files an index does not name are ignored, as diffusers ignores them);
 * ``read_state_dict``: every key and shape is checked from the safetensors headers alone (no tensor
@@ -72,6 +73,11 @@ class PretrainedError(FvdmError, ValueError):
     """A local weight directory is missing, partial, corrupt, or holds another model; the message says which."""
 
 
+class PretrainedMissing(PretrainedError, FileNotFoundError):
+    """The directory, its subfolder or its config.json is absent: a FileNotFoundError too, as plugins that read
+    their folders raised before they read them here (``except FileNotFoundError`` keeps catching it)."""
+
+
 # -- messages --------------------------------------------------------------------------------------
 
 def _fix(public_copy: str, folder: Path, *, partial: bool = False) -> str:
@@ -104,29 +110,37 @@ def _plain(v: Any) -> Any:
 
 # -- config ----------------------------------------------------------------------------------------
 
-def read_config(directory: str | Path, subfolder: str | None = None, *, public_copy: str, what: str) -> dict[str, Any]:
-    """The parsed ``directory/subfolder/config.json``; a missing folder or file, or bad JSON, raises."""
+def read_config(directory: str | Path, subfolder: str | None = None, *, public_copy: str, what: str,
+                fix: str | None = None) -> dict[str, Any]:
+    """The parsed ``directory/subfolder/config.json``; a missing folder or file (``PretrainedMissing``), or bad
+    JSON, raises.
+
+    ``fix``: what each message tells the user to do, for a copy ``public_copy`` cannot name as one repo and
+    subfolder (a text encoder's two subfolders, downloaded with ``--include``); None: derived from it.
+    """
     top = Path(directory).expanduser()
     folder = top / subfolder if subfolder else top
+
+    def remedy(partial: bool = False) -> str:
+        return fix if fix is not None else _fix(public_copy, folder, partial=partial)
+
     if not top.is_dir():
-        raise PretrainedError(f"{what}: no directory {top} (for {public_copy}); {_fix(public_copy, folder)}")
+        raise PretrainedMissing(f"{what}: no directory {top} (for {public_copy}); {remedy()}")
     if not folder.is_dir() and subfolder and top.name == subfolder and (top / "config.json").is_file():
-        raise PretrainedError(f"{what}: {top} is the model's {subfolder}/ folder itself; point it at the directory "
-                              f"that holds {subfolder}/: {top.parent}")
+        raise PretrainedMissing(f"{what}: {top} is the model's {subfolder}/ folder itself; point it at the "
+                                f"directory that holds {subfolder}/: {top.parent}")
     if not folder.is_dir():
-        raise PretrainedError(f"{what}: {top} has no subfolder {subfolder!r} (for {public_copy}); "
-                              f"{_fix(public_copy, folder)}")
+        raise PretrainedMissing(f"{what}: {top} has no subfolder {subfolder!r} (for {public_copy}); {remedy()}")
     path = folder / "config.json"
     if not path.is_file():
-        raise PretrainedError(f"{what}: no {path} (for {public_copy}); {_fix(public_copy, folder)}")
+        raise PretrainedMissing(f"{what}: no {path} (for {public_copy}); {remedy()}")
     try:
         config = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PretrainedError(f"{what}: {path} is not valid JSON ({exc}); "
-                              f"{_fix(public_copy, folder, partial=True)}") from exc
+        raise PretrainedError(f"{what}: {path} is not valid JSON ({exc}); {remedy(partial=True)}") from exc
     if not isinstance(config, dict):
         raise PretrainedError(f"{what}: {path} holds a JSON {type(config).__name__}, not an object of model "
-                              f"settings; {_fix(public_copy, folder, partial=True)}")
+                              f"settings; {remedy(partial=True)}")
     return config
 
 

@@ -23,7 +23,6 @@ Weights are never downloaded (``local_files_only=True``); ``path`` is a local di
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,23 +123,21 @@ class WanVAE(nn.Module):
     # -- loading -------------------------------------------------------------------------------------
     @staticmethod
     def _load(cls: type, cfg: "WanVAE.Config") -> nn.Module:
+        from fvdm.core.pretrained import check_config, read_config
+
         root = Path(cfg.path).expanduser()
         folder = root / cfg.subfolder if cfg.subfolder else root
-        config_file = folder / "config.json"
-        if not folder.is_dir():
-            raise FileNotFoundError(f"wan_vae: {folder} is not a directory; fvdm never downloads weights: "
-                                    f"{_download_hint(cfg.variant)}")
-        if not config_file.is_file():
-            raise FileNotFoundError(f"wan_vae: {config_file} is missing; fvdm never downloads weights: "
-                                    f"{_download_hint(cfg.variant)}")
+        repo = VARIANTS[cfg.variant]["repo"]
+        public = f"{repo}, subfolder {cfg.subfolder}" if cfg.subfolder else repo
+        what = f"wan_vae variant {cfg.variant}"
+        # missing folder or config.json: PretrainedMissing, a FileNotFoundError naming the download
+        config = read_config(root, cfg.subfolder or None, public_copy=public, what=what)
         if not any((folder / name).is_file() for name in _WEIGHTS):
             raise FileNotFoundError(f"wan_vae: no weights ({_WEIGHTS[0]}) in {folder}; fvdm never downloads "
                                     f"weights: {_download_hint(cfg.variant)}")
-        # the class name is checked before loading: another VAE's weights fail inside diffusers with a key dump
-        name = json.loads(config_file.read_text()).get("_class_name")
-        if name != _CLASS:
-            raise ValueError(f"wan_vae: {config_file} describes a {name!r}, not an {_CLASS}; point path at a copy "
-                             f"of {VARIANTS[cfg.variant]['repo']} (subfolder vae)")
+        # the class name is checked before loading: another VAE's weights fail inside diffusers with a key dump;
+        # the variant's sizes are checked after, on the config diffusers completes with its defaults
+        check_config(config, {"_class_name": _CLASS}, path=folder, public_copy=public, what=what)
         return cls.from_pretrained(str(root), subfolder=cfg.subfolder or None, local_files_only=True,
                                    torch_dtype=_DTYPES[cfg.dtype])
 

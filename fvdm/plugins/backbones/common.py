@@ -5,21 +5,36 @@ Classifier-free guidance is not here: it wraps any backbone at sampling time
 
 A backbone here has ``in_channels``, ``num_frames``, ``input_size``, ``num_classes``, a ``y_embedder``
 (``LabelEmbedder`` or None) and ``forward(x, t_in, y, *, force_drop=None)``; ``BackboneMixin`` turns
-the functions below into its methods.
+the functions below into its methods. The class-conditioned ones (Latte, the U-Net) take their label
+dropout from ``ClassConditionedConfig``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as Fn
 from einops import rearrange
+from pydantic import Field
 
+from fvdm.core.interfaces import BackboneConfig
 from fvdm.core.tensor import check_video
 
 #: ``fn(q, k, v, *, mask=None, causal=False, scale=None)`` on (B, N, H, D) tensors -> (B, N, H, D)
 AttentionFn = Callable[..., torch.Tensor]
+
+
+class ClassConditionedConfig(BackboneConfig):
+    """A backbone conditioned on class labels y (B,) besides x and t: ``class_dropout`` replaces a label by the
+    null class (``LabelEmbedder``) during training, which is how classifier-free guidance is learned."""
+
+    conditioning: ClassVar[frozenset[str]] = frozenset({"class"})
+
+    class_dropout: float = Field(0.1, ge=0, lt=1, description="label dropout for CFG (adds a null class)")
+
+    def guidance_dropout(self) -> dict[str, float]:
+        return {"class": self.class_dropout} if self.num_classes > 0 else {}
 
 
 def sdpa_attention(q, k, v, *, mask=None, causal=False, scale=None):

@@ -13,7 +13,7 @@ Parameter names follow Latte; ``latte_import.py`` maps Latte / FVDM checkpoints 
 from __future__ import annotations
 
 import functools
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,21 +22,19 @@ from pydantic import Field, create_model, model_validator
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from fvdm.core.interfaces import BackboneConfig
-from fvdm.plugins.backbones.common import AttentionFn, BackboneMixin, sdpa_attention
+from fvdm.plugins.backbones.common import AttentionFn, BackboneMixin, ClassConditionedConfig, sdpa_attention
 from fvdm.plugins.backbones.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_1d, sincos_2d
 
-class LatteConfig(BackboneConfig):
+class LatteConfig(ClassConditionedConfig):
     """Latte/FVDM backbone. ``depth`` counts blocks as Latte does: depth/2 spatial+temporal pairs."""
 
-    conditioning: ClassVar[frozenset[str]] = frozenset({"class"})
-
+    # BackboneConfig leaves the shape fields None for the build to fill; Latte's stand for Latte's own setting
+    # (SD-VAE latents of 256-pixel, 16-frame clips), so LatteConfig() alone builds a model (tests, imports)
     in_channels: int = Field(4, ge=1, description="channels per frame (filled by the engine)")
     input_size: int = Field(32, ge=1, description="latent height = width (filled by the engine)")
     num_frames: int = Field(16, ge=1, description="frame capacity of the temporal position embedding")
-    num_classes: int = Field(0, ge=0, description="0 = unconditional")
+    # True where the base says False: Latte, like DiT, learns its variance (the hybrid loss of its checkpoints)
     learn_sigma: bool = Field(True, description="output 2C channels (DiT/Latte hybrid loss)")
-    class_dropout: float = Field(0.1, ge=0, lt=1, description="label dropout for CFG (adds a null class)")
     patch_size: int = Field(2, ge=1)
     hidden_size: int = Field(384, ge=4)
     depth: int = Field(12, ge=2, description="number of blocks (spatial, temporal alternate), even")
@@ -59,9 +57,6 @@ class LatteConfig(BackboneConfig):
         if self.input_size % self.patch_size:
             raise ValueError(f"input_size={self.input_size} must be divisible by patch_size={self.patch_size}")
         return self
-
-    def guidance_dropout(self) -> dict[str, float]:
-        return {"class": self.class_dropout} if self.num_classes > 0 else {}
 
 
 #: Latte sizes, one row each (as DiT's ``DiT_models``): name -> (hidden_size, depth, num_heads, what for).

@@ -30,25 +30,22 @@ from einops import rearrange
 from pydantic import Field, model_validator
 from torch import nn
 
-from fvdm.core.interfaces import BackboneConfig
-from fvdm.plugins.backbones.common import AttentionFn, BackboneMixin, sdpa_attention
+from fvdm.plugins.backbones.common import AttentionFn, BackboneMixin, ClassConditionedConfig, sdpa_attention
 from fvdm.plugins.backbones.embeddings import LabelEmbedder, TimestepEmbedder
 
 
-class UNetVideoConfig(BackboneConfig):
+class UNetVideoConfig(ClassConditionedConfig):
     """Pseudo-3D U-Net. ``channel_mult[i]`` scales ``base_channels`` at level i (resolution / 2^i)."""
 
-    conditioning: ClassVar[frozenset[str]] = frozenset({"class"})
     #: fields added after unet_video configs were in use, at the value that builds the model they built: left
     #: out of the canonical config there, so earlier runs keep their hash and resume
     added_defaults: ClassVar[dict[str, object]] = {"temporal_kernel": 1, "spacetime_levels": []}
 
+    # BackboneConfig leaves the shape fields None for the build to fill; the U-Net's stand for the digits demo
+    # it was made for (one-channel 32x32 frames, 16-frame clips), so UNetVideoConfig() alone builds a model
     in_channels: int = Field(1, ge=1, description="channels per frame (filled by the engine)")
     input_size: int = Field(32, ge=4, description="frame height = width (filled by the engine)")
     num_frames: int = Field(16, ge=1, description="frame capacity (the longest clip a forward accepts)")
-    num_classes: int = Field(0, ge=0, description="0 = unconditional")
-    learn_sigma: bool = Field(False, description="output 2C channels (DDPM hybrid loss)")
-    class_dropout: float = Field(0.1, ge=0, lt=1, description="label dropout for CFG (adds a null class)")
     base_channels: int = Field(32, ge=8)
     channel_mult: list[int] = Field(default_factory=lambda: [1, 2, 2], min_length=1)
     num_res_blocks: int = Field(1, ge=1, description="residual blocks per level on the way down (+1 up)")
@@ -109,9 +106,6 @@ class UNetVideoConfig(BackboneConfig):
                 raise ValueError(f"channels {ch} must be divisible by groups={self.groups} and "
                                  f"num_heads={self.num_heads}; change base_channels or channel_mult")
         return self
-
-    def guidance_dropout(self) -> dict[str, float]:
-        return {"class": self.class_dropout} if self.num_classes > 0 else {}
 
 def _zero(module: nn.Module) -> nn.Module:
     """Zero-initialise the last layer of a residual branch: every block starts as the identity."""

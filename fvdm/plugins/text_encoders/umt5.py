@@ -23,6 +23,7 @@ import torch
 from pydantic import Field
 
 from fvdm.core.interfaces import PluginConfig
+from fvdm.core.pretrained import read_config
 
 PUBLIC_COPY = ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers on the Hugging Face hub (subfolders tokenizer/ and text_encoder/, "
                "umT5-XXL)")
@@ -37,12 +38,16 @@ def transformers_available(**_ctx) -> tuple[bool, str]:
     return True, ""
 
 
+#: the fix every missing-file message gives (the two subfolders are fetched with --include, which a repo and one
+#: subfolder, ``read_config``'s own form of a public copy, cannot say)
+FIX = ("fvdm never downloads weights: download a local copy of umT5-XXL, e.g. `huggingface-cli download "
+       "Wan-AI/Wan2.1-T2V-1.3B-Diffusers --include 'tokenizer/*' 'text_encoder/*' --local-dir DIR`, and set the "
+       "text encoder's path to DIR")
+
+
 def _missing(what: str) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"umt5: {what}. fvdm never downloads weights: download a local copy of {PUBLIC_COPY}, e.g. "
-        "`huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B-Diffusers --include 'tokenizer/*' 'text_encoder/*' "
-        "--local-dir DIR`, and set the text encoder's path to DIR."
-    )
+    """One line in ``read_config``'s form: what is missing, for which public copy, and the fix."""
+    return FileNotFoundError(f"umt5: {what} (for {PUBLIC_COPY}); {FIX}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -118,11 +123,12 @@ class UMT5TextEncoder:
         if not root.is_dir():
             raise _missing(f"path {str(root)!r} is not a directory")
         tok_dir, enc_dir = root / cfg.tokenizer_subfolder, root / cfg.encoder_subfolder
+        # both subfolders are checked here, the tokenizer's first (read_config knows one folder only)
         for sub in (tok_dir, enc_dir):
             if not sub.is_dir():
                 raise _missing(f"{str(root)!r} has no subfolder {sub.name!r} ({str(sub)!r} is not a directory)")
-        if not (enc_dir / "config.json").is_file():
-            raise _missing(f"{str(enc_dir / 'config.json')!r} does not exist")
+        # a missing or broken config.json: PretrainedMissing (a FileNotFoundError) or PretrainedError, one line
+        read_config(root, cfg.encoder_subfolder, public_copy=PUBLIC_COPY, what="umt5", fix=FIX)
         # Without its vocabulary file, transformers' T5 tokenizer quietly builds one of special tokens only.
         if not any((tok_dir / name).is_file() for name in ("tokenizer.json", "spiece.model")):
             raise _missing(f"{str(tok_dir)!r} holds neither tokenizer.json nor spiece.model")
