@@ -44,8 +44,9 @@ def held_out(plugins: Any, data: dict[str, Any], n: int, split: str = "val") -> 
 
 
 def sample_tasks(loaded: Any, plugins: Any, gt: torch.Tensor, steps: int, *, seed: int = 0,
-                 chunk: int = 16) -> dict[str, torch.Tensor]:
-    """task -> (n, F, C, H, W) native zero-shot samples in [-1, 1] from ``gt``'s given frames."""
+                 chunk: int = 16, schedule: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """task -> (n, F, C, H, W) native zero-shot samples in [-1, 1] from ``gt``'s given frames; ``schedule``: a
+    sampling-schedule spec (None: the checkpoint's, e.g. standard: every generated frame at one level)."""
     from fvdm.core.sampling_context import make_context
 
     f = gt.shape[1]
@@ -57,7 +58,7 @@ def sample_tasks(loaded: Any, plugins: Any, gt: torch.Tensor, steps: int, *, see
         clips = []
         for b in range(0, len(gt), chunk):
             z = z_gt[b:b + chunk]
-            ctx = make_context(loaded, plugins, steps=steps, batch_size=len(z), seed=seed + b)
+            ctx = make_context(loaded, plugins, steps=steps, batch_size=len(z), seed=seed + b, schedule=schedule)
             with torch.no_grad():
                 clips.append(loaded.autoencoder.decode(task.run(ctx, task_inputs(name, z))))
         out[name] = torch.cat(clips).clamp(-1, 1)  # a sampler without x0 clipping may overshoot
