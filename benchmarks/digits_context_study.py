@@ -8,7 +8,11 @@ OUT/identity.png, and copies each run's curve.json and last task grid into OUT/<
 
     python -m benchmarks.digits_context_study --out benchmarks/results/digits_context_study \\
         ft_context_mix=bench_out/ft_ctx scratch_context_mix=bench_out/scratch_A \\
-        scratch_context_mix_tk3=bench_out/scratch_B
+        scratch_context_mix_tk3=bench_out/scratch_B spacetime=bench_out/ft_st \\
+        clean_frame_loss=bench_out/ft_cl overfit16=bench_out/overfit16
+
+A run scored on its own training clips (``train_digits_fvdm.py --score-split train``, the overfitting check)
+is drawn dashed and marked ``scored_on: train``.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def main() -> None:
         study["recipes"][name] = {
             "vtv": r["vtv"], "backbone": r["backbone"], "init_from": r["train"].get("init_from"),
             "lr": r["train"]["lr"], "clips": curve["clips"], "sample_steps": curve["sample_steps"],
+            "scored_on": curve.get("score_split", "val"),  # train: the overfitting check, not held-out clips
             "curve": [{"step": c["step"], "train_seconds": c.get("train_seconds"),
                        **{f"identity_{t}": v["identity_f1"] for t, v in c["tasks"].items()},
                        "fvd_digits": c["unconditional"].get("fvd_digits"),
@@ -68,12 +73,17 @@ def main() -> None:
     for ax, task in zip(axes, ("image_to_video", "extension")):
         for name, rec in study["recipes"].items():
             rows = [c for c in rec["curve"] if c["step"] > 0]
-            ax.plot([c["step"] for c in rows], [c[f"identity_{task}"] for c in rows], "o-", label=name)
+            held = rec["scored_on"] == "val"
+            ax.plot([c["step"] for c in rows], [c[f"identity_{task}"] for c in rows], "o-" if held else "s--",
+                    label=name if held else f"{name} (its own training clips)")
         ax.axhline(study["copy_identity"][task], ls="--", color="k", lw=0.8, label="copy nearest given frame")
         ax.axhline(study["real_identity"][task], ls=":", color="g", lw=0.8, label="real clips")
         ax.set(xscale="log", ylim=(0, 1), xlabel="training steps", ylabel="identity F1 with the given frames",
                title=task)
-    axes[0].legend(fontsize=7)
+        ticks = sorted({c["step"] for rec in study["recipes"].values() for c in rec["curve"] if c["step"] > 0})
+        ax.set_xticks(ticks, [str(t) for t in ticks], rotation=45, fontsize=7)  # the scored steps, not log labels
+        ax.minorticks_off()
+    axes[0].legend(fontsize=6, loc="center left")
     fig.tight_layout()
     fig.savefig(out / "identity.png", dpi=110)
     print(json.dumps({k: v for k, v in study.items() if k != "provenance"}, indent=1)[:3000])

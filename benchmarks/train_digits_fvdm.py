@@ -160,6 +160,7 @@ def main() -> None:
     def write() -> None:
         (out / "curve.json").write_text(json.dumps(
             {"recipe": json.loads(cfg.model_dump_json()), "real_identity": real, "clips": args.clips,
+             "score_split": args.score_split,
              "samples": args.samples, "sample_steps": args.sample_steps, "threads": args.threads,
              "curve": curve, "provenance": provenance()}, indent=2) + "\n")
         plot(out, curve, real)
