@@ -301,3 +301,12 @@ def test_backbone_lora_reads_the_comfyui_layout_back(plugins, tmp_path):
     merged = build_model(plugins, {**WAN, "pretrained": str(tmp_path / "base"),
                                    "lora": str(tmp_path / "c" / COMFYUI_FILE)}, load_pretrained=True).eval()
     torch.testing.assert_close(fvdm_out(merged, *inputs()), y1, rtol=0, atol=TOL)
+    # the export directory itself reads as well as the file in it, as the diffusers layout's directory does
+    from_dir = build_model(plugins, {**WAN, "pretrained": str(tmp_path / "base"), "lora": str(tmp_path / "c")},
+                           load_pretrained=True).eval()
+    torch.testing.assert_close(fvdm_out(from_dir, *inputs()), y1, rtol=0, atol=TOL)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="holds no LoRA file") as err:
+        build_model(plugins, {**WAN, "pretrained": str(tmp_path / "base"), "lora": str(tmp_path / "empty")},
+                    load_pretrained=True)
+    assert "backbone.lora" in str(err.value) and "pusa" not in str(err.value).lower()

@@ -286,10 +286,10 @@ class FrameModulatedWan(nn.Module):
         if own_format:  # fvdm's own export (diffusers' layout): its base fingerprint is checked, then merged
             info["lora"] = self._merge_diffusers_lora(self.cfg.lora, self.cfg.lora_scale)
         elif lora is not None:
-            from fvdm.plugins.backbones.pusa_import import lora_report, merge_lora
+            from fvdm.plugins.backbones.pusa_import import lora_file, lora_report, merge_lora
 
             adapted = merge_lora(self.transformer, lora, scale=self.cfg.lora_scale)
-            info["lora"] = lora_report(self.cfg.lora, lora, adapted, self.cfg.lora_scale)
+            info["lora"] = lora_report(lora_file(self.cfg.lora), lora, adapted, self.cfg.lora_scale)
         self.cast(dtype or torch.float32)
         return info
 
