@@ -301,3 +301,45 @@ def test_backbone_lora_reads_the_comfyui_layout_back(plugins, tmp_path):
     merged = build_model(plugins, {**WAN, "pretrained": str(tmp_path / "base"),
                                    "lora": str(tmp_path / "c" / COMFYUI_FILE)}, load_pretrained=True).eval()
     torch.testing.assert_close(fvdm_out(merged, *inputs()), y1, rtol=0, atol=TOL)
+    # the export directory itself reads as well as the file in it, as the diffusers layout's directory does
+    from_dir = build_model(plugins, {**WAN, "pretrained": str(tmp_path / "base"), "lora": str(tmp_path / "c")},
+                           load_pretrained=True).eval()
+    torch.testing.assert_close(fvdm_out(from_dir, *inputs()), y1, rtol=0, atol=TOL)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="holds no LoRA file") as err:
+        build_model(plugins, {**WAN, "pretrained": str(tmp_path / "base"), "lora": str(tmp_path / "empty")},
+                    load_pretrained=True)
+    assert "backbone.lora" in str(err.value) and "pusa" not in str(err.value).lower()
+
+
+def test_base_fingerprint_after_a_merge_hashes_the_merged_weights(plugins):
+    """peft's merge edits weights through ``.data``, which bumps no version counter: the per-process memo must
+    not hand back the fingerprint of the weights before the merge."""
+    from fvdm.core.lora import hash_tensors, merge_lora
+
+    m = build(plugins, WAN)
+    before = base_fingerprint(m)
+    add_lora(m, LoraSettings(rank=4))
+    trained(m)
+    merge_lora(m)
+    assert base_fingerprint(m) == hash_tensors(dict(m.state_dict())) != before
+
+
+def test_backbone_lora_checks_the_base_fingerprint_a_comfyui_export_records(plugins, tmp_path):
+    from fvdm.commands.export import export_adapter
+    from fvdm.core.build import build_model
+    from fvdm.plugins.backbones.pusa_import import COMFYUI_FILE
+
+    build(plugins, WAN).transformer.save_pretrained(tmp_path / "base" / "transformer")
+    build(plugins, WAN, seed=1).transformer.save_pretrained(tmp_path / "other" / "transformer")
+    m = build_model(plugins, {**WAN, "pretrained": str(tmp_path / "base")}, load_pretrained=True).eval()
+    fingerprint = base_fingerprint(m)
+    add_lora(m, LoraSettings(rank=4))
+    export_adapter(trained(m), tmp_path / "c", spec=WAN, layout="comfyui")
+    ok = build_model(plugins, {**WAN, "pretrained": str(tmp_path / "base"), "lora": str(tmp_path / "c")},
+                     load_pretrained=True)
+    assert ok.pretrained_info["lora"]["base_fingerprint"] == fingerprint  # what adapter_config.json records
+    with pytest.raises(Exception, match="trained on another base") as err:
+        build_model(plugins, {**WAN, "pretrained": str(tmp_path / "other"), "lora": str(tmp_path / "c" / COMFYUI_FILE)},
+                    load_pretrained=True)
+    assert "backbone.lora" in str(err.value)

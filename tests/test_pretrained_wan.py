@@ -45,6 +45,18 @@ def test_make_tiny_wan_writes_a_directory_every_part_reads(tmp_path, capsys):
     assert "is not empty" in capsys.readouterr().err
 
 
+def test_make_tiny_wan_default_vae_reads_with_the_printed_autoencoder_spec(tmp_path, capsys):
+    # the printed hint is what a user pastes into `fvdm data pack --autoencoder wan_vae:DIR` and configs
+    from fvdm.core.plugins import load_plugins
+
+    dst = tmp_path / "wan"
+    assert main(["data", "make-tiny-wan", str(dst)]) == 0
+    assert f"autoencoder {{name: wan_vae, path: {dst}}}" in capsys.readouterr().out
+    ae = load_plugins()["autoencoders"].build({"name": "wan_vae", "path": str(dst)})
+    z = ae.encode(torch.zeros(1, 5, 3, 16, 16))
+    assert tuple(z.shape) == (1, 2, 16, 2, 2)
+
+
 def config(root, wan_dir, **over):
     cfg = {
         "name": "wan", "run_root": str(root / "runs"),

@@ -5,7 +5,7 @@
                    [--text-encoder NAME[:PATH] [--text-encoder-param K=V ...] [--missing-caption empty]]
     fvdm data inspect SHARDS [--grid grid.png] [--json]
     fvdm data make-digits DST [--split train] [--num-clips N] [--resolution 32] [--frames 16]
-    fvdm data make-tiny-wan DST [--channels 4] [--layers 2] [--seed 0]
+    fvdm data make-tiny-wan DST [--channels 16] [--layers 2] [--seed 0]
 """
 
 from __future__ import annotations
@@ -97,13 +97,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     md.add_argument("--no-progress", action="store_true")
     md.set_defaults(func=_make_digits)
 
-    mw = dsub.add_parser("make-tiny-wan", help="write a tiny random Wan directory (transformer, vae, text encoder)",
+    mw = dsub.add_parser("make-tiny-wan", help="write a tiny random Wan directory (transformer, vae, text encoder, "
+                         "tokenizer)",
                          description="Build a diffusers-format Wan directory with random weights, offline, in "
                          "seconds: DST/transformer (fvdm size tiny), DST/vae, DST/text_encoder, DST/tokenizer. "
                          "Use it to try the whole pretrained path (training, sampling, LoRA, export) without a "
                          "download: backbone {name: wan, size: tiny, pretrained: DST}.")
     mw.add_argument("dst")
-    mw.add_argument("--channels", type=int, default=4, help="latent channels (transformer in/out = VAE z_dim)")
+    mw.add_argument("--channels", type=int, default=16,
+                    help="latent channels (transformer in/out = VAE z_dim); 16, Wan2.1's, lets wan_vae read the vae "
+                    "with its default variant (other counts suit transformer-only tests)")
     mw.add_argument("--layers", type=int, default=2)
     mw.add_argument("--seed", type=int, default=0)
     mw.set_defaults(func=_make_tiny_wan)
@@ -174,9 +177,12 @@ def _make_tiny_wan(args: argparse.Namespace) -> int:
     if Path(args.dst).exists() and any(Path(args.dst).iterdir()):
         raise ValueError(f"{args.dst} is not empty; give a new directory (nothing was written)")
     root = make_tiny_wan_dir(args.dst, channels=args.channels, layers=args.layers, seed=args.seed)
+    # wan_vae checks a directory against Wan2.1's latent space (16 channels); say so rather than hand out a
+    # spec that is refused later
+    ae = (f"autoencoder {{name: wan_vae, path: {root}}}" if args.channels == 16 else
+          f"no autoencoder (wan_vae reads a vae of 16 channels only; this one has {args.channels})")
     print(f"{root}: " + ", ".join(sorted(p.name + "/" for p in root.iterdir())) + "; use backbone {name: wan, size: "
-          f"tiny, pretrained: {root}}}, autoencoder {{name: wan_vae, path: {root}}}, text_encoder {{name: umt5, path: "
-          f"{root}}}")
+          f"tiny, pretrained: {root}}}, {ae}, text_encoder {{name: umt5, path: {root}}}")
     return 0
 
 

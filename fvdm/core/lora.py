@@ -230,7 +230,14 @@ def load_adapter_state(model: nn.Module, state: Mapping[str, torch.Tensor], sour
 #: per-process memo of base fingerprints: (the hashed tensors as (name, weak reference, version, address),
 #: digest). An entry holds only while every tensor it names is alive, unchanged (its version counter) and in
 #: place, so a rebuilt or edited base is hashed again; ``fvdm export --adapter`` hashed one base three times.
+#: An edit through ``.data`` bumps no version counter and is invisible here: whatever edits that way (peft's
+#: merge, in ``merge_lora``) calls ``forget_fingerprints``.
 _FINGERPRINTS: list[tuple[list[tuple[str, Any, int, int]], str]] = []
+
+
+def forget_fingerprints() -> None:
+    """Drop the memo of ``base_fingerprint``: call after changing weights through ``.data``."""
+    _FINGERPRINTS.clear()
 
 
 def base_fingerprint(model: nn.Module) -> str:
@@ -285,6 +292,7 @@ def merge_lora(model: nn.Module) -> None:
         parent, _, child = name.rpartition(".")
         setattr(root.get_submodule(parent) if parent else root, child, layer.get_base_layer())
     root.__dict__.pop("peft_config", None)  # what peft's injection left on the root: a later add_lora starts clean
+    forget_fingerprints()  # peft merged through .data, which the memo's version check cannot see
 
 
 # -- diffusers' Wan LoRA file ------------------------------------------------------------------------

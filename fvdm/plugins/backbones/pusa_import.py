@@ -122,13 +122,48 @@ def _strip_prefix(key: str) -> str:
     return key
 
 
+def lora_file(path: str | Path) -> Path:
+    """``path``, or for a directory (what ``fvdm export --adapter`` writes, in either layout) the LoRA file in it.
+
+    A directory without one is refused here: the not-found hint below is about downloading Pusa's file, which
+    would mislead someone who pointed at an export directory.
+    """
+    from fvdm.core.lora import LORA_FILE
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    for name in (LORA_FILE, COMFYUI_FILE):
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(f"LoRA directory {path} holds no LoRA file ({LORA_FILE} or {COMFYUI_FILE}, what "
+                            "`fvdm export --adapter` writes); point backbone.lora at the LoRA file itself")
+
+
+def recorded_base_fingerprint(path: str | Path) -> str | None:
+    """The base fingerprint a LoRA file records (fvdm's exports, both layouts, in the safetensors metadata), or
+    None for files that record none (Pusa's .pt, other tools' files)."""
+    from fvdm.core.lora import FVDM_FINGERPRINT
+
+    path = lora_file(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get(FVDM_FINGERPRINT)
+    except (SafetensorError, OSError):
+        return None  # read_lora says what is wrong with the file
+
+
 def read_lora(path: str | Path) -> dict[str, torch.Tensor]:
     """A LoRA file (``.safetensors``, or ``.pt`` / ``.pth`` pickles) -> {key: tensor} with known prefixes stripped.
 
     Never downloads. Pickles load with ``weights_only=True`` (tensors only, no code runs) and memory-mapped,
     so a multi-GB file is not copied into RAM before the merge reads it.
     """
-    path = Path(path).expanduser()
+    path = lora_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"LoRA file {path} not found; fvdm never downloads: `huggingface-cli download "
                                 f"{PUSA_V1.hf_repo} {PUSA_V1.file} --local-dir DIR` and pass DIR/{PUSA_V1.file}")

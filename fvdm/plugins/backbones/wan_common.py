@@ -283,13 +283,17 @@ class FrameModulatedWan(nn.Module):
         del state
         info = {"directory": str(Path(directory).expanduser().resolve()), "subfolder": self.cfg.subfolder,
                 "fingerprint": directory_fingerprint(folder), "public_copy": public}
-        if own_format:  # fvdm's own export (diffusers' layout): its base fingerprint is checked, then merged
+        # fvdm's exports (either layout) record their base: checked on the float32 base before anything merges
+        base = self._check_lora_base(self.cfg.lora) if self.cfg.lora is not None else None
+        if own_format:  # fvdm's own export (diffusers' layout)
             info["lora"] = self._merge_diffusers_lora(self.cfg.lora, self.cfg.lora_scale)
         elif lora is not None:
-            from fvdm.plugins.backbones.pusa_import import lora_report, merge_lora
+            from fvdm.plugins.backbones.pusa_import import lora_file, lora_report, merge_lora
 
             adapted = merge_lora(self.transformer, lora, scale=self.cfg.lora_scale)
-            info["lora"] = lora_report(self.cfg.lora, lora, adapted, self.cfg.lora_scale)
+            info["lora"] = lora_report(lora_file(self.cfg.lora), lora, adapted, self.cfg.lora_scale)
+        if base is not None:
+            info["lora"]["base_fingerprint"] = base
         self.cast(dtype or torch.float32)
         return info
 
@@ -319,6 +323,18 @@ class FrameModulatedWan(nn.Module):
         return self
 
     @torch.no_grad()
+    def _check_lora_base(self, path: str) -> str | None:
+        """The base fingerprint the LoRA file records, after checking it is this model's; None if it records none."""
+        from fvdm.core.lora import LoraError, base_fingerprint
+        from fvdm.plugins.backbones.pusa_import import recorded_base_fingerprint
+
+        recorded = recorded_base_fingerprint(path)
+        if recorded is not None and recorded != (ours := base_fingerprint(self)):
+            raise LoraError(f"backbone.lora {path}: trained on another base (fingerprint {recorded[:12]}, the "
+                            f"weights in backbone.pretrained are {ours[:12]}); point backbone.pretrained at the base "
+                            "it was trained on")
+        return recorded
+
     def _merge_diffusers_lora(self, path: str, scale: float) -> dict[str, Any]:
         """Add a diffusers-format Wan LoRA (``fvdm export --adapter``, ``save_lora_weights``) as adapters, after
         checking the base fingerprint it records, scale its update, and fold it into the weights."""
