@@ -60,5 +60,7 @@ def how_trained(prov: dict[str, Any]) -> str:
     base = prov.get("base_sha256", "")[:12]
     return (f"the committed synchronized digits base (sha256 {base}..., 12,000 steps, every frame one level) "
             f"fine-tuned {prov['step']} steps with per-frame levels ({name}: {opts}), batch {t['batch_size']}, "
-            f"lr {t['lr']}, EMA {t['ema_decay']} (`{prov.get('script', 'benchmarks/train_digits_fvdm.py')}`; "
+            f"lr {t['lr']}, EMA {t['ema_decay']}"
+            f"{'' if t.get('clean_frame_loss', True) else ', loss over the generated frames only'} "
+            f"(`{prov.get('script', 'benchmarks/train_digits_fvdm.py')}`; "
             f"weights sha256 {prov['sha256'][:12]}...)")
