@@ -66,6 +66,7 @@ def weights_follow_now() -> bool:
     """Inside ``weights_follow``: the weights being constructed are read from a folder before any use."""
     return _WEIGHTS_FOLLOW.get()
 
+
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
