@@ -137,7 +137,7 @@ def _ready(model: torch.nn.Module, schedule: Any, autoencoder: Any, cfg: Any, pl
            spec: dict[str, Any], device: str | torch.device, dtype: torch.dtype = torch.float32,
            **where: Any) -> LoadedModel:
     """Eval mode on ``device`` in ``dtype`` with the configured attention kernel, and what a sampler needs to know."""
-    cast_for_sampling(model.to(device), dtype).eval().requires_grad_(False)
+    model = cast_for_sampling(model.to(device), dtype).eval().requires_grad_(False)  # the model it returns
     set_attention(model, cfg, plugins, torch.device(device), dtype)  # the run's configured kernel
     if hasattr(autoencoder, "to"):
         autoencoder.to(device)
