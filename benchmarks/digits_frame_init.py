@@ -39,7 +39,7 @@ def main() -> None:
     from fvdm.core.sampling import sample_loop
     from fvdm.core.sampling_context import make_context
     from fvdm.plugins.evaluators.digits_truth import digits_truth
-    from fvdm.tasks.base import context_model_fn
+    from fvdm.tasks.base import context_model_fn, place
 
     plugins = load_plugins()
     lm = load_for_sampling(args.checkpoint, plugins)
@@ -54,10 +54,7 @@ def main() -> None:
         row = {"checkpoint": args.checkpoint, "start_level": s, "clips": n, "steps": args.steps, "seed": args.seed}
         for name in ("image_to_video", "extension", "interpolation"):
             given = GIVEN[name](F)
-            ctx = torch.zeros(F, dtype=torch.bool)
-            ctx[given] = True
-            ctx_x0 = torch.zeros_like(gt)
-            ctx_x0[:, given] = gt[:, given]
+            ctx_x0, ctx = place(gt[:, given], given, F)  # (N, F, C, H, W) given values, (F,) mask
             sc = make_context(lm, plugins, steps=args.steps, batch_size=n, seed=args.seed)
             S = sc.matrix(sc.steps, F, context=ctx, num_timesteps=getattr(sc.schedule, "num_timesteps", None))
             S = S[int((S[:, ~ctx].amax(dim=1) > s + 1e-6).sum()):]  # (rows, F): the rows at or below s
