@@ -209,8 +209,10 @@ def _pairs(lora: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor
         if m is None:
             stray.append(key)
             continue
-        if m.re is _ORIGINAL_KEY:
-            (alphas.__setitem__(m.group("module"), key) if m.group("alpha") else original.add(m.group("module")))
+        if m.re is _ORIGINAL_KEY and m.group("alpha"):
+            alphas[m.group("module")] = key
+        elif m.re is _ORIGINAL_KEY:
+            original.add(m.group("module"))
         part = "alpha" if m.groupdict().get("alpha") else {"lora_down": "lora_A", "lora_up": "lora_B"}.get(
             m.group("part"), m.group("part"))
         slot = pairs.setdefault(m.group("module"), {})
